@@ -1,0 +1,21 @@
+"""sam2tune: memory profiling and auto-tuning benchmark suite for SAM 2 video segmentation.
+
+    conf (Hydra) -> one run in an isolated process -> report.json -> results table (pandas)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load_results"]
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def load_results(results_dir="results") -> pd.DataFrame:
+    """Every recorded run under ``results_dir`` as one flat row each (see ``sam2tune.record``)."""
+    from sam2tune.results import load_results as _load
+
+    return _load(results_dir)

@@ -1,0 +1,4 @@
+from sam2tune.cli import main
+
+if __name__ == "__main__":
+    main()

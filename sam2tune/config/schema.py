@@ -1,0 +1,257 @@
+"""Typed configuration of one sam2tune run.
+
+Hydra composes ``conf/`` onto these dataclasses (registered in :mod:`sam2tune.config.store`);
+``OmegaConf.to_object`` at the entry point turns the result into plain dataclasses and runs the
+``__post_init__`` validation, so no ``DictConfig`` reaches library code. Each knob's help says
+what it does and what it costs, with a number where one is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sam2tune.units import parse_bytes
+
+__all__ = [
+    "ModelConfig",
+    "VideoConfig",
+    "ScenarioConfig",
+    "KnobsConfig",
+    "LimitsConfig",
+    "ProbeConfig",
+    "RunConfig",
+    "config_hash",
+]
+
+VIDEO_KINDS = ("synthetic", "jpeg_dir", "mp4")
+PROMPTS = ("box", "points", "mask")
+DTYPES = ("float32", "bfloat16")
+PREDICTORS = ("per_object", "legacy_batched")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _fail(name: str, message: str) -> None:
+    raise ValueError(f"{name}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    """Which SAM 2 to run. Pick a preset with ``model=sam2.1_tiny`` (see ``conf/model/``)."""
+
+    name: str = "sam2.1_tiny"
+    # packaged Hydra config inside the sam2 package
+    config_file: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    # Meta's official checkpoint file name, looked up in the download cache
+    checkpoint_name: str = "sam2.1_hiera_tiny.pt"
+    checkpoint_url: str = (
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+    )
+    # checkpoint file; None = the cache filled by `sam2tune download`; none found = random-init
+    # weights (real architecture, memory and speed faithful, masks meaningless)
+    checkpoint: Optional[str] = None
+    # model input resolution: every frame is resized to image_size x image_size (multiple of 16).
+    # Memory scales with its square: frame cache 12 MiB/frame at 1024, 3 MiB at 512, 0.75 MiB at
+    # 256; per-object state ~0.77 MiB per object-frame at 1024. SAM 2's own value is 1024.
+    image_size: int = 1024
+    # seed of the random-init weights (same seed = same weights, so runs stay comparable)
+    weights_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 16:
+            _fail("model.image_size", f"must be a positive multiple of 16, got {self.image_size}")
+
+
+@dataclass
+class VideoConfig:
+    """The video. ``video=synthetic`` (default), ``video=jpeg_dir video.path=DIR`` or
+    ``video=mp4 video.path=FILE``."""
+
+    kind: str = "synthetic"
+    # jpeg_dir: folder of <index>.jpg frames; mp4: the video file
+    path: Optional[str] = None
+    # jpeg_dir: optional folder of DAVIS-style palette PNG masks (<index>.png, ids = palette index)
+    annotations: Optional[str] = None
+    # number of frames (synthetic: generated; jpeg_dir/mp4: the first N, None = all)
+    num_frames: Optional[int] = 8
+    # synthetic: number of objects (the last one enters after the first frame when there are 2+)
+    num_objects: int = 2
+    # synthetic: the video's own resolution (masks and IoU are at this resolution)
+    height: int = 270
+    width: int = 480
+    # synthetic: generator seed (same seed = same frames and ground truth)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIDEO_KINDS:
+            _fail("video.kind", f"unknown video kind {self.kind!r} (choose from {VIDEO_KINDS})")
+        if self.num_frames is not None and self.num_frames <= 0:
+            _fail("video.num_frames", f"must be positive, got {self.num_frames}")
+        if self.kind == "synthetic":
+            if self.num_frames is None:
+                _fail("video.num_frames", "a synthetic video needs a frame count")
+            if self.num_objects <= 0:
+                _fail("video.num_objects", f"must be positive, got {self.num_objects}")
+            if self.height < 32 or self.width < 32:
+                _fail("video.height/width", f"must be >= 32, got {self.height}x{self.width}")
+        elif not self.path:
+            _fail("video.path", f"video={self.kind} needs video.path")
+
+
+@dataclass
+class ScenarioConfig:
+    """How objects are prompted (prompts derived from ground truth)."""
+
+    # box | points | mask, given on the frame where each object first appears
+    prompt: str = "box"
+    # re-prompt each visible object every K frames after its first prompt (0 = only first
+    # appearance). Every prompted frame becomes a conditioning frame, which memory attention reads
+    # on every later frame unless knobs.max_cond_frames_in_attn caps it: the case that grows memory.
+    reannotate_every: int = 0
+    # an object "appears" on the first frame where at least this many of its pixels are visible
+    min_prompt_area: int = 64
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPTS:
+            _fail("scenario.prompt", f"unknown prompt {self.prompt!r} (choose from {PROMPTS})")
+        if self.reannotate_every < 0:
+            _fail("scenario.reannotate_every", f"must be >= 0, got {self.reannotate_every}")
+        if self.min_prompt_area <= 0:
+            _fail("scenario.min_prompt_area", f"must be positive, got {self.min_prompt_area}")
+
+
+@dataclass
+class KnobsConfig:
+    """SAM 2's memory / speed knobs."""
+
+    # keep the decoded frame cache (N x 3 x S x S fp32: 12 MiB per frame at S=1024) in host RAM
+    # instead of accelerator memory; frames are copied to the device one at a time. Lossless.
+    # Costs host RAM instead: a 2-minute 30 fps video is ~42 GiB at 1024.
+    offload_video_to_cpu: bool = False
+    # keep per-object per-frame outputs (~0.77 MiB per object-frame at 1024) in host RAM. Lossless.
+    # Costs fps: SAM 2 reports 27 -> 24 fps for one object at 768 (about 11 %).
+    offload_state_to_cpu: bool = False
+    # load JPEG frames in a background thread so tracking starts earlier. Every frame is still kept
+    # in memory: it saves start-up time, not memory.
+    async_loading_frames: bool = False
+    # attend to at most this many conditioning (prompted) frames (-1 = all; else >= 2). Lossy when
+    # there are more prompted frames than this; each attended frame costs (S/16)^2 memory tokens
+    # of attention per object per step. Unselected conditioning frames stay stored.
+    max_cond_frames_in_attn: int = -1
+    # float32 | bfloat16 (torch.autocast, as in SAM 2's examples). bf16 roughly halves activation
+    # memory on GPU; lossy.
+    dtype: str = "float32"
+    # per_object: SAM2VideoPredictor, each object runs separately (batch 1) sharing backbone
+    # features; legacy_batched: all objects in one batch (faster for many objects, more memory)
+    predictor: str = "per_object"
+    # torch.compile the whole model (SAM2VideoPredictorVOS; GPU, torch >= 2.5.1). Long first-run
+    # compile; faster steady state.
+    vos_optimized: bool = False
+
+    def __post_init__(self) -> None:
+        m = self.max_cond_frames_in_attn
+        if m != -1 and m < 2:
+            _fail("knobs.max_cond_frames_in_attn", f"must be -1 (all) or >= 2, got {m}")
+        if self.dtype not in DTYPES:
+            _fail("knobs.dtype", f"unknown dtype {self.dtype!r} (choose from {DTYPES})")
+        if self.predictor not in PREDICTORS:
+            _fail("knobs.predictor", f"unknown predictor {self.predictor!r} (choose {PREDICTORS})")
+
+    def memory_saving(self) -> bool:
+        """Whether any knob differs from the reference (every memory-saving knob off)."""
+        return self != KnobsConfig()
+
+
+@dataclass
+class LimitsConfig:
+    """Run limits. Budgets are sizes such as ``2GiB`` or ``24GB``; None = no limit."""
+
+    # wall-clock limit of the isolated run process; past it the run is recorded as timeout
+    timeout_s: float = 1800.0
+    # real limit on the run process's heap (RLIMIT_DATA); over it the run is recorded as oom
+    host_memory_budget: Optional[str] = None
+    # on CUDA, emulate a smaller GPU with torch.cuda.set_per_process_memory_fraction
+    device_memory_budget: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            _fail("limits.timeout_s", f"must be positive, got {self.timeout_s}")
+        parse_bytes(self.host_memory_budget, name="limits.host_memory_budget")
+        parse_bytes(self.device_memory_budget, name="limits.device_memory_budget")
+
+    @property
+    def host_budget_bytes(self) -> int | None:
+        return parse_bytes(self.host_memory_budget, name="limits.host_memory_budget")
+
+    @property
+    def device_budget_bytes(self) -> int | None:
+        return parse_bytes(self.device_memory_budget, name="limits.device_memory_budget")
+
+
+@dataclass
+class ProbeConfig:
+    """What the run measures beyond the light per-frame probes."""
+
+    # the last N propagated frames (steady state: full memory bank, every conditioning frame) run
+    # under a tensor-tracking dispatch mode to measure the step's activation peak; it costs ~40 %
+    # of those frames' time, so they are left out of fps
+    track_frames: int = 2
+    # compare masks with the reference run (same video/prompts/model, every memory knob off)
+    reference: bool = True
+
+    def __post_init__(self) -> None:
+        if self.track_frames < 1:
+            _fail("probe.track_frames", f"must be >= 1, got {self.track_frames}")
+
+
+@dataclass
+class RunConfig:
+    """One experiment: model x video x scenario x knobs, run in an isolated process."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    knobs: KnobsConfig = field(default_factory=KnobsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # auto (cuda when available, else cpu) | cpu | cuda
+    device: str = "auto"
+    # where run records go: <results_dir>/runs/<run_id>/{report.json,config.json}
+    results_dir: str = "results"
+    # cache for checkpoints and generated videos (None = $XDG_CACHE_HOME/sam2tune or ~/.cache/...)
+    cache_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            _fail("device", f"unknown device {self.device!r} (choose from {DEVICES})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            model=ModelConfig(**d.get("model", {})),
+            video=VideoConfig(**d.get("video", {})),
+            scenario=ScenarioConfig(**d.get("scenario", {})),
+            knobs=KnobsConfig(**d.get("knobs", {})),
+            limits=LimitsConfig(**d.get("limits", {})),
+            probe=ProbeConfig(**d.get("probe", {})),
+            **{k: v for k, v in d.items() if k not in _GROUPS},
+        )
+
+
+_GROUPS = ("model", "video", "scenario", "knobs", "limits", "probe")
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of what defines an experiment's outcome (not where it is written or how long it may
+    run), so a sweep can recognise a point it already ran."""
+    d = cfg.to_dict()
+    for k in ("results_dir", "cache_dir"):
+        d.pop(k)
+    d["limits"].pop("timeout_s")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,117 @@
+"""Mask agreement: per-object IoU (Jaccard) over frames.
+
+Convention (DAVIS's J): a frame where both masks are empty scores 1.0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["iou", "mean_iou_per_object"]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of the same shape; 1.0 when both are empty."""
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+def mean_iou_per_object(
+    pred: dict[int, dict[int, np.ndarray]],
+    target: dict[int, dict[int, np.ndarray]],
+    shape: tuple[int, int],
+) -> dict[int, float]:
+    """Mean IoU per object id over the frames present in ``target``.
+
+    Args:
+        pred: frame -> object id -> predicted mask (missing = empty).
+        target: frame -> object id -> reference mask (missing = empty); only its frames count.
+        shape: (H, W) of the masks, for the empty ones.
+
+    Returns:
+        object id -> mean IoU over the target's frames.
+    """
+    empty = np.zeros(shape, bool)
+    ids = sorted({i for f in target.values() for i in f} | {i for f in pred.values() for i in f})
+    out: dict[int, float] = {}
+    for i in ids:
+        scores = [
+            iou(pred.get(t, {}).get(i, empty), target[t].get(i, empty)) for t in sorted(target)
+        ]
+        if scores:
+            out[i] = float(np.mean(scores))
+    return out
+
+
+class MaskSet:
+    """Binary masks of a run, frame by frame, bit-packed (1 bit per pixel) to stay small.
+
+    Each frame keeps its own object ids (objects can be added mid-video)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.shape = (height, width)
+        self._frames: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+
+    def add(self, frame: int, obj_ids: list[int], masks: np.ndarray) -> None:
+        """Store ``masks`` (objects, H, W) bool for ``frame``."""
+        self._frames[frame] = (tuple(obj_ids), np.packbits(masks.astype(bool), axis=None))
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(self._frames)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return sorted({i for ids, _ in self._frames.values() for i in ids})
+
+    def get(self, frame: int) -> dict[int, np.ndarray]:
+        """object id -> mask on ``frame`` (empty dict for a frame never yielded)."""
+        if frame not in self._frames:
+            return {}
+        ids, packed = self._frames[frame]
+        n = len(ids) * self.shape[0] * self.shape[1]
+        m = np.unpackbits(packed, count=n).astype(bool).reshape(len(ids), *self.shape)
+        return {i: m[k] for k, i in enumerate(ids)}
+
+    def same_frame(self, other: MaskSet, frame: int) -> bool:
+        a, b = self._frames.get(frame), other._frames.get(frame)
+        return a is not None and b is not None and a[0] == b[0] and np.array_equal(a[1], b[1])
+
+    def save(self, path) -> None:
+        arrays = {}
+        for t, (ids, packed) in self._frames.items():
+            arrays[f"f{t}"] = packed
+            arrays[f"i{t}"] = np.array(ids, np.int64)
+        np.savez_compressed(path, _shape=np.array(self.shape), **arrays)
+
+    @classmethod
+    def load(cls, path) -> MaskSet:
+        with np.load(path) as z:
+            h, w = (int(v) for v in z["_shape"])
+            ms = cls(h, w)
+            for k in z.files:
+                if k.startswith("f"):
+                    t = int(k[1:])
+                    ms._frames[t] = (tuple(int(v) for v in z[f"i{t}"]), z[k])
+        return ms
+
+
+def agreement(pred: MaskSet, ref: MaskSet, frames: list[int]) -> dict[int, float]:
+    """Mean IoU per object between two runs' masks over ``frames`` (identical frames score 1.0
+    without unpacking)."""
+    ids = sorted(set(pred.obj_ids) | set(ref.obj_ids))
+    empty = np.zeros(pred.shape, bool)
+    sums = {i: 0.0 for i in ids}
+    for t in frames:
+        if pred.same_frame(ref, t):
+            for i in ids:
+                sums[i] += 1.0
+            continue
+        a, b = pred.get(t), ref.get(t)
+        for i in ids:
+            sums[i] += iou(a.get(i, empty), b.get(i, empty))
+    return {i: s / len(frames) for i, s in sums.items()} if frames else {}

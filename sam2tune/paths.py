@@ -1,0 +1,53 @@
+"""Where sam2tune keeps caches (checkpoints, generated videos) and how it writes files safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "check_writable_dir"]
+
+
+def cache_dir(override: str | None = None) -> Path:
+    """The cache root: ``override``, else ``$XDG_CACHE_HOME/sam2tune``, else ``~/.cache/sam2tune``."""
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sam2tune"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def check_writable_dir(path: Path, name: str) -> None:
+    """Create ``path`` if needed and check that a file can be written in it.
+
+    Raises:
+        InputError: one line naming the input.
+    """
+    from sam2tune.errors import InputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{name}: cannot write to {str(path)!r} ({e.strerror or e})") from None

@@ -1,0 +1,119 @@
+"""The record of one run: a flat row (the results table's contract) inside a nested report.json.
+
+``COLUMNS`` documents every column: unit, meaning and whether it is measured, estimated or a
+setting. Sizes are integer bytes. ``make_row`` is the only place a row is assembled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sam2tune.config.schema import RunConfig, config_hash
+
+__all__ = ["COLUMNS", "Column", "make_row", "STATUSES"]
+
+STATUSES = ("ok", "oom", "timeout", "crashed", "error")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    unit: str
+    kind: str  # setting | identity | measured | estimated | derived
+    meaning: str
+
+
+COLUMNS: list[Column] = [
+    Column("run_id", "", "identity", "unique id of the run (time + random suffix)"),
+    Column("config_hash", "", "identity", "hash of what defines the outcome (sweeps skip done points by it)"),
+    Column("status", "", "identity", "ok | oom | timeout | crashed | error"),
+    Column("error", "", "identity", "one-line error of a failed run (null when ok)"),
+    Column("weights", "", "identity", "random-init or sha256:<checkpoint hash>"),
+    Column("device", "", "setting", "cpu or cuda: where SAM 2 ran"),
+    Column("device_name", "", "identity", "GPU name or CPU model"),
+    Column("model", "", "setting", "model preset (sam2.1_tiny, ...)"),
+    Column("image_size", "px", "setting", "model input resolution S (frames resized to S x S)"),
+    Column("num_frames", "frames", "setting", "frames in the video"),
+    Column("num_objects", "objects", "setting", "objects prompted and tracked"),
+    Column("num_cond_frames", "frames", "setting", "distinct prompted (conditioning) frames"),
+    Column("offload_video_to_cpu", "", "setting", "SAM 2 knob"),
+    Column("offload_state_to_cpu", "", "setting", "SAM 2 knob"),
+    Column("async_loading_frames", "", "setting", "SAM 2 knob"),
+    Column("max_cond_frames_in_attn", "frames", "setting", "SAM 2 knob (-1 = all)"),
+    Column("dtype", "", "setting", "float32 | bfloat16 (autocast)"),
+    Column("predictor", "", "setting", "per_object | legacy_batched"),
+    Column("vos_optimized", "", "setting", "SAM 2 knob (torch.compile)"),
+    Column("prompt", "", "setting", "box | points | mask"),
+    Column("reannotate_every", "frames", "setting", "re-prompt period (0 = first appearance only)"),
+    Column("cuda_max_allocated_bytes", "B", "measured", "torch.cuda.max_memory_allocated over the run (null without CUDA)"),
+    Column("cuda_max_reserved_bytes", "B", "measured", "torch.cuda.max_memory_reserved over the run (null without CUDA)"),
+    Column("nvml_peak_process_bytes", "B", "measured", "NVML: peak GPU memory of the run process, sampled (null without CUDA)"),
+    Column("nvml_peak_device_bytes", "B", "measured", "NVML: peak GPU memory used on the whole device, sampled (null without CUDA)"),
+    Column("peak_host_rss_bytes", "B", "measured", "peak resident set size of the run process (ru_maxrss)"),
+    Column("frames_bytes", "B", "measured", "census: frame cache (inference_state['images']) at its largest"),
+    Column("state_bytes", "B", "measured", "census: per-object outputs, prompts, constants at their largest"),
+    Column("cached_features_bytes", "B", "measured", "census: cached backbone features at their largest"),
+    Column("weights_bytes", "B", "measured", "parameters + buffers of the model"),
+    Column("activation_peak_bytes", "B", "measured", "largest transient of one step (tracked tensor storages; CUDA: allocator)"),
+    Column("est_device_peak_bytes", "B", "estimated", "accelerator peak estimate: weights + device-resident state + step activation peak (method in report.json)"),
+    Column("est_host_peak_bytes", "B", "measured", "same as peak_host_rss_bytes (host figures are measured on every device)"),
+    Column("iou_gt_mean", "", "measured", "mean IoU vs ground truth over objects (null without ground truth; random-init weights: not a quality figure)"),
+    Column("iou_ref_mean", "", "measured", "mean IoU vs the reference run (same video/prompts/model, every memory knob off); 1.0 = identical"),
+    Column("fps", "frames/s", "measured", "propagation frames per second (untracked frames, light probes only)"),
+    Column("init_s", "s", "measured", "init_state time (frame loading)"),
+    Column("total_s", "s", "measured", "wall time of the run process's work (build, init, prompts, propagation)"),
+    Column("results_version", "", "identity", "sam2tune version that wrote the row"),
+]
+
+_SETTINGS = {
+    "device": None,
+    "model": ("model", "name"),
+    "image_size": ("model", "image_size"),
+    "offload_video_to_cpu": ("knobs", "offload_video_to_cpu"),
+    "offload_state_to_cpu": ("knobs", "offload_state_to_cpu"),
+    "async_loading_frames": ("knobs", "async_loading_frames"),
+    "max_cond_frames_in_attn": ("knobs", "max_cond_frames_in_attn"),
+    "dtype": ("knobs", "dtype"),
+    "predictor": ("knobs", "predictor"),
+    "vos_optimized": ("knobs", "vos_optimized"),
+    "prompt": ("scenario", "prompt"),
+    "reannotate_every": ("scenario", "reannotate_every"),
+}
+
+
+def make_row(
+    cfg: RunConfig,
+    *,
+    run_id: str,
+    status: str,
+    error: str | None,
+    num_frames: int,
+    num_objects: int,
+    num_cond_frames: int,
+    measures: dict[str, Any],
+    version: str,
+) -> dict[str, Any]:
+    """One flat row: every column of ``COLUMNS`` present (null where not measured)."""
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} not in {STATUSES}")
+    d = cfg.to_dict()
+    row: dict[str, Any] = {c.name: None for c in COLUMNS}
+    for col, path in _SETTINGS.items():
+        if path is not None:
+            row[col] = d[path[0]][path[1]]
+    row.update(
+        run_id=run_id,
+        config_hash=config_hash(cfg),
+        status=status,
+        error=error,
+        device=measures.get("device", cfg.device),
+        num_frames=num_frames,
+        num_objects=num_objects,
+        num_cond_frames=num_cond_frames,
+        results_version=version,
+    )
+    for k, v in measures.items():
+        if k in row and k not in ("run_id", "config_hash", "status", "error"):
+            row[k] = v
+    return row

@@ -1,0 +1,357 @@
+"""The work of one run, inside its isolated process: build SAM 2, prompt, propagate with probes,
+score, and return the measures. Called by :mod:`sam2tune.runner.child`; tests may call it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam2tune.adapter.build import build_predictor
+from sam2tune.adapter.session import Session
+from sam2tune.config.schema import KnobsConfig, RunConfig
+from sam2tune.errors import InputError
+from sam2tune.metrics import MaskSet, agreement, iou
+from sam2tune.probes import NvmlSampler, TensorTracker, peak_rss_bytes, rss_bytes
+from sam2tune.provenance import environment
+from sam2tune.scenario import Prompt
+from sam2tune.video.sources import VideoData
+
+__all__ = ["resolve_device", "run_experiment", "propagate", "Propagation", "ESTIMATE_METHOD"]
+
+ESTIMATE_METHOD = (
+    "census+tracked-activations: weights_bytes + max over frames of the inference-state bytes "
+    "that SAM 2 keeps on the compute device under the run's knobs (census by role) + the largest "
+    "one-step transient of tensor storages allocated under a TorchDispatchMode on the last "
+    "probe.track_frames frames and on each prompt + (offload_state_to_cpu) the memory bank "
+    "copied to the device per step"
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class Propagation:
+    """What one session produced."""
+
+    masks: MaskSet
+    init_s: float
+    prompt_s: float
+    fps: float | None
+    timed_frames: int
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    activation_peak_bytes: int = 0  # tracked (dispatch) transient
+    cuda_step_peak_bytes: int | None = None
+    cuda_peak_bytes: int | None = None  # max_memory_allocated over the session
+    resident_max_bytes: int = 0
+    frames_bytes: int = 0
+    state_bytes: int = 0
+    cached_features_bytes: int = 0
+    bank_copy_bytes: int = 0
+
+
+def _cuda_sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def propagate(
+    predictor: torch.nn.Module,
+    video: VideoData,
+    prompts: list[Prompt],
+    knobs: KnobsConfig,
+    dev: torch.device,
+    track_frames: int = 0,
+    probes: bool = True,
+) -> Propagation:
+    """Run one SAM 2 session: init_state, every prompt, then propagate through the video.
+
+    Args:
+        track_frames: the last N frames (and every prompt) run under :class:`TensorTracker` to
+            measure the step's activation peak; they are excluded from fps.
+        probes: take the per-frame census / RSS timeline (light).
+    """
+    sess = Session(predictor, video.sam2_path, knobs)
+    amp = (
+        torch.autocast(dev.type, dtype=torch.bfloat16)
+        if knobs.dtype == "bfloat16"
+        else nullcontext()
+    )
+    tracker = TensorTracker() if track_frames else None
+    masks = MaskSet(video.height, video.width)
+    timeline: list[dict[str, Any]] = []
+    cuda = dev.type == "cuda"
+    cuda_peak_carry = 0
+    cuda_step_peak = 0
+    res = Propagation(masks, 0.0, 0.0, None, 0)
+    with amp:
+        sess.init()
+        res.init_s = sess.init_s
+        start = min(p.frame for p in prompts)
+        order = list(range(start, sess.num_frames))
+        n_track = min(track_frames, max(len(order) - 1, 0)) if tracker is not None else 0
+        tracked = set(order[len(order) - n_track :]) if n_track else set()
+        events = sess.track(prompts)
+        timed_s, timed, step = 0.0, 0, 0
+        t_prop = time.perf_counter()
+        while True:
+            nxt_frame = order[step] if step < len(order) else None
+            is_tracked = tracker is not None and (nxt_frame in tracked or sess.next_is_prompt)
+            if cuda:
+                cuda_peak_carry = max(cuda_peak_carry, torch.cuda.max_memory_allocated(dev))
+                torch.cuda.reset_peak_memory_stats(dev)
+                alloc0 = torch.cuda.memory_allocated(dev)
+            t1 = time.perf_counter()
+            try:
+                if is_tracked:
+                    assert tracker is not None
+                    with tracker:
+                        tracker.begin_step()
+                        ev = next(events)
+                else:
+                    ev = next(events)
+            except StopIteration:
+                break
+            dt = time.perf_counter() - t1  # the masks' copy to the host synchronises
+            if ev[0] == "prompt":
+                res.prompt_s += dt
+                continue
+            _, frame_idx, obj_ids, m = ev
+            step += 1
+            if frame_idx not in tracked:
+                timed_s += dt
+                timed += 1
+            masks.add(frame_idx, obj_ids, m)
+            if not probes:
+                continue
+            c = sess.census()
+            row = {
+                "frame": frame_idx,
+                "t_s": round(time.perf_counter() - t_prop, 6),
+                "step_s": round(dt, 6),
+                "tracked": frame_idx in tracked,
+                "objects": len(obj_ids),
+                "frames_bytes": c.frames_bytes,
+                "state_bytes": c.state_bytes,
+                "cached_features_bytes": c.cached_features_bytes,
+                "device_resident_bytes": c.device_resident_bytes,
+                "host_rss_bytes": rss_bytes(),
+            }
+            if cuda:
+                step_peak = torch.cuda.max_memory_allocated(dev) - alloc0
+                cuda_step_peak = max(cuda_step_peak, step_peak)
+                row["cuda_allocated_bytes"] = int(torch.cuda.memory_allocated(dev))
+                row["cuda_step_peak_bytes"] = int(step_peak)
+            timeline.append(row)
+            res.resident_max_bytes = max(res.resident_max_bytes, c.device_resident_bytes)
+            res.frames_bytes = max(res.frames_bytes, c.frames_bytes)
+            res.state_bytes = max(res.state_bytes, c.state_bytes)
+            res.cached_features_bytes = max(res.cached_features_bytes, c.cached_features_bytes)
+            if knobs.offload_state_to_cpu and c.maskmem_entries:
+                per_obj_frame = c.maskmem_bytes // c.maskmem_entries
+                attended = len({p.frame for p in prompts})
+                if knobs.max_cond_frames_in_attn != -1:
+                    attended = min(attended, knobs.max_cond_frames_in_attn)
+                batch = len(obj_ids) if knobs.predictor == "legacy_batched" else 1
+                read = attended + predictor.num_maskmem - 1
+                res.bank_copy_bytes = per_obj_frame * read * batch
+    if tracker is not None:
+        tracker.end()
+        res.activation_peak_bytes = max(tracker.step_peaks, default=0)
+    if cuda:
+        res.cuda_step_peak_bytes = int(cuda_step_peak)
+        res.cuda_peak_bytes = int(max(cuda_peak_carry, torch.cuda.max_memory_allocated(dev)))
+    res.timeline = timeline
+    res.timed_frames = timed
+    res.fps = timed / timed_s if timed and timed_s > 0 else None
+    sess.close()
+    return res
+
+
+def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
+    """What defines reference masks: video, prompts, model, weights, image_size."""
+    d = {
+        "video": video.source_id,
+        "frames": video.num_frames,
+        "scenario": dataclasses.asdict(cfg.scenario),
+        "model": cfg.model.config_file,
+        "weights": weights if weights != "random-init" else f"random-init:{cfg.model.weights_seed}",
+        "image_size": cfg.model.image_size,
+        "device": "same",  # masks are compared on the device kind that produced them
+    }
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _save_masks(ms: MaskSet, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        ms.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lift_limits(dev: torch.device) -> None:
+    """Lift the run's own limits (the reference run is not under the run's budget)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+    if dev.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(1.0, dev)
+
+
+def run_experiment(
+    cfg: RunConfig, video: VideoData, prompts: list[Prompt], refs_dir: Path, cache_root: Path
+) -> dict[str, Any]:
+    """Run the configured experiment and return its measures, timeline and provenance."""
+    t_start = time.perf_counter()
+    dev = resolve_device(cfg.device)
+    env = environment(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        budget = cfg.limits.device_budget_bytes
+        if budget:
+            total = torch.cuda.get_device_properties(dev).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), dev)
+    built = build_predictor(cfg.model, cfg.knobs, dev, cache_root)
+    sampler = NvmlSampler(dev.index or 0) if dev.type == "cuda" else nullcontext()
+    with sampler:
+        prop = propagate(
+            built.predictor, video, prompts, cfg.knobs, dev, track_frames=cfg.probe.track_frames
+        )
+    total_s = time.perf_counter() - t_start
+    measures: dict[str, Any] = {
+        "device": dev.type,
+        "device_name": env.get("device_name"),
+        "weights": built.weights,
+        "peak_host_rss_bytes": peak_rss_bytes(),
+        "frames_bytes": prop.frames_bytes,
+        "state_bytes": prop.state_bytes,
+        "cached_features_bytes": prop.cached_features_bytes,
+        "weights_bytes": built.weights_bytes,
+        "activation_peak_bytes": prop.activation_peak_bytes,
+        "fps": prop.fps,
+        "init_s": prop.init_s,
+        "total_s": total_s,
+    }
+    measures["est_host_peak_bytes"] = measures["peak_host_rss_bytes"]
+    measures["est_device_peak_bytes"] = (
+        built.weights_bytes + prop.resident_max_bytes + prop.activation_peak_bytes
+        + prop.bank_copy_bytes
+    )
+    if dev.type == "cuda":
+        # the per-frame step peaks reset the allocator's peak; the session carries the maximum
+        measures["cuda_max_allocated_bytes"] = int(
+            max(prop.cuda_peak_bytes or 0, torch.cuda.max_memory_allocated(dev))
+        )
+        measures["cuda_max_reserved_bytes"] = int(torch.cuda.max_memory_reserved(dev))
+        measures["nvml_peak_process_bytes"] = sampler.peak_process or None  # type: ignore[union-attr]
+        measures["nvml_peak_device_bytes"] = sampler.peak_device  # type: ignore[union-attr]
+    # quality vs ground truth
+    per_obj_gt: dict[int, float] = {}
+    if video.has_ground_truth:
+        sums: dict[int, list[float]] = {i: [] for i in prop.masks.obj_ids}
+        empty = np.zeros((video.height, video.width), bool)
+        for t in range(video.num_frames):
+            lab = video.labels(t)
+            if lab is None:
+                continue
+            pred = prop.masks.get(t)
+            for i in sums:
+                sums[i].append(iou(pred.get(i, empty), lab == i))
+        per_obj_gt = {i: float(np.mean(v)) for i, v in sums.items() if v}
+        measures["iou_gt_mean"] = float(np.mean(list(per_obj_gt.values()))) if per_obj_gt else None
+    # agreement with the reference run (every memory knob off)
+    ref_info: dict[str, Any] = {"is_reference": not cfg.knobs.memory_saving()}
+    per_obj_ref: dict[int, float] = {}
+    if cfg.probe.reference:
+        key = reference_key(cfg, video, built.weights)
+        path = refs_dir / f"{key}.npz"
+        ref_info.update(key=key, cached=path.is_file())
+        if not cfg.knobs.memory_saving():
+            per_obj_ref = {i: 1.0 for i in prop.masks.obj_ids}
+            _save_masks(prop.masks, path)
+        else:
+            try:
+                if path.is_file():
+                    ref = MaskSet.load(path)
+                else:
+                    _lift_limits(dev)
+                    t_ref = time.perf_counter()
+                    ref_knobs = KnobsConfig()
+                    rb = built
+                    if (
+                        cfg.knobs.predictor != ref_knobs.predictor
+                        or cfg.knobs.vos_optimized
+                        or cfg.knobs.max_cond_frames_in_attn != -1
+                    ):
+                        del built.predictor
+                        rb = build_predictor(cfg.model, ref_knobs, dev, cache_root)
+                    ref = propagate(rb.predictor, video, prompts, ref_knobs, dev, probes=False).masks
+                    _save_masks(ref, path)
+                    ref_info["computed_s"] = time.perf_counter() - t_ref
+                per_obj_ref = agreement(prop.masks, ref, sorted(set(ref.frames) | set(prop.masks.frames)))
+            except Exception as e:  # the reference failing must not fail the measured run
+                ref_info["error"] = f"{type(e).__name__}: {e}"
+        if per_obj_ref:
+            measures["iou_ref_mean"] = float(np.mean(list(per_obj_ref.values())))
+    measured = "measured" if dev.type == "cuda" else None
+    return {
+        "measures": measures,
+        "timeline": prop.timeline,
+        "per_object": {
+            str(i): {"iou_gt": per_obj_gt.get(i), "iou_ref": per_obj_ref.get(i)}
+            for i in prop.masks.obj_ids
+        },
+        "reference": ref_info,
+        "environment": env,
+        "sam2_overrides": built.overrides,
+        "checkpoint_path": built.checkpoint_path,
+        "memory_provenance": {
+            "cuda_max_allocated_bytes": measured,
+            "cuda_max_reserved_bytes": measured,
+            "nvml_peak_process_bytes": measured,
+            "nvml_peak_device_bytes": measured,
+            "peak_host_rss_bytes": "measured (ru_maxrss of the run process)",
+            "frames_bytes": "measured (census of the inference state)",
+            "state_bytes": "measured (census of the inference state)",
+            "cached_features_bytes": "measured (census of the inference state)",
+            "weights_bytes": "measured (parameters + buffers)",
+            "activation_peak_bytes": "measured (tracked tensor storages, TorchDispatchMode)",
+            "est_device_peak_bytes": "estimated",
+        },
+        "estimate": {
+            "method": ESTIMATE_METHOD,
+            "weights_bytes": built.weights_bytes,
+            "resident_max_bytes": prop.resident_max_bytes,
+            "activation_peak_bytes": prop.activation_peak_bytes,
+            "bank_copy_bytes": prop.bank_copy_bytes,
+            "cuda_step_peak_bytes": prop.cuda_step_peak_bytes,
+        },
+        "speed": {
+            "timed_frames": prop.timed_frames,
+            "tracked_frames": cfg.probe.track_frames,
+            "prompt_s": prop.prompt_s,
+        },
+    }

@@ -1,0 +1,185 @@
+"""Run one experiment in a fresh spawned process with a timeout, and record it.
+
+The parent validates every input first (bad input: one-line error, nothing written), then starts
+the child, waits at most ``limits.timeout_s``, turns whatever happened (result, OOM, crash,
+timeout) into one row, and writes ``runs/<run_id>/config.json`` and ``report.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sam2tune.adapter.build import predictor_target
+from sam2tune.adapter.checkpoints import resolve_checkpoint
+from sam2tune.config.schema import RunConfig, config_hash
+from sam2tune.errors import InputError
+from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir
+from sam2tune.record import make_row
+from sam2tune.scenario import make_prompts
+from sam2tune.video.sources import resolve_video
+
+__all__ = ["RunOutcome", "run_isolated", "REPORT_SCHEMA"]
+
+REPORT_SCHEMA = 1
+
+
+@dataclass
+class RunOutcome:
+    row: dict[str, Any]
+    report_path: Path
+
+
+def _version() -> str:
+    from sam2tune import __version__
+
+    return __version__
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def _wait(proc, conn, timeout_s: float) -> tuple[dict | None, bool]:
+    """The child's message (None if it died without one) and whether it timed out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, True
+        if conn.poll(min(left, 0.5)):
+            try:
+                return conn.recv(), False
+            except (EOFError, OSError):
+                return None, False
+        if not proc.is_alive() and not conn.poll(0):
+            return None, False
+
+
+def run_isolated(cfg: RunConfig) -> RunOutcome:
+    """Validate, run in an isolated process, record. Returns the row and where it was written.
+
+    Raises:
+        InputError: bad input (nothing is written).
+    """
+    predictor_target(cfg.knobs)  # validates knob combinations
+    cache_root = cache_dir(cfg.cache_dir)
+    results = Path(cfg.results_dir).expanduser()
+    check_writable_dir(results, "results_dir")
+    try:
+        (cache_root / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cache_dir: cannot write to {str(cache_root)!r} ({e})") from None
+    resolve_checkpoint(cfg.model, cache_root)
+    video = resolve_video(cfg.video, cache_root)
+    prompts = make_prompts(video, cfg.scenario, video.num_frames)
+    num_objects = len({p.obj_id for p in prompts})
+    num_cond = len({p.frame for p in prompts})
+
+    run_id = _new_run_id()
+    tmp_dir = results / ".tmp" / run_id
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_dir / "run.log"
+    ctx = mp.get_context("spawn")
+    recv_conn, send_conn = ctx.Pipe(duplex=False)
+    from sam2tune.runner.child import child_main  # noqa: PLC0415 (keeps the CLI light)
+
+    proc = ctx.Process(
+        target=child_main,
+        args=(
+            cfg.to_dict(),
+            video,
+            prompts,
+            str(results / ".cache" / "refs"),
+            str(cache_root),
+            str(log_path),
+            send_conn,
+        ),
+        name=f"sam2tune-run-{run_id}",
+    )
+    t0 = time.perf_counter()
+    proc.start()
+    send_conn.close()
+    msg, timed_out = _wait(proc, recv_conn, cfg.limits.timeout_s)
+    if timed_out:
+        proc.kill()
+    proc.join(timeout=30)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    wall_s = time.perf_counter() - t0
+
+    body: dict[str, Any] = {}
+    measures: dict[str, Any] = {}
+    traceback_text = None
+    if msg is not None and msg["kind"] == "input_error":
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise InputError(msg["message"])
+    if msg is not None and msg["kind"] == "ok":
+        status, error = "ok", None
+        body = msg["body"]
+        measures = body["measures"]
+    elif msg is not None:
+        status, error = msg["status"], msg["error"]
+        measures = msg.get("measures", {})
+        traceback_text = msg.get("traceback")
+    elif timed_out:
+        status, error = "timeout", f"no result within limits.timeout_s={cfg.limits.timeout_s:g} s"
+    else:
+        code = proc.exitcode
+        if code is not None and code < 0:
+            sig = signal.Signals(-code).name
+            status = "oom" if (sig == "SIGKILL" and cfg.limits.host_budget_bytes) else "crashed"
+            error = f"run process killed by {sig}"
+            if sig == "SIGKILL":
+                error += " (the kernel's OOM killer, or an external kill)"
+        else:
+            status, error = "crashed", f"run process exited with code {code} and no result"
+    if status != "ok":
+        measures.setdefault("device", cfg.device)
+    row = make_row(
+        cfg,
+        run_id=run_id,
+        status=status,
+        error=error,
+        num_frames=video.num_frames,
+        num_objects=num_objects,
+        num_cond_frames=num_cond,
+        measures=measures,
+        version=_version(),
+    )
+    if row["total_s"] is None:
+        row["total_s"] = wall_s
+    report = {
+        "schema": REPORT_SCHEMA,
+        "row": row,
+        "config": cfg.to_dict(),
+        "config_hash": config_hash(cfg),
+        "video": {
+            "source_id": video.source_id,
+            "sam2_path": video.sam2_path,
+            "height": video.height,
+            "width": video.width,
+            "num_frames": video.num_frames,
+            "ground_truth": video.has_ground_truth,
+        },
+        "prompts": [p.describe() for p in prompts],
+        "wall_s": wall_s,
+        "traceback": traceback_text,
+        **{k: v for k, v in body.items() if k != "measures"},
+    }
+    run_dir = results / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if log_path.exists():
+        os.replace(log_path, run_dir / "run.log")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    atomic_write_json(run_dir / "report.json", report)
+    return RunOutcome(row, run_dir / "report.json")

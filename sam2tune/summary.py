@@ -1,0 +1,57 @@
+"""Human-readable summary of one run's row (binary units, provenance on every figure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sam2tune.units import fmt_bytes
+
+__all__ = ["print_summary", "format_summary"]
+
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
+    r = row
+    random_init = r.get("weights") == "random-init"
+    lines = [
+        f"sam2tune run {r['run_id']}  status={r['status']}"
+        + (f"  error: {r['error']}" if r.get("error") else ""),
+        f"  model   {r['model']} @ {r['image_size']} px, weights={r['weights']}"
+        + ("  (random-init: memory and speed are faithful; masks are not)" if random_init else ""),
+        f"  video   {r['num_frames']} frames x {r['num_objects']} objects, "
+        f"{r['num_cond_frames']} conditioning frames; device={r['device']} ({r.get('device_name')})",
+        f"  knobs   offload_video={r['offload_video_to_cpu']} offload_state={r['offload_state_to_cpu']}"
+        f" max_cond_frames_in_attn={r['max_cond_frames_in_attn']} dtype={r['dtype']}"
+        f" predictor={r['predictor']}",
+    ]
+    if r.get("cuda_max_allocated_bytes") is not None:
+        lines.append(
+            f"  GPU     max allocated {fmt_bytes(r['cuda_max_allocated_bytes'])} [measured], "
+            f"reserved {fmt_bytes(r['cuda_max_reserved_bytes'])} [measured], NVML process "
+            f"{fmt_bytes(r['nvml_peak_process_bytes'])} [measured]"
+        )
+    lines += [
+        f"  memory  est. device peak {fmt_bytes(r.get('est_device_peak_bytes'))} [estimated]"
+        f"   host RSS peak {fmt_bytes(r.get('peak_host_rss_bytes'))} [measured]",
+        f"          weights {fmt_bytes(r.get('weights_bytes'))}, frames "
+        f"{fmt_bytes(r.get('frames_bytes'))}, state {fmt_bytes(r.get('state_bytes'))}, cached "
+        f"features {fmt_bytes(r.get('cached_features_bytes'))}, step activations "
+        f"{fmt_bytes(r.get('activation_peak_bytes'))} [measured]",
+        f"  masks   iou_ref_mean {_num(r.get('iou_ref_mean'))} (agreement with the no-knob "
+        f"reference)   iou_gt_mean {_num(r.get('iou_gt_mean'))}"
+        + (" (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"),
+        f"  speed   {_num(r.get('fps'), '{:.2f}')} fps propagation, init {_num(r.get('init_s'), '{:.2f}')}"
+        f" s, total {_num(r.get('total_s'), '{:.1f}')} s [measured]",
+        "  (sizes in binary units: MiB = 2^20 bytes, GiB = 2^30 bytes)",
+    ]
+    if report_path is not None:
+        lines.append(f"  record  {report_path}")
+    return "\n".join(lines)
+
+
+def print_summary(row: dict[str, Any], report_path: Path | None = None) -> None:
+    print(format_summary(row, report_path), flush=True)

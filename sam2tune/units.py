@@ -1,0 +1,83 @@
+"""Byte sizes: parsed from human strings once, stored as integer bytes, shown in binary units.
+
+Data always holds integer bytes. Display uses MiB / GiB (binary, 2**20 / 2**30) and says so.
+Vendor catalog sizes in decimal GB are converted to bytes here, in one place (`gb_to_bytes`).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_bytes", "fmt_bytes", "gb_to_bytes", "MiB", "GiB"]
+
+KiB = 2**10
+MiB = 2**20
+GiB = 2**30
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": 2**40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: str | int | float | None, *, name: str = "size") -> int | None:
+    """Parse a size such as ``2GiB``, ``512MiB``, ``24GB`` or ``1073741824`` into integer bytes.
+
+    Args:
+        value: the text (or a number of bytes); ``None`` / ``""`` / ``"none"`` mean no limit.
+        name: the input's name, used in the error message.
+
+    Returns:
+        The size in bytes, or ``None`` for no limit.
+
+    Raises:
+        ValueError: with a one-line message naming the input, for unparsable, zero or negative
+            sizes.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a size such as 2GiB, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"{name}: size must be positive, got {value!r}")
+        return int(value)
+    text = str(value).strip()
+    if text.lower() in ("", "none", "null"):
+        return None
+    m = _PATTERN.match(text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"{name}: cannot parse size {text!r} (expected e.g. 2GiB, 512MiB, 24GB or bytes)"
+        )
+    n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n <= 0:
+        raise ValueError(f"{name}: size must be positive, got {text!r}")
+    return int(n)
+
+
+def gb_to_bytes(gb: float) -> int:
+    """Vendor GB (decimal, 10**9) to bytes: the one place catalog sizes are converted."""
+    return int(round(gb * 10**9))
+
+
+def fmt_bytes(n: int | float | None) -> str:
+    """Format bytes for display in binary units, e.g. ``1.50 GiB`` or ``312.0 MiB``."""
+    if n is None or n != n:  # None or NaN
+        return "n/a"
+    n = float(n)
+    if abs(n) >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    if abs(n) >= MiB:
+        return f"{n / MiB:.1f} MiB"
+    if abs(n) >= KiB:
+        return f"{n / KiB:.1f} KiB"
+    return f"{int(n)} B"
