@@ -75,8 +75,9 @@ def child_main(
     if budget:
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
         resource.setrlimit(resource.RLIMIT_DATA, (budget, hard))
+    context: dict[str, Any] = {}
     try:
-        body = run_experiment(cfg, video, prompts, Path(refs_dir), Path(cache_root))
+        body = run_experiment(cfg, video, prompts, Path(refs_dir), Path(cache_root), context)
         msg: dict[str, Any] = {"kind": "ok", "body": body}
     except InputError as e:
         msg = {"kind": "input_error", "message": str(e)}
@@ -89,7 +90,7 @@ def child_main(
             "status": classify_failure(e),
             "error": _one_line(e),
             "traceback": tb[-8000:],
-            "measures": _partial_measures(),
+            "measures": {**context, **_partial_measures()},
         }
     _lift_host_limit()
     conn.send(msg)

@@ -222,12 +222,24 @@ def _lift_limits(dev: torch.device) -> None:
 
 
 def run_experiment(
-    cfg: RunConfig, video: VideoData, prompts: list[Prompt], refs_dir: Path, cache_root: Path
+    cfg: RunConfig,
+    video: VideoData,
+    prompts: list[Prompt],
+    refs_dir: Path,
+    cache_root: Path,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the configured experiment and return its measures, timeline and provenance."""
+    """Run the configured experiment and return its measures, timeline and provenance.
+
+    Args:
+        context: filled as soon as each figure is known (device, device_name, weights), so a
+            run that fails part-way still reports them.
+    """
     t_start = time.perf_counter()
+    context = {} if context is None else context
     dev = resolve_device(cfg.device)
     env = environment(dev)
+    context.update(device=dev.type, device_name=env.get("device_name"))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         budget = cfg.limits.device_budget_bytes
@@ -235,6 +247,7 @@ def run_experiment(
             total = torch.cuda.get_device_properties(dev).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), dev)
     built = build_predictor(cfg.model, cfg.knobs, dev, cache_root)
+    context.update(weights=built.weights, weights_bytes=built.weights_bytes)
     sampler = NvmlSampler(dev.index or 0) if dev.type == "cuda" else nullcontext()
     with sampler:
         prop = propagate(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2tune.adapter.build import predictor_target
-from sam2tune.adapter.checkpoints import resolve_checkpoint
+from sam2tune.adapter.checkpoints import resolve_checkpoint, sha256_file
 from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
 from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir
@@ -77,7 +77,8 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         (cache_root / "videos").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cache_dir: cannot write to {str(cache_root)!r} ({e})") from None
-    resolve_checkpoint(cfg.model, cache_root)
+    ckpt = resolve_checkpoint(cfg.model, cache_root)
+    weights = "random-init" if ckpt is None else "sha256:" + sha256_file(ckpt, ckpt.parent)
     video = resolve_video(cfg.video, cache_root)
     prompts = make_prompts(video, cfg.scenario, video.num_frames)
     num_objects = len({p.obj_id for p in prompts})
@@ -144,6 +145,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
             status, error = "crashed", f"run process exited with code {code} and no result"
     if status != "ok":
         measures.setdefault("device", cfg.device)
+        measures.setdefault("weights", weights)
     row = make_row(
         cfg,
         run_id=run_id,
