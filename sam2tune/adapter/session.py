@@ -70,6 +70,8 @@ class Session:
         prompted frame is an initial conditioning frame. (Giving a late object's prompt before
         propagation instead makes SAM 2 track it on earlier frames from a future conditioning
         frame alone, which fails in float32: bf16 memory without fp32 object pointers.)
+        The legacy batched predictor refuses new objects once tracking started, so there every
+        prompt is given before propagation.
 
         Yields:
             ``("prompt", prompt)`` after each prompt, and ``("frame", frame_idx, obj_ids, masks)``
@@ -79,6 +81,8 @@ class Session:
         first: dict[int, int] = {}
         for p in prompts:
             first[p.obj_id] = min(first.get(p.obj_id, p.frame), p.frame)
+        if self.knobs.predictor == "legacy_batched":
+            first = dict.fromkeys(first, min(first.values()))
         starts = sorted(set(first.values()))
         for i, start in enumerate(starts):
             group = [p for p in prompts if first[p.obj_id] == start]

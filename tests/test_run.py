@@ -1,0 +1,126 @@
+"""Real isolated runs: SAM 2 tiny, random-init, 256 px, a few frames, CPU."""
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import sam2tune_cmd
+
+import sam2tune
+from sam2tune.record import COLUMNS
+from sam2tune.runner.launcher import run_isolated
+
+S = 256
+
+
+def test_record_is_complete_and_plausible(small):
+    cfg = small("video.num_objects=2", "video.num_frames=8")
+    out = run_isolated(cfg)
+    r = out.row
+    assert set(c.name for c in COLUMNS) <= set(r)
+    assert r["status"] == "ok" and r["error"] is None
+    assert r["weights"] == "random-init" and r["device"] == "cpu" and r["device_name"]
+    assert r["frames_bytes"] == 8 * 3 * S * S * 4
+    assert r["num_frames"] == 8 and r["num_objects"] == 2 and r["num_cond_frames"] == 2
+    assert r["state_bytes"] > 0 and r["cached_features_bytes"] > 0
+    assert r["activation_peak_bytes"] > 0
+    assert r["est_device_peak_bytes"] >= (
+        r["weights_bytes"] + r["frames_bytes"] + r["state_bytes"] + r["activation_peak_bytes"]
+    )
+    assert r["peak_host_rss_bytes"] > r["weights_bytes"]
+    assert r["cuda_max_allocated_bytes"] is None and r["nvml_peak_device_bytes"] is None
+    assert 0 <= r["iou_gt_mean"] <= 1 and r["iou_ref_mean"] == 1.0  # its own reference
+    assert r["fps"] > 0 and r["init_s"] > 0 and r["total_s"] > r["init_s"]
+    rep = json.loads(out.report_path.read_text())
+    assert [t["frame"] for t in rep["timeline"]] == list(range(8))
+    assert all(t["frames_bytes"] == r["frames_bytes"] for t in rep["timeline"])
+    assert rep["timeline"][-1]["state_bytes"] == r["state_bytes"]
+    assert set(rep["per_object"]) == {"1", "2"}
+    env = rep["environment"]
+    assert env["torch"] and env["sam2"] == "1.1.0" and env["sam2tune"] and env["cpu"]
+    assert rep["memory_provenance"]["est_device_peak_bytes"] == "estimated"
+    assert rep["memory_provenance"]["peak_host_rss_bytes"].startswith("measured")
+    assert "census" in rep["estimate"]["method"]
+    assert (out.report_path.parent / "config.json").is_file()
+    df = sam2tune.load_results(cfg.results_dir)
+    assert len(df) == 1 and df.iloc[0].run_id == r["run_id"]
+
+
+def test_entering_object_is_prompted_on_its_first_frame(small):
+    cfg = small("video.num_objects=2", "video.num_frames=8")
+    out = run_isolated(cfg)
+    rep = json.loads(out.report_path.read_text())
+    first = {p["obj_id"]: p["frame"] for p in rep["prompts"]}
+    assert first[1] == 0 and first[2] >= 1
+    objects = [t["objects"] for t in rep["timeline"]]
+    assert objects[first[2] - 1] == 1 and objects[first[2]] == 2
+
+
+def test_offload_knobs_are_lossless_and_leave_the_device(small, tmp_path):
+    res = tmp_path / "r"
+    stock = run_isolated(small("video.num_frames=8", results=res)).row
+    off = run_isolated(
+        small("video.num_frames=8", "knobs.offload_video_to_cpu=true",
+              "knobs.offload_state_to_cpu=true", results=res)
+    ).row
+    assert off["status"] == "ok" and off["iou_ref_mean"] == 1.0
+    assert off["frames_bytes"] == stock["frames_bytes"]  # still held, on the host
+    saved = stock["est_device_peak_bytes"] - off["est_device_peak_bytes"]
+    assert saved >= stock["frames_bytes"]
+    assert len(sam2tune.load_results(res)) == 2
+
+
+@pytest.mark.parametrize("override", ["scenario.prompt=mask", "knobs.predictor=legacy_batched",
+                                      "knobs.max_cond_frames_in_attn=2"])
+def test_other_prompts_and_knobs_run_and_are_compared_with_the_reference(small, override):
+    r = run_isolated(small(override, "scenario.reannotate_every=2", "video.num_frames=7")).row
+    assert r["status"] == "ok", r["error"]
+    assert r["num_cond_frames"] >= 4
+    assert 0 <= r["iou_ref_mean"] <= 1
+
+
+def test_tight_host_budget_is_oom_and_the_next_run_succeeds(small, tmp_path):
+    res = tmp_path / "r"
+    oom = run_isolated(small("limits.host_memory_budget=300MiB", results=res)).row
+    assert oom["status"] == "oom" and "allocat" in oom["error"].lower()
+    assert oom["weights"] == "random-init" and oom["peak_host_rss_bytes"] > 0
+    ok = run_isolated(small(results=res)).row
+    assert ok["status"] == "ok"
+    assert list(sam2tune.load_results(res).status) == ["oom", "ok"]
+
+
+def test_timeout_is_recorded(small):
+    r = run_isolated(small("limits.timeout_s=2")).row
+    assert r["status"] == "timeout" and "timeout" in r["error"]
+    assert len(sam2tune.load_results(small().results_dir)) == 1
+
+
+def test_concurrent_runs_lose_no_rows(tmp_path, cache_root):
+    res = tmp_path / "shared"
+    cmd = sam2tune_cmd() + ["run", "device=cpu", "video.num_frames=3", "video.height=64",
+                            "video.width=64", f"results_dir={res}", f"cache_dir={cache_root}"]
+    procs = [subprocess.Popen(cmd + [f"video.seed={i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for i in range(3)]
+    for p in procs:
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out[-2000:]
+    df = sam2tune.load_results(res)
+    assert len(df) == 3 and set(df.status) == {"ok"} and df.run_id.is_unique
+
+
+def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
+    import hashlib
+
+    import torch
+
+    from sam2tune.adapter.build import build_predictor
+    from sam2tune.config.schema import KnobsConfig, ModelConfig
+
+    b = build_predictor(ModelConfig(image_size=S, weights_seed=3), KnobsConfig(),
+                        torch.device("cpu"), tmp_path)
+    ckpt = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": b.predictor.state_dict()}, ckpt)
+    r = run_isolated(small(f"model.checkpoint={ckpt}")).row
+    assert r["status"] == "ok"
+    assert r["weights"] == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
