@@ -59,3 +59,13 @@ def test_config_hash_ignores_where_results_go_but_not_knobs():
     c = compose_run(["knobs.offload_video_to_cpu=true"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
     assert RunConfig.from_dict(c.to_dict()) == c
+
+
+def test_readme_documents_every_column():
+    from conftest import REPO
+
+    from sam2tune.record import COLUMNS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [c.name for c in COLUMNS if f"`{c.name}`" not in readme]
+    assert not missing

@@ -124,3 +124,25 @@ def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
     r = run_isolated(small(f"model.checkpoint={ckpt}")).row
     assert r["status"] == "ok"
     assert r["weights"] == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_mp4_goes_through_sam2s_own_loader(small, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("decord")
+    from PIL import Image
+
+    from sam2tune.video.sources import _palette
+    from sam2tune.video.synthetic import SyntheticSpec, render_video
+
+    (tmp_path / "ann").mkdir()
+    w = cv2.VideoWriter(str(tmp_path / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 128))
+    for t, (f, lab) in enumerate(render_video(SyntheticSpec(5, 2, 128, 160, 0))):
+        w.write(f[..., ::-1])
+        im = Image.fromarray(lab, mode="P")
+        im.putpalette(_palette())
+        im.save(tmp_path / "ann" / f"{t:05d}.png")
+    w.release()
+    r = run_isolated(small("video=mp4", f"video.path={tmp_path / 'v.mp4'}",
+                           f"video.annotations={tmp_path / 'ann'}")).row
+    assert r["status"] == "ok", r["error"]
+    assert r["num_frames"] == 5 and r["frames_bytes"] == 5 * 3 * S * S * 4

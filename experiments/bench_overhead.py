@@ -1,0 +1,81 @@
+"""Instrumentation overhead: propagation fps with sam2tune's default probes / fps of plain SAM 2.
+
+Same process, same model, same video and prompts, alternating plain and instrumented sessions
+several times; both fps figures are taken over the same frames (the instrumented run's tracked
+window, the last ``--track-frames`` frames, is left out of both). Goal: ratio >= 0.97.
+
+    .venv/bin/python experiments/bench_overhead.py [--frames 40] [--image-size 256] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sam2tune.adapter.build import build_predictor
+from sam2tune.adapter.session import Session
+from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
+from sam2tune.provenance import cpu_name
+from sam2tune.runner.experiment import propagate, resolve_device
+from sam2tune.scenario import make_prompts
+from sam2tune.video.sources import resolve_video
+
+
+def plain_fps(predictor, video, prompts, knobs, skip_last: int) -> float:
+    """SAM 2's own calls (init_state, prompts, propagate_in_video), timed per frame, no probes."""
+    sess = Session(predictor, video.sam2_path, knobs)
+    sess.init()
+    times = []
+    events = sess.track(prompts)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            ev = next(events)
+        except StopIteration:
+            break
+        if ev[0] == "frame":
+            times.append(time.perf_counter() - t0)
+    kept = times[: len(times) - skip_last]
+    return len(kept) / sum(kept)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--objects", type=int, default=2)
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--track-frames", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    dev = resolve_device(a.device)
+    cache = Path(tempfile.mkdtemp(prefix="sam2tune-bench-"))
+    video = resolve_video(VideoConfig(num_frames=a.frames, num_objects=a.objects), cache)
+    prompts = make_prompts(video, ScenarioConfig(), video.num_frames)
+    knobs = KnobsConfig()
+    built = build_predictor(ModelConfig(image_size=a.image_size), knobs, dev, cache)
+    plain, probed = [], []
+    # warm-up (allocator, caches) not counted
+    plain_fps(built.predictor, video, prompts, knobs, a.track_frames)
+    for i in range(a.rounds):
+        plain.append(plain_fps(built.predictor, video, prompts, knobs, a.track_frames))
+        res = propagate(built.predictor, video, prompts, knobs, dev, track_frames=a.track_frames)
+        probed.append(res.fps)
+        print(f"round {i + 1}: plain {plain[-1]:.3f} fps, instrumented {probed[-1]:.3f} fps")
+    ratio = statistics.median(probed) / statistics.median(plain)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
+    print(
+        f"\ndevice={dev.type} ({name}) weights={built.weights} model=sam2.1_tiny "
+        f"image_size={a.image_size} frames={a.frames} objects={a.objects} rounds={a.rounds}\n"
+        f"median fps: plain SAM 2 {statistics.median(plain):.3f}, with default probes "
+        f"{statistics.median(probed):.3f}  ->  ratio {ratio:.3f} (goal >= 0.97) [measured]"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The command line as a user sees it: bad input gives one clear line, exit 2, nothing written."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import sam2tune_cmd
+from PIL import Image
+
+import sam2tune
+
+
+def _run(args, cache_root, results):
+    cmd = sam2tune_cmd() + ["run", "device=cpu", "video.num_frames=3", "video.height=64",
+                            "video.width=64", f"cache_dir={cache_root}", f"results_dir={results}"]
+    return subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
+
+
+def _jpegs(d, n=3, h=64, w=64, ann_hw=None):
+    (d / "JPEGImages").mkdir(parents=True)
+    (d / "Annotations").mkdir()
+    for t in range(n):
+        Image.fromarray(np.full((h, w, 3), 30 * t, np.uint8)).save(d / "JPEGImages" / f"{t:05d}.jpg")
+        lab = np.zeros(ann_hw or (h, w), np.uint8)
+        lab[10:30, 10:30] = 5
+        Image.fromarray(lab, mode="P").save(d / "Annotations" / f"{t:05d}.png")
+    return d / "JPEGImages", d / "Annotations"
+
+
+def _case(name, tmp_path):
+    if name == "unknown model":
+        return ["model=sam3_huge"], "model: unknown model"
+    if name == "missing video":
+        return ["video=jpeg_dir", f"video.path={tmp_path}/nope"], "video.path: no such directory"
+    if name == "empty video":
+        (tmp_path / "empty").mkdir()
+        return ["video=jpeg_dir", f"video.path={tmp_path}/empty"], "video.path: no JPEG frames"
+    if name == "corrupt video":
+        jpg, ann = _jpegs(tmp_path / "v")
+        (jpg / "00001.jpg").write_bytes(b"garbage")
+        return ["video=jpeg_dir", f"video.path={jpg}"], "video.path: corrupt frame"
+    if name == "corrupt mp4":
+        (tmp_path / "x.mp4").write_bytes(b"\0" * 64)
+        return ["video=mp4", f"video.path={tmp_path}/x.mp4"], "video.path: cannot decode"
+    if name == "annotation size":
+        jpg, ann = _jpegs(tmp_path / "v", ann_hw=(32, 48))
+        return ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={ann}"], "video.annotations: mask"
+    if name == "zero frames":
+        return ["video.num_frames=0"], "video.num_frames: must be positive"
+    if name == "negative objects":
+        return ["video.num_objects=-1"], "video.num_objects: must be positive"
+    if name == "image size":
+        return ["model.image_size=100"], "model.image_size: must be a positive multiple of 16"
+    if name == "budget lots":
+        return ["limits.host_memory_budget=lots"], "limits.host_memory_budget: cannot parse"
+    if name == "budget negative":
+        return ["limits.device_memory_budget=-5GB"], "limits.device_memory_budget"
+    if name == "unwritable results":
+        (tmp_path / "afile").write_text("x")
+        return ["results_dir=" + str(tmp_path / "afile" / "sub")], "results_dir: cannot write"
+    if name == "missing checkpoint":
+        return [f"model.checkpoint={tmp_path}/none.pt"], "model.checkpoint: no such file"
+    if name == "mismatched checkpoint":
+        torch.save({"model": {"foo": torch.zeros(2)}}, tmp_path / "bad.pt")
+        return [f"model.checkpoint={tmp_path}/bad.pt"], "model.checkpoint: bad.pt does not match"
+    raise AssertionError(name)
+
+
+CASES = ["unknown model", "missing video", "empty video", "corrupt video", "corrupt mp4",
+         "annotation size", "zero frames", "negative objects", "image size", "budget lots",
+         "budget negative", "unwritable results", "missing checkpoint", "mismatched checkpoint"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
+    args, needle = _case(name, tmp_path)
+    results = tmp_path / "results"
+    p = _run(args, cache_root, results)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("sam2tune: error: ") and needle in lines[-1], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (results / "runs").exists() or not any((results / "runs").iterdir())
+    assert len(sam2tune.load_results(results)) == 0
+
+
+def test_python_dash_m_runs_the_same(tmp_path, cache_root):
+    cmd = [sys.executable, "-m", "sam2tune", "run", "device=cpu", "video.num_frames=3",
+           "video.height=64", "video.width=64", f"cache_dir={cache_root}",
+           f"results_dir={tmp_path}", "video.num_objects=1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "status=ok" in p.stdout and "weights=random-init" in p.stdout
+    assert "MiB" in p.stdout and "[estimated]" in p.stdout and "[measured]" in p.stdout
+    assert len(sam2tune.load_results(tmp_path)) == 1
+
+
+def test_unknown_command_and_help():
+    p = subprocess.run(sam2tune_cmd() + ["frobnicate"], capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown command" in p.stderr
+    p = subprocess.run(sam2tune_cmd() + ["--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "sam2tune run" in p.stdout
+
+
+def test_download_without_network_fails_clearly(tmp_path):
+    from sam2tune.adapter.checkpoints import DownloadError, download
+    from sam2tune.config.schema import ModelConfig
+
+    m = ModelConfig(checkpoint_url="http://127.0.0.1:9/sam2.1_hiera_tiny.pt")
+    with pytest.raises(DownloadError, match="cannot download .* model.checkpoint=PATH"):
+        download(m, tmp_path, timeout_s=5)
+    assert not list((tmp_path / "checkpoints").iterdir())  # no partial file left
