@@ -1,6 +1,6 @@
 """sam2tune: memory profiling and auto-tuning benchmark suite for SAM 2 video segmentation.
 
-    conf (Hydra) -> one run in an isolated process -> report.json -> results table (pandas)
+conf (Hydra) -> one run in an isolated process -> report.json -> results table (pandas)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``sam2tune`` command line: subcommands over Hydra configs.
 
-    sam2tune run [key=value ...] [-m]     one isolated SAM 2 run per point (Hydra overrides)
-    sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the cache
+sam2tune run [key=value ...] [-m]     one isolated SAM 2 run per point (Hydra overrides)
+sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the cache
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from sam2tune.config.store import CONF_DIR, register
 from sam2tune.errors import InputError
@@ -49,7 +48,9 @@ def _check_group_choices(overrides: list[str]) -> None:
         group, values = m.groups()
         for value in values.split(","):
             if value and value != "null" and value not in _choices(group):
-                _fail(f"{group}: unknown {group} {value!r} (choose from {', '.join(_choices(group))})")
+                _fail(
+                    f"{group}: unknown {group} {value!r} (choose from {', '.join(_choices(group))})"
+                )
 
 
 def _run(overrides: list[str]) -> None:
@@ -98,7 +99,9 @@ def _download(args: list[str]) -> None:
     for name in names:
         if name not in _choices("model"):
             _fail(f"model: unknown model {name!r} (choose from {', '.join(_choices('model'))})")
-        m = ModelConfig(**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")))
+        m = ModelConfig(
+            **OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
+        )
         print(f"downloading {m.checkpoint_url} -> {root / 'checkpoints'}", file=sys.stderr)
         try:
             path = download(m, root)

@@ -33,7 +33,10 @@ def git_commit() -> str | None:
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         if sha.returncode != 0:
             return None

@@ -77,7 +77,7 @@ def make_prompts(video: VideoData, scenario: ScenarioConfig, num_frames: int) ->
         if lab is None:
             continue
         ids, counts = np.unique(lab, return_counts=True)
-        for i, c in zip(ids.tolist(), counts.tolist()):
+        for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
             if i != 0 and c >= scenario.min_prompt_area:
                 visible.setdefault(i, []).append(t)
                 labels_by_frame[t] = lab

@@ -43,7 +43,9 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"{fmt_bytes(r.get('activation_peak_bytes'))} [measured]",
         f"  masks   iou_ref_mean {_num(r.get('iou_ref_mean'))} (agreement with the no-knob "
         f"reference)   iou_gt_mean {_num(r.get('iou_gt_mean'))}"
-        + (" (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"),
+        + (
+            " (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"
+        ),
         f"  speed   {_num(r.get('fps'), '{:.2f}')} fps propagation, init {_num(r.get('init_s'), '{:.2f}')}"
         f" s, total {_num(r.get('total_s'), '{:.1f}')} s [measured]",
         "  (sizes in binary units: MiB = 2^20 bytes, GiB = 2^30 bytes)",

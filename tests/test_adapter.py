@@ -5,29 +5,36 @@ import torch
 
 from sam2tune.adapter.build import build_predictor
 from sam2tune.adapter.session import Session
-from sam2tune.config.schema import KnobsConfig, ModelConfig, VideoConfig
+from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.probes import TensorTracker
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
-from sam2tune.config.schema import ScenarioConfig
 
 S = 256
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return build_predictor(ModelConfig(image_size=S), KnobsConfig(), torch.device("cpu"),
-                           tmp_path_factory.mktemp("cache"))
+    return build_predictor(
+        ModelConfig(image_size=S),
+        KnobsConfig(),
+        torch.device("cpu"),
+        tmp_path_factory.mktemp("cache"),
+    )
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    return resolve_video(VideoConfig(num_frames=5, num_objects=2, height=96, width=128),
-                         tmp_path_factory.mktemp("v"))
+    return resolve_video(
+        VideoConfig(num_frames=5, num_objects=2, height=96, width=128),
+        tmp_path_factory.mktemp("v"),
+    )
 
 
 def test_random_init_is_labelled_and_reproducible(built, tmp_path):
-    again = build_predictor(ModelConfig(image_size=S), KnobsConfig(), torch.device("cpu"), tmp_path)
+    again = build_predictor(
+        ModelConfig(image_size=S), KnobsConfig(), torch.device("cpu"), tmp_path
+    )
     assert built.weights == again.weights == "random-init"
     a, b = built.predictor.state_dict(), again.predictor.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -36,8 +43,12 @@ def test_random_init_is_labelled_and_reproducible(built, tmp_path):
     assert built.predictor.image_size == S and "++model.image_size=256" in built.overrides
 
 
-@pytest.mark.parametrize("offload_video,offload_state", [(False, False), (True, False), (True, True)])
-def test_census_counts_frames_exactly_and_splits_by_knob(built, video, offload_video, offload_state):
+@pytest.mark.parametrize(
+    "offload_video,offload_state", [(False, False), (True, False), (True, True)]
+)
+def test_census_counts_frames_exactly_and_splits_by_knob(
+    built, video, offload_video, offload_state
+):
     knobs = KnobsConfig(offload_video_to_cpu=offload_video, offload_state_to_cpu=offload_state)
     sess = Session(built.predictor, video.sam2_path, knobs)
     sess.init()

@@ -13,8 +13,15 @@ import sam2tune
 
 
 def _run(args, cache_root, results):
-    cmd = sam2tune_cmd() + ["run", "device=cpu", "video.num_frames=3", "video.height=64",
-                            "video.width=64", f"cache_dir={cache_root}", f"results_dir={results}"]
+    cmd = sam2tune_cmd() + [
+        "run",
+        "device=cpu",
+        "video.num_frames=3",
+        "video.height=64",
+        "video.width=64",
+        f"cache_dir={cache_root}",
+        f"results_dir={results}",
+    ]
     return subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
 
 
@@ -22,7 +29,9 @@ def _jpegs(d, n=3, h=64, w=64, ann_hw=None):
     (d / "JPEGImages").mkdir(parents=True)
     (d / "Annotations").mkdir()
     for t in range(n):
-        Image.fromarray(np.full((h, w, 3), 30 * t, np.uint8)).save(d / "JPEGImages" / f"{t:05d}.jpg")
+        Image.fromarray(np.full((h, w, 3), 30 * t, np.uint8)).save(
+            d / "JPEGImages" / f"{t:05d}.jpg"
+        )
         lab = np.zeros(ann_hw or (h, w), np.uint8)
         lab[10:30, 10:30] = 5
         Image.fromarray(lab, mode="P").save(d / "Annotations" / f"{t:05d}.png")
@@ -46,7 +55,11 @@ def _case(name, tmp_path):
         return ["video=mp4", f"video.path={tmp_path}/x.mp4"], "video.path: cannot decode"
     if name == "annotation size":
         jpg, ann = _jpegs(tmp_path / "v", ann_hw=(32, 48))
-        return ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={ann}"], "video.annotations: mask"
+        return [
+            "video=jpeg_dir",
+            f"video.path={jpg}",
+            f"video.annotations={ann}",
+        ], "video.annotations: mask"
     if name == "zero frames":
         return ["video.num_frames=0"], "video.num_frames: must be positive"
     if name == "negative objects":
@@ -68,9 +81,22 @@ def _case(name, tmp_path):
     raise AssertionError(name)
 
 
-CASES = ["unknown model", "missing video", "empty video", "corrupt video", "corrupt mp4",
-         "annotation size", "zero frames", "negative objects", "image size", "budget lots",
-         "budget negative", "unwritable results", "missing checkpoint", "mismatched checkpoint"]
+CASES = [
+    "unknown model",
+    "missing video",
+    "empty video",
+    "corrupt video",
+    "corrupt mp4",
+    "annotation size",
+    "zero frames",
+    "negative objects",
+    "image size",
+    "budget lots",
+    "budget negative",
+    "unwritable results",
+    "missing checkpoint",
+    "mismatched checkpoint",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -79,7 +105,7 @@ def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
     results = tmp_path / "results"
     p = _run(args, cache_root, results)
     assert p.returncode == 2, p.stdout + p.stderr
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("sam2tune: error: ") and needle in lines[-1], p.stderr
     assert "Traceback" not in p.stderr
     assert not (results / "runs").exists() or not any((results / "runs").iterdir())
@@ -87,9 +113,19 @@ def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
 
 
 def test_python_dash_m_runs_the_same(tmp_path, cache_root):
-    cmd = [sys.executable, "-m", "sam2tune", "run", "device=cpu", "video.num_frames=3",
-           "video.height=64", "video.width=64", f"cache_dir={cache_root}",
-           f"results_dir={tmp_path}", "video.num_objects=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sam2tune",
+        "run",
+        "device=cpu",
+        "video.num_frames=3",
+        "video.height=64",
+        "video.width=64",
+        f"cache_dir={cache_root}",
+        f"results_dir={tmp_path}",
+        "video.num_objects=1",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "status=ok" in p.stdout and "weights=random-init" in p.stdout

@@ -19,8 +19,16 @@ def test_default_is_the_quick_cpu_demo():
 
 
 def test_all_eight_models_exist_with_packaged_configs():
-    assert {"sam2.1_tiny", "sam2.1_small", "sam2.1_base_plus", "sam2.1_large", "sam2_tiny",
-            "sam2_small", "sam2_base_plus", "sam2_large"} <= set(MODELS)
+    assert {
+        "sam2.1_tiny",
+        "sam2.1_small",
+        "sam2.1_base_plus",
+        "sam2.1_large",
+        "sam2_tiny",
+        "sam2_small",
+        "sam2_base_plus",
+        "sam2_large",
+    } <= set(MODELS)
     for name in MODELS:
         cfg = compose_run([f"model={name}"])
         assert cfg.model.name == name

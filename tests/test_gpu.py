@@ -26,8 +26,9 @@ def test_cuda_run_records_measured_figures_next_to_the_estimate(small):
 def test_offload_on_cuda_is_lossless_and_moves_measured_bytes(small, tmp_path):
     res = tmp_path / "r"
     a = run_isolated(small("device=cuda", "video.num_frames=16", results=res)).row
-    b = run_isolated(small("device=cuda", "video.num_frames=16", "knobs.offload_video_to_cpu=true",
-                           results=res)).row
+    b = run_isolated(
+        small("device=cuda", "video.num_frames=16", "knobs.offload_video_to_cpu=true", results=res)
+    ).row
     assert b["iou_ref_mean"] == 1.0
     assert a["cuda_max_allocated_bytes"] - b["cuda_max_allocated_bytes"] >= 0.9 * a["frames_bytes"]
 

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import time
 
 import pytest
 from conftest import sam2tune_cmd
@@ -61,8 +60,12 @@ def test_offload_knobs_are_lossless_and_leave_the_device(small, tmp_path):
     res = tmp_path / "r"
     stock = run_isolated(small("video.num_frames=8", results=res)).row
     off = run_isolated(
-        small("video.num_frames=8", "knobs.offload_video_to_cpu=true",
-              "knobs.offload_state_to_cpu=true", results=res)
+        small(
+            "video.num_frames=8",
+            "knobs.offload_video_to_cpu=true",
+            "knobs.offload_state_to_cpu=true",
+            results=res,
+        )
     ).row
     assert off["status"] == "ok" and off["iou_ref_mean"] == 1.0
     assert off["frames_bytes"] == stock["frames_bytes"]  # still held, on the host
@@ -71,8 +74,10 @@ def test_offload_knobs_are_lossless_and_leave_the_device(small, tmp_path):
     assert len(sam2tune.load_results(res)) == 2
 
 
-@pytest.mark.parametrize("override", ["scenario.prompt=mask", "knobs.predictor=legacy_batched",
-                                      "knobs.max_cond_frames_in_attn=2"])
+@pytest.mark.parametrize(
+    "override",
+    ["scenario.prompt=mask", "knobs.predictor=legacy_batched", "knobs.max_cond_frames_in_attn=2"],
+)
 def test_other_prompts_and_knobs_run_and_are_compared_with_the_reference(small, override):
     r = run_isolated(small(override, "scenario.reannotate_every=2", "video.num_frames=7")).row
     assert r["status"] == "ok", r["error"]
@@ -98,10 +103,21 @@ def test_timeout_is_recorded(small):
 
 def test_concurrent_runs_lose_no_rows(tmp_path, cache_root):
     res = tmp_path / "shared"
-    cmd = sam2tune_cmd() + ["run", "device=cpu", "video.num_frames=3", "video.height=64",
-                            "video.width=64", f"results_dir={res}", f"cache_dir={cache_root}"]
-    procs = [subprocess.Popen(cmd + [f"video.seed={i}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for i in range(3)]
+    cmd = sam2tune_cmd() + [
+        "run",
+        "device=cpu",
+        "video.num_frames=3",
+        "video.height=64",
+        "video.width=64",
+        f"results_dir={res}",
+        f"cache_dir={cache_root}",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd + [f"video.seed={i}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for i in range(3)
+    ]
     for p in procs:
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out[-2000:]
@@ -117,8 +133,9 @@ def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
     from sam2tune.adapter.build import build_predictor
     from sam2tune.config.schema import KnobsConfig, ModelConfig
 
-    b = build_predictor(ModelConfig(image_size=S, weights_seed=3), KnobsConfig(),
-                        torch.device("cpu"), tmp_path)
+    b = build_predictor(
+        ModelConfig(image_size=S, weights_seed=3), KnobsConfig(), torch.device("cpu"), tmp_path
+    )
     ckpt = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": b.predictor.state_dict()}, ckpt)
     r = run_isolated(small(f"model.checkpoint={ckpt}")).row
@@ -142,7 +159,12 @@ def test_mp4_goes_through_sam2s_own_loader(small, tmp_path):
         im.putpalette(_palette())
         im.save(tmp_path / "ann" / f"{t:05d}.png")
     w.release()
-    r = run_isolated(small("video=mp4", f"video.path={tmp_path / 'v.mp4'}",
-                           f"video.annotations={tmp_path / 'ann'}")).row
+    r = run_isolated(
+        small(
+            "video=mp4",
+            f"video.path={tmp_path / 'v.mp4'}",
+            f"video.annotations={tmp_path / 'ann'}",
+        )
+    ).row
     assert r["status"] == "ok", r["error"]
     assert r["num_frames"] == 5 and r["frames_bytes"] == 5 * 3 * S * S * 4

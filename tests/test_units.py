@@ -5,8 +5,16 @@ from sam2tune.units import GiB, MiB, fmt_bytes, gb_to_bytes, parse_bytes
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("2GiB", 2 * GiB), ("512MiB", 512 * MiB), ("24GB", 24 * 10**9), ("1.5 GiB", int(1.5 * GiB)),
-     ("1073741824", GiB), (4096, 4096), (None, None), ("none", None)],
+    [
+        ("2GiB", 2 * GiB),
+        ("512MiB", 512 * MiB),
+        ("24GB", 24 * 10**9),
+        ("1.5 GiB", int(1.5 * GiB)),
+        ("1073741824", GiB),
+        (4096, 4096),
+        (None, None),
+        ("none", None),
+    ],
 )
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected

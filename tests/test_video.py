@@ -16,7 +16,7 @@ def test_synthetic_is_deterministic_from_its_seed():
     a = _frames(SyntheticSpec(5, 3, 90, 120, 7))
     b = _frames(SyntheticSpec(5, 3, 90, 120, 7))
     c = _frames(SyntheticSpec(5, 3, 90, 120, 8))
-    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0][0], c[0][0])
 
 
@@ -27,7 +27,9 @@ def test_synthetic_last_object_enters_after_the_first_frame_and_objects_occlude(
     first = int(np.argmax(areas[:, 2] > 0))
     assert first >= 1
     # occlusion: an object's visible area drops well below its unoccluded area at some frame
-    assert (areas[:, 0].min() < 0.8 * areas[:, 0].max()) or (areas[:, 1].min() < 0.8 * areas[:, 1].max())
+    assert (areas[:, 0].min() < 0.8 * areas[:, 0].max()) or (
+        areas[:, 1].min() < 0.8 * areas[:, 1].max()
+    )
     assert fr[0][0].shape == (270, 480, 3) and fr[0][0].dtype == np.uint8
 
 
@@ -58,8 +60,10 @@ def _davis(tmp_path, n=4, h=40, w=60, ids=(3, 7), missing=(2,), ann_size=None):
 
 def test_davis_folder_with_non_contiguous_ids_and_missing_masks(tmp_path):
     jpg, ann = _davis(tmp_path)
-    v = resolve_video(VideoConfig(kind="jpeg_dir", path=str(jpg), annotations=str(ann),
-                                  num_frames=None), tmp_path / "c")
+    v = resolve_video(
+        VideoConfig(kind="jpeg_dir", path=str(jpg), annotations=str(ann), num_frames=None),
+        tmp_path / "c",
+    )
     assert v.num_frames == 4 and (v.height, v.width) == (40, 60)
     assert v.object_ids() == [3, 7]
     assert v.labels(2) is None and v.labels(1)[10, 10] == 3
@@ -71,7 +75,9 @@ def test_jpeg_dir_subset_of_frames(tmp_path):
     assert v.num_frames == 3 and len(list(__import__("pathlib").Path(v.sam2_path).iterdir())) == 3
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "mask_size", "mp4_missing", "mp4_corrupt"])
+@pytest.mark.parametrize(
+    "case", ["missing", "empty", "corrupt", "mask_size", "mp4_missing", "mp4_corrupt"]
+)
 def test_bad_videos_are_refused_with_one_line(tmp_path, case):
     cfg = VideoConfig(kind="jpeg_dir", path=str(tmp_path / "nope"), num_frames=None)
     if case == "empty":

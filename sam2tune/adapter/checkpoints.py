@@ -115,9 +115,10 @@ def download(model: ModelConfig, cache_root: Path, timeout_s: float = 30.0) -> P
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(
-            model.checkpoint_url, timeout=timeout_s
-        ) as r:
+        with (
+            os.fdopen(fd, "wb") as f,
+            urllib.request.urlopen(model.checkpoint_url, timeout=timeout_s) as r,
+        ):
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 f.write(chunk)
         os.replace(tmp, dest)

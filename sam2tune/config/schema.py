@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from sam2tune.units import parse_bytes
 
@@ -52,7 +52,7 @@ class ModelConfig:
     )
     # checkpoint file; None = the cache filled by `sam2tune download`; none found = random-init
     # weights (real architecture, memory and speed faithful, masks meaningless)
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # model input resolution: every frame is resized to image_size x image_size (multiple of 16).
     # Memory scales with its square: frame cache 12 MiB/frame at 1024, 3 MiB at 512, 0.75 MiB at
     # 256; per-object state ~0.77 MiB per object-frame at 1024. SAM 2's own value is 1024.
@@ -72,11 +72,11 @@ class VideoConfig:
 
     kind: str = "synthetic"
     # jpeg_dir: folder of <index>.jpg frames; mp4: the video file
-    path: Optional[str] = None
+    path: str | None = None
     # jpeg_dir: optional folder of DAVIS-style palette PNG masks (<index>.png, ids = palette index)
-    annotations: Optional[str] = None
+    annotations: str | None = None
     # number of frames (synthetic: generated; jpeg_dir/mp4: the first N, None = all)
-    num_frames: Optional[int] = 8
+    num_frames: int | None = 8
     # synthetic: number of objects (the last one enters after the first frame when there are 2+)
     num_objects: int = 2
     # synthetic: the video's own resolution (masks and IoU are at this resolution)
@@ -172,9 +172,9 @@ class LimitsConfig:
     # wall-clock limit of the isolated run process; past it the run is recorded as timeout
     timeout_s: float = 1800.0
     # real limit on the run process's heap (RLIMIT_DATA); over it the run is recorded as oom
-    host_memory_budget: Optional[str] = None
+    host_memory_budget: str | None = None
     # on CUDA, emulate a smaller GPU with torch.cuda.set_per_process_memory_fraction
-    device_memory_budget: Optional[str] = None
+    device_memory_budget: str | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -222,7 +222,7 @@ class RunConfig:
     # where run records go: <results_dir>/runs/<run_id>/{report.json,config.json}
     results_dir: str = "results"
     # cache for checkpoints and generated videos (None = $XDG_CACHE_HOME/sam2tune or ~/.cache/...)
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

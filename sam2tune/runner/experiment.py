@@ -192,7 +192,9 @@ def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
         "frames": video.num_frames,
         "scenario": dataclasses.asdict(cfg.scenario),
         "model": cfg.model.config_file,
-        "weights": weights if weights != "random-init" else f"random-init:{cfg.model.weights_seed}",
+        "weights": weights
+        if weights != "random-init"
+        else f"random-init:{cfg.model.weights_seed}",
         "image_size": cfg.model.image_size,
         "device": "same",  # masks are compared on the device kind that produced them
     }
@@ -270,7 +272,9 @@ def run_experiment(
     }
     measures["est_host_peak_bytes"] = measures["peak_host_rss_bytes"]
     measures["est_device_peak_bytes"] = (
-        built.weights_bytes + prop.resident_max_bytes + prop.activation_peak_bytes
+        built.weights_bytes
+        + prop.resident_max_bytes
+        + prop.activation_peak_bytes
         + prop.bank_copy_bytes
     )
     if dev.type == "cuda":
@@ -321,10 +325,14 @@ def run_experiment(
                     ):
                         del built.predictor
                         rb = build_predictor(cfg.model, ref_knobs, dev, cache_root)
-                    ref = propagate(rb.predictor, video, prompts, ref_knobs, dev, probes=False).masks
+                    ref = propagate(
+                        rb.predictor, video, prompts, ref_knobs, dev, probes=False
+                    ).masks
                     _save_masks(ref, path)
                     ref_info["computed_s"] = time.perf_counter() - t_ref
-                per_obj_ref = agreement(prop.masks, ref, sorted(set(ref.frames) | set(prop.masks.frames)))
+                per_obj_ref = agreement(
+                    prop.masks, ref, sorted(set(ref.frames) | set(prop.masks.frames))
+                )
             except Exception as e:  # the reference failing must not fail the measured run
                 ref_info["error"] = f"{type(e).__name__}: {e}"
         if per_obj_ref:

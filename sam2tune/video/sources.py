@@ -122,7 +122,9 @@ def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
         except Exception as e:
             raise InputError(f"video.path: corrupt frame {p.name}: {e}") from None
         if size is not None and s != size:
-            raise InputError(f"video.path: frame {p.name} is {s[1]}x{s[0]}, others {size[1]}x{size[0]}")
+            raise InputError(
+                f"video.path: frame {p.name} is {s[1]}x{s[0]}, others {size[1]}x{size[0]}"
+            )
         size = s
     assert size is not None
     w, h = size
@@ -161,7 +163,9 @@ def _mp4(cfg: VideoConfig) -> VideoData:
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
     cap.release()
     if not ok or frame is None or n <= 0:
-        raise InputError(f"video.path: cannot decode any frame of {str(path)!r} (corrupt or empty)")
+        raise InputError(
+            f"video.path: cannot decode any frame of {str(path)!r} (corrupt or empty)"
+        )
     h, w = frame.shape[:2]
     if cfg.num_frames is not None and cfg.num_frames < n:
         raise InputError(
