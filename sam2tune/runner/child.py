@@ -52,7 +52,7 @@ def _lift_host_limit() -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()) or "(no message)"
     return f"{type(exc).__name__}: {text}"[:500]
 
 
@@ -85,10 +85,14 @@ def child_main(
         _lift_host_limit()
         tb = traceback.format_exc()
         print(tb, file=log)
+        status = classify_failure(e)
+        error = _one_line(e)
+        if status == "oom" and budget:
+            error += f" [over limits.host_memory_budget={cfg.limits.host_memory_budget}?]"
         msg = {
             "kind": "failed",
-            "status": classify_failure(e),
-            "error": _one_line(e),
+            "status": status,
+            "error": error,
             "traceback": tb[-8000:],
             "measures": {**context, **_partial_measures()},
         }
