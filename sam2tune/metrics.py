@@ -77,7 +77,9 @@ class MaskSet:
         m = np.unpackbits(packed, count=n).astype(bool).reshape(len(ids), *self.shape)
         return {i: m[k] for k, i in enumerate(ids)}
 
-    def same_frame(self, other: MaskSet, frame: int) -> bool:
+    def same_frame(self, other, frame: int) -> bool:
+        if not isinstance(other, MaskSet):
+            return False
         a, b = self._frames.get(frame), other._frames.get(frame)
         return a is not None and b is not None and a[0] == b[0] and np.array_equal(a[1], b[1])
 
@@ -100,9 +102,51 @@ class MaskSet:
         return ms
 
 
-def agreement(pred: MaskSet, ref: MaskSet, frames: list[int]) -> dict[int, float]:
-    """Mean IoU per object between two runs' masks over ``frames`` (identical frames score 1.0
-    without unpacking)."""
+class MaskDir:
+    """Masks written to disk as they are produced: ``<root>/<obj_id>/<frame:05d>.png`` (1-bit
+    PNG), so a long run keeps none of them in memory. Same reading interface as
+    :class:`MaskSet`."""
+
+    def __init__(self, root, height: int, width: int) -> None:
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.shape = (height, width)
+        self._ids: dict[int, tuple[int, ...]] = {}
+
+    def add(self, frame: int, obj_ids: list[int], masks: np.ndarray) -> None:
+        from PIL import Image
+
+        for i, m in zip(obj_ids, masks, strict=True):
+            d = self.root / str(i)
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(m.astype(bool)).save(d / f"{frame:05d}.png", optimize=False)
+        self._ids[frame] = tuple(obj_ids)
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(self._ids)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return sorted({i for ids in self._ids.values() for i in ids})
+
+    def get(self, frame: int) -> dict[int, np.ndarray]:
+        from PIL import Image
+
+        out = {}
+        for i in self._ids.get(frame, ()):
+            with Image.open(self.root / str(i) / f"{frame:05d}.png") as im:
+                out[i] = np.array(im, dtype=bool)
+        return out
+
+    def same_frame(self, other, frame: int) -> bool:
+        return False
+
+
+def agreement(pred, ref, frames: list[int]) -> dict[int, float]:
+    """Mean IoU per object between two runs' masks (:class:`MaskSet` or :class:`MaskDir`) over
+    ``frames`` (identical packed frames score 1.0 without unpacking)."""
     ids = sorted(set(pred.obj_ids) | set(ref.obj_ids))
     empty = np.zeros(pred.shape, bool)
     sums = {i: 0.0 for i in ids}

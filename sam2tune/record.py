@@ -49,6 +49,8 @@ COLUMNS: list[Column] = [
     Column("dtype", "", "setting", "float32 | bfloat16 (autocast)"),
     Column("predictor", "", "setting", "per_object | legacy_batched"),
     Column("vos_optimized", "", "setting", "SAM 2 knob (torch.compile)"),
+    Column("strategy", "", "setting", "stock | release | stream (sam2tune's bounded-memory modes)"),
+    Column("segment_frames", "frames", "setting", "segment length (0 = unsegmented)"),
     Column("prompt", "", "setting", "box | points | mask"),
     Column(
         "reannotate_every", "frames", "setting", "re-prompt period (0 = first appearance only)"
@@ -159,6 +161,8 @@ _SETTINGS = {
     "dtype": ("knobs", "dtype"),
     "predictor": ("knobs", "predictor"),
     "vos_optimized": ("knobs", "vos_optimized"),
+    "strategy": ("knobs", "strategy"),
+    "segment_frames": ("knobs", "segment_frames"),
     "prompt": ("scenario", "prompt"),
     "reannotate_every": ("scenario", "reannotate_every"),
 }

@@ -1,4 +1,12 @@
-"""One SAM 2 video session through its public entry points: init_state, prompts, propagation."""
+"""One SAM 2 video session through its public entry points: init_state, prompts, propagation.
+
+Also sam2tune's bounded-memory strategies, which work on SAM 2's inference-state dict between
+propagation steps (no model code is copied or changed):
+
+* ``release``: after each frame, drop the per-object non-conditioning outputs that no later frame
+  reads in forward propagation, and the low-res masks of frames already yielded;
+* ``stream``: ``release`` + frames decoded on demand (:class:`StreamingFrames`).
+"""
 
 from __future__ import annotations
 
@@ -10,34 +18,84 @@ import numpy as np
 import torch
 
 from sam2tune.adapter.census import Census, take_census
+from sam2tune.adapter.frames import StreamingFrames, frames_loader_swapped
 
 if TYPE_CHECKING:
     from sam2tune.config.schema import KnobsConfig
     from sam2tune.scenario import Prompt
 
-__all__ = ["Session"]
+__all__ = ["Session", "ReleasedFrameError", "release_horizon_back"]
+
+
+class ReleasedFrameError(RuntimeError):
+    """A prompt on a frame whose outputs a bounded-memory strategy already released."""
+
+
+def release_horizon_back(predictor: torch.nn.Module) -> int:
+    """How many frames back forward propagation still reads non-conditioning outputs.
+
+    ``_prepare_memory_conditioned_features`` reads the maskmem of the previous frame and of
+    ``num_maskmem - 2`` more frames every ``stride`` frames (the oldest at most
+    ``1 + (num_maskmem - 2) * stride`` frames back) and the object pointers of the last
+    ``max_obj_ptrs_in_encoder - 1`` frames.
+    """
+    stride = predictor.memory_temporal_stride_for_eval
+    return max(predictor.max_obj_ptrs_in_encoder - 1, 1 + (predictor.num_maskmem - 2) * stride)
 
 
 class Session:
-    """Wraps a SAM 2 video predictor and one inference state."""
+    """Wraps a SAM 2 video predictor and one inference state.
 
-    def __init__(self, predictor: torch.nn.Module, video_path: str, knobs: KnobsConfig) -> None:
+    Args:
+        frame_range: ``(start, stop)`` of the video to load (segments); None = all of it.
+    """
+
+    def __init__(
+        self,
+        predictor: torch.nn.Module,
+        video_path: str,
+        knobs: KnobsConfig,
+        frame_range: tuple[int, int] | None = None,
+        stream_window: int = 2,
+    ) -> None:
         self.predictor = predictor
         self.video_path = video_path
         self.knobs = knobs
+        self.frame_range = frame_range
+        self.stream_window = stream_window
         self.state: dict | None = None
+        self.frames: StreamingFrames | None = None
         self.init_s = 0.0
         # whether the next step of track() adds a prompt (lets a caller probe prompt steps)
         self.next_is_prompt = True
+        self.released_below = 0  # non-conditioning outputs of earlier frames were released
+        self._back = release_horizon_back(predictor)
+
+    @property
+    def bounded(self) -> bool:
+        return self.knobs.strategy in ("release", "stream")
 
     def init(self) -> None:
         t0 = time.perf_counter()
-        self.state = self.predictor.init_state(
-            video_path=self.video_path,
+        kwargs = dict(
             offload_video_to_cpu=self.knobs.offload_video_to_cpu,
             offload_state_to_cpu=self.knobs.offload_state_to_cpu,
             async_loading_frames=self.knobs.async_loading_frames,
         )
+        if self.knobs.strategy == "stream" or self.frame_range is not None:
+            device = torch.device("cpu") if self.knobs.offload_video_to_cpu else self.predictor.device
+            start, stop = self.frame_range or (0, None)
+            window = self.stream_window if self.knobs.strategy == "stream" else 1 << 30
+            self.frames = StreamingFrames(
+                self.video_path, self.predictor.image_size, device, window, start, stop
+            )
+            if self.knobs.strategy != "stream":  # a segment of a stock/release run: all loaded
+                for t in range(len(self.frames)):
+                    self.frames[t]
+            with frames_loader_swapped(self.predictor, self.frames):
+                self.state = self.predictor.init_state(video_path=self.video_path, **kwargs)
+        else:
+            self.state = self.predictor.init_state(video_path=self.video_path, **kwargs)
         self.init_s = time.perf_counter() - t0
 
     @property
@@ -46,6 +104,13 @@ class Session:
         return int(self.state["num_frames"])
 
     def add_prompt(self, p: Prompt) -> None:
+        """Give one prompt. Raises :class:`ReleasedFrameError` on a released frame."""
+        if self.bounded and p.frame < self.released_below:
+            raise ReleasedFrameError(
+                f"frame {p.frame} was released by knobs.strategy={self.knobs.strategy} (frames "
+                f"before {self.released_below} keep only conditioning outputs); re-prompting "
+                "tracked frames or reverse propagation needs knobs.strategy=stock"
+            )
         if p.kind == "mask":
             self.predictor.add_new_mask(self.state, p.frame, p.obj_id, torch.from_numpy(p.mask))
         elif p.kind == "box":
@@ -61,8 +126,24 @@ class Session:
                 labels=np.asarray(p.labels, np.int32),
             )
 
+    def _release(self, frame_idx: int) -> None:
+        """Drop what no frame after ``frame_idx`` reads in forward propagation."""
+        assert self.state is not None
+        horizon = frame_idx + 1 - self._back
+        dicts = list(self.state["output_dict_per_obj"].values())
+        if "output_dict" in self.state:  # the legacy batched predictor's consolidated outputs
+            dicts.append(self.state["output_dict"])
+        for d in dicts:
+            nc = d["non_cond_frame_outputs"]
+            for t in [t for t in nc if t < horizon]:
+                del nc[t]
+            out = nc.get(frame_idx)
+            if out is not None:
+                out["pred_masks"] = None  # yielded already; only re-prompting would read it
+        self.released_below = max(self.released_below, horizon)
+
     def track(self, prompts: list[Prompt]) -> Iterator[tuple]:
-        """Prompt and propagate through the video, one unit of work per step.
+        """Prompt and propagate forward through the video, one unit of work per step.
 
         Objects are added when propagation reaches the frame where they first appear, as SAM 2
         allows ("we always allow adding new objects, including after tracking starts"); each
@@ -95,6 +176,9 @@ class Session:
                 self.state, start_frame_idx=start, max_frame_num_to_track=end - start
             ):
                 masks = (logits[:, 0] > 0.0).cpu().numpy()
+                del logits
+                if self.bounded:
+                    self._release(frame_idx)
                 self.next_is_prompt = frame_idx == end and i + 1 < len(starts)
                 yield ("frame", int(frame_idx), list(obj_ids), masks)
 
@@ -106,3 +190,4 @@ class Session:
 
     def close(self) -> None:
         self.state = None
+        self.frames = None

@@ -31,6 +31,7 @@ VIDEO_KINDS = ("synthetic", "jpeg_dir", "mp4")
 PROMPTS = ("box", "points", "mask")
 DTYPES = ("float32", "bfloat16")
 PREDICTORS = ("per_object", "legacy_batched")
+STRATEGIES = ("stock", "release", "stream")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -150,8 +151,26 @@ class KnobsConfig:
     # torch.compile the whole model (SAM2VideoPredictorVOS; GPU, torch >= 2.5.1). Long first-run
     # compile; faster steady state.
     vos_optimized: bool = False
+    # sam2tune's bounded-memory modes (forward propagation only; masks bit-identical to stock):
+    # stock   = SAM 2 as it is (interactive: everything kept, corrections possible anywhere);
+    # release = batch mode: drop per-object outputs no later frame reads (older than the last
+    #           (num_maskmem-1) x stride memory frames and max_obj_ptrs_in_encoder-1 pointer
+    #           frames) and low-res masks once yielded; conditioning frames are kept. Flat state
+    #           instead of ~0.77 MiB per object-frame at 1024. Re-prompting a released frame fails.
+    # stream  = release + frames decoded on demand (a window of a few frames, never the whole
+    #           video, saving 12 MiB per frame at 1024 on the device or, offloaded, the host) +
+    #           masks written to disk as produced (runs/<id>/masks/) instead of kept in memory.
+    strategy: str = "stock"
+    # process the video in segments of N frames (0 = one piece), seeding each with the previous
+    # segment's last masks (mask prompts): memory bounded by N; lossy - the report's iou_ref_mean
+    # shows what splitting costs
+    segment_frames: int = 0
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            _fail("knobs.strategy", f"unknown strategy {self.strategy!r} (choose from {STRATEGIES})")
+        if self.segment_frames < 0 or self.segment_frames == 1:
+            _fail("knobs.segment_frames", f"must be 0 (off) or >= 2, got {self.segment_frames}")
         m = self.max_cond_frames_in_attn
         if m != -1 and m < 2:
             _fail("knobs.max_cond_frames_in_attn", f"must be -1 (all) or >= 2, got {m}")

@@ -77,7 +77,9 @@ def child_main(
         resource.setrlimit(resource.RLIMIT_DATA, (budget, hard))
     context: dict[str, Any] = {}
     try:
-        body = run_experiment(cfg, video, prompts, Path(refs_dir), Path(cache_root), context)
+        body = run_experiment(
+            cfg, video, prompts, Path(refs_dir), Path(cache_root), context, Path(log_path).parent
+        )
         msg: dict[str, Any] = {"kind": "ok", "body": body}
     except InputError as e:
         msg = {"kind": "input_error", "message": str(e)}

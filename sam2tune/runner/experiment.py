@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from sam2tune.adapter.build import build_predictor
+from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import Session
 from sam2tune.config.schema import KnobsConfig, RunConfig
 from sam2tune.errors import InputError
-from sam2tune.metrics import MaskSet, agreement, iou
+from sam2tune.metrics import MaskDir, MaskSet, agreement, iou
 from sam2tune.probes import NvmlSampler, TensorTracker, peak_rss_bytes, rss_bytes
 from sam2tune.provenance import environment
 from sam2tune.scenario import Prompt
@@ -65,6 +66,7 @@ class Propagation:
     state_bytes: int = 0
     cached_features_bytes: int = 0
     bank_copy_bytes: int = 0
+    frames_held_max: int = 0  # strategy=stream / segments: most decoded frames held at once
 
 
 def _cuda_sync(dev: torch.device) -> None:
@@ -80,6 +82,7 @@ def propagate(
     dev: torch.device,
     track_frames: int = 0,
     probes: bool = True,
+    mask_dir: Path | None = None,
 ) -> Propagation:
     """Run one SAM 2 session: init_state, every prompt, then propagate through the video.
 
@@ -87,15 +90,25 @@ def propagate(
         track_frames: the last N frames (and every prompt) run under :class:`TensorTracker` to
             measure the step's activation peak; they are excluded from fps.
         probes: take the per-frame census / RSS timeline (light).
+        mask_dir: where ``strategy=stream`` writes masks (default: a temporary folder).
     """
-    sess = Session(predictor, video.sam2_path, knobs)
+    sess: Session | SegmentedSession
+    if knobs.segment_frames:
+        sess = SegmentedSession(predictor, video.sam2_path, knobs, video.num_frames)
+    else:
+        sess = Session(predictor, video.sam2_path, knobs)
     amp = (
         torch.autocast(dev.type, dtype=torch.bfloat16)
         if knobs.dtype == "bfloat16"
         else nullcontext()
     )
     tracker = TensorTracker() if track_frames else None
-    masks = MaskSet(video.height, video.width)
+    masks: MaskSet | MaskDir
+    if knobs.strategy == "stream":
+        root = mask_dir if mask_dir is not None else Path(tempfile.mkdtemp(prefix="sam2tune-masks-"))
+        masks = MaskDir(root, video.height, video.width)
+    else:
+        masks = MaskSet(video.height, video.width)
     timeline: list[dict[str, Any]] = []
     cuda = dev.type == "cuda"
     cuda_peak_carry = 0
@@ -105,7 +118,7 @@ def propagate(
         sess.init()
         res.init_s = sess.init_s
         start = min(p.frame for p in prompts)
-        order = list(range(start, sess.num_frames))
+        order = list(range(start, video.num_frames))
         n_track = min(track_frames, max(len(order) - 1, 0)) if tracker is not None else 0
         tracked = set(order[len(order) - n_track :]) if n_track else set()
         events = sess.track(prompts)
@@ -159,6 +172,9 @@ def propagate(
                 cuda_step_peak = max(cuda_step_peak, step_peak)
                 row["cuda_allocated_bytes"] = int(torch.cuda.memory_allocated(dev))
                 row["cuda_step_peak_bytes"] = int(step_peak)
+            if sess.frames is not None:
+                row["frames_held"] = len(sess.frames.images)
+                res.frames_held_max = max(res.frames_held_max, row["frames_held"])
             timeline.append(row)
             res.resident_max_bytes = max(res.resident_max_bytes, c.device_resident_bytes)
             res.frames_bytes = max(res.frames_bytes, c.frames_bytes)
@@ -230,6 +246,7 @@ def run_experiment(
     refs_dir: Path,
     cache_root: Path,
     context: dict[str, Any] | None = None,
+    work_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the configured experiment and return its measures, timeline and provenance.
 
@@ -253,7 +270,13 @@ def run_experiment(
     sampler = NvmlSampler(dev.index or 0) if dev.type == "cuda" else nullcontext()
     with sampler:
         prop = propagate(
-            built.predictor, video, prompts, cfg.knobs, dev, track_frames=cfg.probe.track_frames
+            built.predictor,
+            video,
+            prompts,
+            cfg.knobs,
+            dev,
+            track_frames=cfg.probe.track_frames,
+            mask_dir=work_dir / "masks" if work_dir is not None else None,
         )
     total_s = time.perf_counter() - t_start
     measures: dict[str, Any] = {
@@ -369,6 +392,12 @@ def run_experiment(
             "activation_peak_bytes": prop.activation_peak_bytes,
             "bank_copy_bytes": prop.bank_copy_bytes,
             "cuda_step_peak_bytes": prop.cuda_step_peak_bytes,
+        },
+        "bounded_memory": {
+            "strategy": cfg.knobs.strategy,
+            "segment_frames": cfg.knobs.segment_frames,
+            "frames_held_max": prop.frames_held_max,
+            "masks_written": isinstance(prop.masks, MaskDir),
         },
         "speed": {
             "timed_frames": prop.timed_frames,

@@ -177,11 +177,10 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         "traceback": traceback_text,
         **{k: v for k, v in body.items() if k != "measures"},
     }
+    # the run's folder (log, streamed masks) moves into place; report.json is written last
     run_dir = results / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if log_path.exists():
-        os.replace(log_path, run_dir / "run.log")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp_dir, run_dir)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
     atomic_write_json(run_dir / "report.json", report)
     return RunOutcome(row, run_dir / "report.json")

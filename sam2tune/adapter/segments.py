@@ -1,0 +1,115 @@
+"""``knobs.segment_frames``: a long video processed in segments of N frames.
+
+Each segment is a fresh SAM 2 session over frames ``[lo, lo + N)``; segments after the first
+overlap the previous one by one frame, where every object still visible is seeded with a mask
+prompt of the previous segment's last mask. Ground-truth prompts that fall in a segment are given
+as usual. Memory is bounded by N; what splitting costs shows in ``iou_ref_mean``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sam2tune.adapter.census import Census
+from sam2tune.adapter.session import Session
+from sam2tune.scenario import Prompt
+
+if TYPE_CHECKING:
+    import torch
+
+    from sam2tune.config.schema import KnobsConfig
+
+__all__ = ["SegmentedSession"]
+
+
+class SegmentedSession:
+    """Same interface as :class:`Session` (init / track / census / num_frames)."""
+
+    def __init__(
+        self,
+        predictor: torch.nn.Module,
+        video_path: str,
+        knobs: KnobsConfig,
+        num_frames: int,
+        stream_window: int = 2,
+    ) -> None:
+        self.predictor = predictor
+        self.video_path = video_path
+        self.knobs = knobs
+        self.seg = knobs.segment_frames
+        self._num_frames = num_frames
+        self.stream_window = stream_window
+        self.current: Session | None = None
+        self.init_s = 0.0
+        self.next_is_prompt = True
+        self.segments: list[tuple[int, int]] = []
+
+    def init(self) -> None:
+        """Segments start their own sessions inside :meth:`track` (the first one's time is
+        ``init_s``)."""
+
+    @property
+    def num_frames(self) -> int:
+        return self._num_frames
+
+    @property
+    def frames(self):
+        return self.current.frames if self.current is not None else None
+
+    def track(self, prompts: list[Prompt]) -> Iterator[tuple]:
+        n = self._num_frames
+        a = min(p.frame for p in prompts)
+        last: dict[int, np.ndarray] | None = None
+        while a < n:
+            lo = a if last is None else a - 1
+            b = min(lo + self.seg, n)
+            gt = [p for p in prompts if lo <= p.frame < b]
+            prompted_at_lo = {p.obj_id for p in gt if p.frame == lo}
+            local = [
+                Prompt(0, obj, "mask", mask=m)
+                for obj, m in (last or {}).items()
+                if m.any() and obj not in prompted_at_lo
+            ]
+            local += [
+                Prompt(p.frame - lo, p.obj_id, p.kind, p.box, p.points, p.labels, p.mask)
+                for p in gt
+            ]
+            self.segments.append((lo, b))
+            seeded = last is not None
+            last = {}
+            if not local:  # every object lost and none prompted here: nothing to track
+                for t in range(a, b):
+                    self.next_is_prompt = t == b - 1 and b < n
+                    yield ("frame", t, [], np.zeros((0, 1, 1), bool))
+                a = b
+                continue
+            self.current = Session(
+                self.predictor, self.video_path, self.knobs, (lo, b), self.stream_window
+            )
+            self.current.init()
+            if len(self.segments) == 1:
+                self.init_s = self.current.init_s
+            for ev in self.current.track(local):
+                if ev[0] == "prompt":
+                    self.next_is_prompt = self.current.next_is_prompt
+                    yield ev
+                    continue
+                _, f, ids, m = ev
+                g = f + lo
+                if g == b - 1:
+                    last = dict(zip(ids, m, strict=True))
+                if seeded and f == 0:
+                    continue  # the overlap frame: yielded by the previous segment
+                self.next_is_prompt = self.current.next_is_prompt or (g == b - 1 and b < n)
+                yield ("frame", g, ids, m)
+            self.current.close()
+            a = b
+
+    def census(self) -> Census:
+        return self.current.census() if self.current and self.current.state else Census()
+
+    def close(self) -> None:
+        self.current = None
