@@ -7,6 +7,7 @@ sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import re
 import sys
 
@@ -20,14 +21,21 @@ USAGE = """usage: sam2tune COMMAND [ARGS]
 commands:
   run [key=value ...] [-m]      run SAM 2 experiments from conf/run.yaml (Hydra overrides;
                                 -m sweeps comma-separated values, one isolated run per point)
+  study NAME [key=value ...]    run a study from experiments/NAME.py: its sweep, then its report
+  report [results_dir=DIR] [out=DIR] [title=TEXT]
+                                HTML + Markdown report (figures, tables, computed conclusions)
   download [MODEL ...] [--all]  fetch Meta's official SAM 2 checkpoints into the cache
 
 examples:
   sam2tune run
   sam2tune run model=sam2.1_small model.image_size=512 video.num_frames=60 knobs.offload_video_to_cpu=true
   sam2tune run -m knobs.offload_video_to_cpu=false,true video.num_frames=8,16
+  sam2tune study demo
+  sam2tune report results_dir=results out=results/report
   sam2tune download sam2.1_tiny
 """
+
+STUDIES_DIR = CONF_DIR.parent / "experiments"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -61,7 +69,7 @@ def _run(overrides: list[str]) -> None:
     register()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="run")
-    def _main(cfg: DictConfig) -> None:
+    def _main(cfg: DictConfig) -> dict:
         from sam2tune.config.schema import RunConfig
         from sam2tune.runner.launcher import run_isolated
         from sam2tune.summary import print_summary
@@ -72,11 +80,22 @@ def _run(overrides: list[str]) -> None:
             cause = e.__cause__ or e
             _fail(str(cause).splitlines()[0])
         assert isinstance(run_cfg, RunConfig)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from sam2tune.sweep import already_done
+
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        done = already_done(run_cfg) if multirun and not run_cfg.force else None
+        if done is not None:
+            print(f"skip: already recorded ok as run {done} (force=true runs it again)")
+            return {"status": "skipped", "run_id": done}
         try:
             outcome = run_isolated(run_cfg)
         except InputError as e:
             _fail(str(e))
         print_summary(outcome.row, outcome.report_path)
+        return outcome.row
 
     sys.argv = ["sam2tune run", *overrides]
     _main()
@@ -110,6 +129,75 @@ def _download(args: list[str]) -> None:
         print(path)
 
 
+def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, str]:
+    out = {}
+    for a in args:
+        key, eq, value = a.partition("=")
+        if not eq or key not in allowed:
+            _fail(f"{command}: unexpected argument {a!r} (expected {', '.join(sorted(k + '=...' for k in allowed))})")
+        out[key] = value
+    return out
+
+
+def _report(args: list[str]) -> None:
+    from sam2tune.analysis.report import build_report
+
+    kv = _key_values(args, {"results_dir", "out", "title"}, "report")
+    results = Path(kv.get("results_dir", "results"))
+    if not (results / "runs").is_dir():
+        _fail(f"results_dir: no recorded runs under {str(results)!r}")
+    out = Path(kv.get("out", str(results / "report")))
+    try:
+        html_path, md_path = build_report(results, out, title=kv.get("title", "sam2tune report"))
+    except ValueError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"out: cannot write the report to {str(out)!r} ({e.strerror or e})")
+    print(f"report: {html_path}\n        {md_path}")
+
+
+def studies() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith(("bench_", "_")))
+
+
+def load_study(name: str):
+    import importlib.util
+
+    if name not in studies():
+        _fail(f"study: unknown study {name!r} (choose from {', '.join(studies())})")
+    spec = importlib.util.spec_from_file_location(f"sam2tune_study_{name}", STUDIES_DIR / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _study(args: list[str]) -> None:
+    import subprocess
+
+    from sam2tune.analysis.report import build_report
+
+    if not args:
+        _fail(f"study: name a study ({', '.join(studies())})")
+    name, extra = args[0], args[1:]
+    mod = load_study(name)
+    results = next((a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")),
+                   f"results/studies/{name}")
+    extra = [a for a in extra if not a.startswith("results_dir=")]
+    cmd = [sys.executable, "-m", "sam2tune", "run", "-m", *mod.SWEEP, *extra, f"results_dir={results}"]
+    print(f"[study {name}] {mod.TITLE}\n[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",
+          file=sys.stderr, flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        _fail(f"study {name}: the sweep failed (exit {rc})", code=rc)
+    html_path, md_path = build_report(
+        results, Path(results) / "report", title=f"sam2tune study: {mod.TITLE}",
+        figures=getattr(mod, "FIGURES", None), conclusions=getattr(mod, "conclusions", None),
+        intro=getattr(mod, "DESCRIPTION", ""),
+    )
+    print(f"[study {name}] report: {html_path}\n[study {name}]         {md_path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -120,8 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         _run(rest)
     elif cmd == "download":
         _download(rest)
+    elif cmd == "report":
+        _report(rest)
+    elif cmd == "study":
+        _study(rest)
     else:
-        _fail(f"unknown command {cmd!r} (commands: run, download)")
+        _fail(f"unknown command {cmd!r} (commands: run, study, report, download)")
 
 
 if __name__ == "__main__":

@@ -220,10 +220,16 @@ class ProbeConfig:
     track_frames: int = 2
     # compare masks with the reference run (same video/prompts/model, every memory knob off)
     reference: bool = True
+    # the reference's image_size (None = the run's own); a resolution study compares against a
+    # higher resolution, masks compared at the video's own resolution
+    reference_image_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.track_frames < 1:
             _fail("probe.track_frames", f"must be >= 1, got {self.track_frames}")
+        r = self.reference_image_size
+        if r is not None and (r <= 0 or r % 16):
+            _fail("probe.reference_image_size", f"must be a positive multiple of 16, got {r}")
 
 
 @dataclass
@@ -242,6 +248,8 @@ class RunConfig:
     results_dir: str = "results"
     # cache for checkpoints and generated videos (None = $XDG_CACHE_HOME/sam2tune or ~/.cache/...)
     cache_dir: str | None = None
+    # run a point even when a row with the same config_hash and status ok is already recorded
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -270,7 +278,7 @@ def config_hash(cfg: RunConfig) -> str:
     """Hash of what defines an experiment's outcome (not where it is written or how long it may
     run), so a sweep can recognise a point it already ran."""
     d = cfg.to_dict()
-    for k in ("results_dir", "cache_dir"):
+    for k in ("results_dir", "cache_dir", "force"):
         d.pop(k)
     d["limits"].pop("timeout_s")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

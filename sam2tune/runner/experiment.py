@@ -201,6 +201,15 @@ def propagate(
     return res
 
 
+def reference_image_size(cfg: RunConfig) -> int:
+    return cfg.probe.reference_image_size or cfg.model.image_size
+
+
+def is_own_reference(cfg: RunConfig) -> bool:
+    """Every memory knob off, at the reference's resolution: the run is its own reference."""
+    return not cfg.knobs.memory_saving() and reference_image_size(cfg) == cfg.model.image_size
+
+
 def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
     """What defines reference masks: video, prompts, model, weights, image_size."""
     d = {
@@ -211,7 +220,7 @@ def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
         "weights": weights
         if weights != "random-init"
         else f"random-init:{cfg.model.weights_seed}",
-        "image_size": cfg.model.image_size,
+        "image_size": reference_image_size(cfg),
         "device": "same",  # masks are compared on the device kind that produced them
     }
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
@@ -323,13 +332,16 @@ def run_experiment(
         per_obj_gt = {i: float(np.mean(v)) for i, v in sums.items() if v}
         measures["iou_gt_mean"] = float(np.mean(list(per_obj_gt.values()))) if per_obj_gt else None
     # agreement with the reference run (every memory knob off)
-    ref_info: dict[str, Any] = {"is_reference": not cfg.knobs.memory_saving()}
+    ref_info: dict[str, Any] = {
+        "is_reference": is_own_reference(cfg),
+        "image_size": reference_image_size(cfg),
+    }
     per_obj_ref: dict[int, float] = {}
     if cfg.probe.reference:
         key = reference_key(cfg, video, built.weights)
         path = refs_dir / f"{key}.npz"
         ref_info.update(key=key, cached=path.is_file())
-        if not cfg.knobs.memory_saving():
+        if is_own_reference(cfg):
             per_obj_ref = {i: 1.0 for i in prop.masks.obj_ids}
             _save_masks(prop.masks, path)
         else:
@@ -341,13 +353,15 @@ def run_experiment(
                     t_ref = time.perf_counter()
                     ref_knobs = KnobsConfig()
                     rb = built
+                    ref_model = dataclasses.replace(cfg.model, image_size=reference_image_size(cfg))
                     if (
                         cfg.knobs.predictor != ref_knobs.predictor
                         or cfg.knobs.vos_optimized
                         or cfg.knobs.max_cond_frames_in_attn != -1
+                        or ref_model != cfg.model
                     ):
                         del built.predictor
-                        rb = build_predictor(cfg.model, ref_knobs, dev, cache_root)
+                        rb = build_predictor(ref_model, ref_knobs, dev, cache_root)
                     ref = propagate(
                         rb.predictor, video, prompts, ref_knobs, dev, probes=False
                     ).masks

@@ -1,0 +1,1 @@
+"""Analysis of the results table: derived columns, plots, computed conclusions, reports."""

@@ -1,0 +1,171 @@
+"""Figures from the results table (matplotlib, Agg). Axes in MiB (binary, stated); failed
+points (oom / timeout / crashed / error) are drawn as red crosses, never dropped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sam2tune.analysis.frame import DEVICE_PEAK, prepare  # noqa: E402
+from sam2tune.units import MiB  # noqa: E402
+
+__all__ = ["FIGURES", "make_figure", "pareto_front"]
+
+
+def _failed_marks(ax, df: pd.DataFrame, x: str) -> None:
+    bad = df[df["status"] != "ok"]
+    if bad.empty:
+        return
+    ymin = ax.get_ylim()[0]
+    ax.scatter(bad[x], [ymin] * len(bad), marker="x", color="red", s=60, zorder=5,
+               label=f"failed ({', '.join(sorted(set(bad['status'])))})")
+
+
+def _provenance(df: pd.DataFrame) -> str:
+    kinds = sorted(set(df["device_peak_kind"].dropna()))
+    dev = sorted(set(df["device"].dropna().astype(str)))
+    w = sorted(set(df["weights"].dropna().astype(str)))
+    w = ["random-init" if x == "random-init" else x[:19] for x in w]
+    return f"device {'/'.join(dev)}; weights {', '.join(w)}; device peak {' / '.join(kinds)}"
+
+
+def peak_vs_frames(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ok = df[df["status"] == "ok"]
+    for (setting, size), g in ok.groupby(["setting", "image_size"]):
+        g = g.sort_values("num_frames")
+        y = g[DEVICE_PEAK] / MiB
+        ax.plot(g["num_frames"], y, "o", label=f"{setting} @ {int(size)} px")
+        if g["num_frames"].nunique() >= 2:
+            k, b = np.polyfit(g["num_frames"].astype(float), y.astype(float), 1)
+            xs = np.linspace(g["num_frames"].min(), g["num_frames"].max(), 10)
+            ax.plot(xs, k * xs + b, "-", alpha=0.5, color=ax.lines[-1].get_color())
+    _failed_marks(ax, df, "num_frames")
+    ax.set_xlabel("video length (frames)")
+    ax.set_ylabel("peak accelerator memory (MiB)")
+    ax.set_title("Peak accelerator memory vs video length (lines: least-squares fit)")
+    ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
+    return fig
+
+
+def memory_by_role(df: pd.DataFrame):
+    ok = df[df["status"] == "ok"].sort_values(["setting", "num_frames"])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if ok.empty:
+        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        return fig
+    labels = [f"{r.setting}\n{int(r.num_frames)}f" for r in ok.itertuples()]
+    on_dev_frames = np.where(ok["offload_video_to_cpu"] == True, 0, ok["frames_bytes"])  # noqa: E712
+    on_dev_state = np.where(ok["offload_state_to_cpu"] == True, 0, ok["state_bytes"])  # noqa: E712
+    parts = {
+        "weights": ok["weights_bytes"],
+        "frames": on_dev_frames,
+        "state": on_dev_state,
+        "cached features": ok["cached_features_bytes"],
+        "step activations": ok["activation_peak_bytes"],
+    }
+    bottom = np.zeros(len(ok))
+    x = np.arange(len(ok))
+    for name, v in parts.items():
+        v = np.asarray(pd.to_numeric(pd.Series(v), errors="coerce").fillna(0), float) / MiB
+        ax.bar(x, v, bottom=bottom, label=name)
+        bottom += v
+    ax.set_xticks(x, labels, fontsize=6, rotation=60)
+    ax.set_ylabel("accelerator memory (MiB)")
+    ax.set_title("Where the accelerator's bytes go (offloaded roles live in host RAM)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fps_by_setting(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ok = df[(df["status"] == "ok") & df["fps"].notna()]
+    g = ok.groupby(["setting", "num_objects"])["fps"].median().unstack("num_objects")
+    if g.empty:
+        ax.text(0.5, 0.5, "no fps figures", ha="center")
+        return fig
+    g.plot.bar(ax=ax)
+    ax.set_ylabel("propagation fps (median over runs)")
+    ax.set_xlabel("")
+    ax.set_title("Speed by setting and object count")
+    ax.legend(title="objects", fontsize=7)
+    ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows not dominated by another (less ``x`` and at least as much ``y``)."""
+    p = points.sort_values([x, y], ascending=[True, False])
+    best, keep = -np.inf, []
+    for idx, r in p.iterrows():
+        if r[y] > best:
+            keep.append(idx)
+            best = r[y]
+    return p.loc[keep]
+
+
+def quality_vs_memory(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ok = df[(df["status"] == "ok") & df["iou_ref_mean"].notna()]
+    random_init = (df["weights"] == "random-init").any()
+    for s, g in ok.groupby("setting"):
+        ax.scatter(g[DEVICE_PEAK] / MiB, g["iou_ref_mean"], label=s, s=25)
+    if not ok.empty:
+        front = pareto_front(ok, DEVICE_PEAK, "iou_ref_mean")
+        ax.plot(front[DEVICE_PEAK] / MiB, front["iou_ref_mean"], "k--", lw=1, label="Pareto front")
+    ax.set_xlabel("peak accelerator memory (MiB)")
+    ylab = "agreement with reference (mean IoU)"
+    ax.set_ylabel(ylab + (" [random-init: not accuracy]" if random_init else ""))
+    ax.set_title("Mask agreement vs memory")
+    ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
+    return fig
+
+
+def timeline(df: pd.DataFrame, results_dir: str | Path):
+    """Per-frame memory of the longest successful run."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
+    if ok.empty:
+        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        return fig
+    r = ok.iloc[-1]
+    rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
+    tl = pd.DataFrame(rep["timeline"])
+    for col, name in [("device_resident_bytes", "device-resident state (census)"),
+                      ("state_bytes", "per-object state"), ("frames_bytes", "frame cache")]:
+        ax.plot(tl["frame"], tl[col] / MiB, label=name)
+    ax2 = ax.twinx()
+    ax2.plot(tl["frame"], tl["host_rss_bytes"] / MiB, "k:", label="host RSS (right)")
+    ax2.set_ylabel("host RSS (MiB)")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("bytes by role (MiB)")
+    ax.set_title(f"Per-frame timeline of run {r['run_id']} ({r['setting']}, {int(r['num_frames'])} frames)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax2.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+FIGURES = {
+    "peak_vs_frames": peak_vs_frames,
+    "memory_by_role": memory_by_role,
+    "quality_vs_memory": quality_vs_memory,
+    "fps_by_setting": fps_by_setting,
+    "timeline": timeline,
+}
+
+
+def make_figure(name: str, df: pd.DataFrame, results_dir: str | Path):
+    df = prepare(df) if "setting" not in df else df
+    fn = FIGURES[name]
+    return fn(df, results_dir) if name == "timeline" else fn(df)

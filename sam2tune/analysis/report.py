@@ -1,0 +1,147 @@
+"""``sam2tune report``: a self-contained HTML file (figures embedded) and a Markdown file with the
+same content, plus the figures as PNG and the table as CSV / Parquet."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from sam2tune.analysis.conclusions import all_conclusions
+from sam2tune.analysis.frame import DEVICE_PEAK, prepare
+from sam2tune.analysis.plots import FIGURES, make_figure
+from sam2tune.paths import atomic_write_text
+from sam2tune.results import iter_reports, load_results
+from sam2tune.units import MiB
+
+__all__ = ["build_report", "export_table"]
+
+_TABLE = [
+    ("run_id", "run"), ("status", "status"), ("setting", "setting"), ("image_size", "px"),
+    ("num_frames", "frames"), ("num_objects", "objects"), ("num_cond_frames", "cond"),
+    (DEVICE_PEAK, "device peak MiB"), ("device_peak_kind", "peak is"),
+    ("peak_host_rss_bytes", "host RSS MiB"), ("fps", "fps"), ("iou_ref_mean", "agreement"),
+    ("iou_gt_mean", "IoU vs GT"),
+]
+
+
+def _table(df: pd.DataFrame) -> pd.DataFrame:
+    t = pd.DataFrame({label: df[col] for col, label in _TABLE})
+    for c in ("device peak MiB", "host RSS MiB"):
+        t[c] = (pd.to_numeric(t[c], errors="coerce") / MiB).round(1)
+    for c in ("fps", "agreement", "IoU vs GT"):
+        t[c] = pd.to_numeric(t[c], errors="coerce").round(3)
+    return t
+
+
+def _md_table(t: pd.DataFrame) -> str:
+    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns) + "\n"
+    rows = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return head + "\n".join(rows)
+
+
+def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
+    envs = []
+    for p in iter_reports(results_dir)[-50:]:
+        try:
+            envs.append(json.loads(p.read_text()).get("environment") or {})
+        except (OSError, ValueError):
+            continue
+
+    def vals(key: str) -> str:
+        return ", ".join(sorted({str(e.get(key)) for e in envs if e.get(key) is not None})) or "n/a"
+
+    weights = sorted(set(df["weights"].dropna().astype(str)))
+    return [
+        ("devices", ", ".join(sorted(set(df["device"].dropna().astype(str)))) + f" ({vals('device_name')})"),
+        ("driver", vals("driver")),
+        ("weights", ", ".join(weights) + (" — random-init: memory and speed are faithful, masks are not" if "random-init" in weights else "")),
+        ("versions", f"sam2tune {vals('sam2tune')}, torch {vals('torch')}, sam2 {vals('sam2')}, python {vals('python')}"),
+        ("git commit", vals("git_commit")),
+        ("CPU", vals("cpu")),
+        ("memory figures", "device peak = CUDA max allocated (measured) where a GPU ran, else the census+tracked-activations estimate; host RSS measured (ru_maxrss)"),
+        ("units", "MiB = 2^20 bytes, GiB = 2^30 bytes"),
+    ]
+
+
+def export_table(df: pd.DataFrame, out: Path) -> None:
+    """The results table as CSV and Parquet beside the report."""
+    df.to_csv(out / "results.csv", index=False)
+    try:
+        df.to_parquet(out / "results.parquet", index=False)
+    except Exception:
+        pass
+
+
+def build_report(
+    results_dir: str | Path,
+    out: str | Path,
+    title: str = "sam2tune report",
+    figures: list[str] | None = None,
+    conclusions: Callable[[pd.DataFrame], list[str]] | None = None,
+    intro: str = "",
+) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` (and ``figures/``, ``results.csv``) into ``out``.
+
+    Returns:
+        The HTML and Markdown paths.
+    """
+    import matplotlib.pyplot as plt
+
+    results_dir, out = Path(results_dir), Path(out)
+    raw = load_results(results_dir)
+    if raw.empty:
+        raise ValueError(f"results_dir: no recorded runs under {str(results_dir)!r}")
+    df = prepare(raw)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figs: list[tuple[str, str]] = []
+    for name in figures or list(FIGURES):
+        fig = make_figure(name, df, results_dir)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        (out / "figures" / f"{name}.png").write_bytes(buf.getvalue())
+        figs.append((name, base64.b64encode(buf.getvalue()).decode()))
+    concl = (conclusions or all_conclusions)(df)
+    env = _environment(results_dir, df)
+    table = _table(df)
+    export_table(raw, out)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+
+    md = [f"# {title}", "", f"Generated {stamp} from `{results_dir}` ({len(df)} runs).", ""]
+    if intro:
+        md += [intro, ""]
+    md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in env]
+    md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in concl]
+    md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
+    md += ["", "## Runs", "", _md_table(table), "",
+           "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema')."]
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>", f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({len(df)} runs).</p>"]
+    if intro:
+        body.append(f"<p>{e(intro)}</p>")
+    body.append("<h2>Environment and provenance</h2><ul>")
+    body += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in env]
+    body.append("</ul><h2>Conclusions (computed from the data)</h2><ul>")
+    body += [f"<li>{e(c)}</li>" for c in concl]
+    body.append("</ul><h2>Figures</h2>")
+    body += [f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>' for n, b in figs]
+    body.append("<h2>Runs</h2>")
+    body.append(table.to_html(index=False, na_rep="", border=0, classes="runs"))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "img{max-width:100%}table.runs{border-collapse:collapse;font-size:12px}"
+             "table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    html_path = out / "report.html"
+    atomic_write_text(html_path, page)
+    return html_path, md_path
