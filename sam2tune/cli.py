@@ -182,7 +182,7 @@ def _study(args: list[str]) -> None:
     name, extra = args[0], args[1:]
     mod = load_study(name)
     results = next((a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")),
-                   f"results/studies/{name}")
+                   f"results/{name}")
     extra = [a for a in extra if not a.startswith("results_dir=")]
     cmd = [sys.executable, "-m", "sam2tune", "run", "-m", *mod.SWEEP, *extra, f"results_dir={results}"]
     print(f"[study {name}] {mod.TITLE}\n[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",

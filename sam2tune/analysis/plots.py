@@ -6,17 +6,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import io
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from sam2tune.analysis.frame import DEVICE_PEAK, prepare  # noqa: E402
-from sam2tune.units import MiB  # noqa: E402
+from sam2tune.analysis.frame import DEVICE_PEAK, prepare
+from sam2tune.units import MiB
 
-__all__ = ["FIGURES", "make_figure", "pareto_front"]
+__all__ = ["FIGURES", "make_figure", "pareto_front", "fig_png"]
+
+
+def _new(figsize=(7, 4.2)):
+    """A figure outside pyplot (no backend, no global state)."""
+    fig = Figure(figsize=figsize, layout="tight")
+    return fig, fig.subplots()
+
+
+def fig_png(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
 
 
 def _failed_marks(ax, df: pd.DataFrame, x: str) -> None:
@@ -37,7 +48,7 @@ def _provenance(df: pd.DataFrame) -> str:
 
 
 def peak_vs_frames(df: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _new()
     ok = df[df["status"] == "ok"]
     for (setting, size), g in ok.groupby(["setting", "image_size"]):
         g = g.sort_values("num_frames")
@@ -58,7 +69,7 @@ def peak_vs_frames(df: pd.DataFrame):
 
 def memory_by_role(df: pd.DataFrame):
     ok = df[df["status"] == "ok"].sort_values(["setting", "num_frames"])
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _new()
     if ok.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
@@ -82,12 +93,11 @@ def memory_by_role(df: pd.DataFrame):
     ax.set_ylabel("accelerator memory (MiB)")
     ax.set_title("Where the accelerator's bytes go (offloaded roles live in host RAM)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 def fps_by_setting(df: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _new()
     ok = df[(df["status"] == "ok") & df["fps"].notna()]
     g = ok.groupby(["setting", "num_objects"])["fps"].median().unstack("num_objects")
     if g.empty:
@@ -99,7 +109,6 @@ def fps_by_setting(df: pd.DataFrame):
     ax.set_title("Speed by setting and object count")
     ax.legend(title="objects", fontsize=7)
     ax.tick_params(axis="x", labelsize=7, labelrotation=30)
-    fig.tight_layout()
     return fig
 
 
@@ -115,7 +124,7 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def quality_vs_memory(df: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _new()
     ok = df[(df["status"] == "ok") & df["iou_ref_mean"].notna()]
     random_init = (df["weights"] == "random-init").any()
     for s, g in ok.groupby("setting"):
@@ -134,7 +143,7 @@ def quality_vs_memory(df: pd.DataFrame):
 
 def timeline(df: pd.DataFrame, results_dir: str | Path):
     """Per-frame memory of the longest successful run."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _new()
     ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
     if ok.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pandas as pd
 
 from sam2tune.analysis.conclusions import all_conclusions
 from sam2tune.analysis.frame import DEVICE_PEAK, prepare
-from sam2tune.analysis.plots import FIGURES, make_figure
+from sam2tune.analysis.plots import FIGURES, fig_png, make_figure
 from sam2tune.paths import atomic_write_text
 from sam2tune.results import iter_reports, load_results
 from sam2tune.units import MiB
@@ -92,8 +91,6 @@ def build_report(
     Returns:
         The HTML and Markdown paths.
     """
-    import matplotlib.pyplot as plt
-
     results_dir, out = Path(results_dir), Path(out)
     raw = load_results(results_dir)
     if raw.empty:
@@ -102,12 +99,9 @@ def build_report(
     (out / "figures").mkdir(parents=True, exist_ok=True)
     figs: list[tuple[str, str]] = []
     for name in figures or list(FIGURES):
-        fig = make_figure(name, df, results_dir)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        (out / "figures" / f"{name}.png").write_bytes(buf.getvalue())
-        figs.append((name, base64.b64encode(buf.getvalue()).decode()))
+        png = fig_png(make_figure(name, df, results_dir))
+        (out / "figures" / f"{name}.png").write_bytes(png)
+        figs.append((name, base64.b64encode(png).decode()))
     concl = (conclusions or all_conclusions)(df)
     env = _environment(results_dir, df)
     table = _table(df)

@@ -1,13 +1,16 @@
-"""Entry point of the isolated run process (started with the ``spawn`` method).
+"""Entry point of the isolated run process: ``python -m sam2tune.runner.child RUN_DIR``.
 
-Heavy imports happen at module import, before the host-memory limit is applied, so the budget
-limits the run's own allocations. The process sends exactly one message back: the measures, an
-input error, or a failure with its status.
+A fresh interpreter per run (clean CUDA and Hydra state, and independent of how the caller runs:
+plain, joblib/loky or submitit workers). It reads ``RUN_DIR/input.pkl``, writes exactly one
+message to ``RUN_DIR/result.pkl`` (atomically): the measures, an input error, or a failure with
+its status. Heavy imports happen at module import, before the host-memory limit is applied, so
+the budget limits the run's own allocations.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import resource
 import sys
 import traceback
@@ -62,14 +65,10 @@ def child_main(
     prompts: list[Prompt],
     refs_dir: str,
     cache_root: str,
-    log_path: str,
-    conn,
-) -> None:
-    """Run one experiment and send ``{"kind": ..., ...}`` through ``conn``."""
-    log = open(log_path, "a", buffering=1)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
+    run_dir: str,
+) -> dict[str, Any]:
+    """Run one experiment and return the message ``{"kind": ..., ...}`` for the parent."""
+    log = sys.stderr
     cfg = RunConfig.from_dict(cfg_dict)
     budget = cfg.limits.host_budget_bytes
     if budget:
@@ -78,7 +77,7 @@ def child_main(
     context: dict[str, Any] = {}
     try:
         body = run_experiment(
-            cfg, video, prompts, Path(refs_dir), Path(cache_root), context, Path(log_path).parent
+            cfg, video, prompts, Path(refs_dir), Path(cache_root), context, Path(run_dir)
         )
         msg: dict[str, Any] = {"kind": "ok", "body": body}
     except InputError as e:
@@ -99,8 +98,7 @@ def child_main(
             "measures": {**context, **_partial_measures()},
         }
     _lift_host_limit()
-    conn.send(msg)
-    conn.close()
+    return msg
 
 
 def _partial_measures() -> dict[str, Any]:
@@ -109,3 +107,18 @@ def _partial_measures() -> dict[str, Any]:
         m["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
         m["cuda_max_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
     return m
+
+
+def main() -> None:
+    run_dir = Path(sys.argv[1])
+    with open(run_dir / "input.pkl", "rb") as f:
+        args = pickle.load(f)
+    msg = child_main(*args, run_dir=str(run_dir))
+    tmp = run_dir / ".result.pkl.tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(msg, f)
+    os.replace(tmp, run_dir / "result.pkl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,5 @@
-"""Run one experiment in a fresh spawned process with a timeout, and record it.
+"""Run one experiment in a fresh process (``python -m sam2tune.runner.child``) with a timeout,
+and record it.
 
 The parent validates every input first (bad input: one-line error, nothing written), then starts
 the child, waits at most ``limits.timeout_s``, turns whatever happened (result, OOM, crash,
@@ -7,10 +8,12 @@ timeout) into one row, and writes ``runs/<run_id>/config.json`` and ``report.jso
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import pickle
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,22 +50,6 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def _wait(proc, conn, timeout_s: float) -> tuple[dict | None, bool]:
-    """The child's message (None if it died without one) and whether it timed out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None, True
-        if conn.poll(min(left, 0.5)):
-            try:
-                return conn.recv(), False
-            except (EOFError, OSError):
-                return None, False
-        if not proc.is_alive() and not conn.poll(0):
-            return None, False
-
-
 def run_isolated(cfg: RunConfig) -> RunOutcome:
     """Validate, run in an isolated process, record. Returns the row and where it was written.
 
@@ -88,33 +75,31 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     tmp_dir = results / ".tmp" / run_id
     tmp_dir.mkdir(parents=True, exist_ok=True)
     log_path = tmp_dir / "run.log"
-    ctx = mp.get_context("spawn")
-    recv_conn, send_conn = ctx.Pipe(duplex=False)
-    from sam2tune.runner.child import child_main  # noqa: PLC0415 (keeps the CLI light)
-
-    proc = ctx.Process(
-        target=child_main,
-        args=(
-            cfg.to_dict(),
-            video,
-            prompts,
-            str(results / ".cache" / "refs"),
-            str(cache_root),
-            str(log_path),
-            send_conn,
-        ),
-        name=f"sam2tune-run-{run_id}",
-    )
+    with open(tmp_dir / "input.pkl", "wb") as f:
+        pickle.dump(
+            (cfg.to_dict(), video, prompts, str(results / ".cache" / "refs"), str(cache_root)), f
+        )
     t0 = time.perf_counter()
-    proc.start()
-    send_conn.close()
-    msg, timed_out = _wait(proc, recv_conn, cfg.limits.timeout_s)
-    if timed_out:
-        proc.kill()
-    proc.join(timeout=30)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sam2tune.runner.child", str(tmp_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=cfg.limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            proc.wait()
+    msg = None
+    if not timed_out and (tmp_dir / "result.pkl").is_file():
+        with open(tmp_dir / "result.pkl", "rb") as f:
+            msg = pickle.load(f)
+    for name in ("input.pkl", "result.pkl"):
+        (tmp_dir / name).unlink(missing_ok=True)
     wall_s = time.perf_counter() - t0
 
     body: dict[str, Any] = {}
@@ -134,7 +119,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     elif timed_out:
         status, error = "timeout", f"no result within limits.timeout_s={cfg.limits.timeout_s:g} s"
     else:
-        code = proc.exitcode
+        code = proc.returncode
         if code is not None and code < 0:
             sig = signal.Signals(-code).name
             status = "oom" if (sig == "SIGKILL" and cfg.limits.host_budget_bytes) else "crashed"
