@@ -212,8 +212,16 @@ def main(argv: list[str] | None = None) -> None:
         _report(rest)
     elif cmd == "study":
         _study(rest)
+    elif cmd in ("predict", "fit", "tune", "recommend", "lookup"):
+        from sam2tune.tune import cli as tcli
+
+        try:
+            getattr(tcli, f"{cmd}_cmd")(rest)
+        except InputError as e:
+            _fail(str(e))
     else:
-        _fail(f"unknown command {cmd!r} (commands: run, study, report, download)")
+        _fail(f"unknown command {cmd!r} (commands: run, study, report, predict, fit, tune, "
+              "recommend, lookup, download)")
 
 
 if __name__ == "__main__":

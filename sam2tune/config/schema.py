@@ -60,6 +60,9 @@ class ModelConfig:
     image_size: int = 1024
     # seed of the random-init weights (same seed = same weights, so runs stay comparable)
     weights_seed: int = 0
+    # parameters + buffers in fp32 (exact, from instantiating the packaged config); used by the
+    # memory model; 0 = unknown
+    weights_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:

@@ -1,0 +1,1 @@
+"""Budget tuner (Optuna), recommendations, GPU catalog and per-GPU lookup table."""

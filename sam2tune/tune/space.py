@@ -1,0 +1,126 @@
+"""The knob space a recommendation searches, and what each choice costs in quality and speed.
+
+Quality and speed come from recorded runs where the table has them (median agreement with the
+reference and median fps ratio to stock, same image size); otherwise from priors that follow the
+escalation the field uses: offload video -> offload state / bounded-memory modes -> fewer
+conditioning frames in attention -> lower resolution -> split the video.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sam2tune.model.memory import Candidate, Workload
+
+__all__ = ["candidates", "escalation", "Scores", "score", "image_sizes"]
+
+#: relative fps vs stock with no data (SAM 2's own figure for offload_state: 27 -> 24 fps)
+SPEED_PRIOR = {"offload_video": 0.99, "offload_state": 0.89, "release": 1.0, "stream": 0.98,
+               "legacy_batched": 1.0, "bfloat16": 1.0, "segments": 0.97}
+
+
+def image_sizes(s: int) -> list[int]:
+    """The workload's resolution and lower ones (multiples of 16, at least 256)."""
+    out = []
+    for f in (1.0, 0.75, 0.5):
+        v = int(round(s * f / 16)) * 16
+        if v >= 256 and v not in out:
+            out.append(v)
+    return out or [s]
+
+
+def candidates(w: Workload, device_kind: str = "cuda") -> list[Candidate]:
+    """Every knob combination worth considering for ``w``."""
+    conds = [-1] + [m for m in (2, 4) if m < w.num_cond_frames]
+    segs = [0] + [s for s in (1800, 600) if s < w.num_frames]
+    dtypes = ["float32", "bfloat16"] if device_kind == "cuda" else ["float32"]
+    preds = ["per_object", "legacy_batched"] if w.num_objects > 1 else ["per_object"]
+    out = []
+    for ov, os_, strat, m, size, dt, pr, seg in itertools.product(
+        (False, True), (False, True), ("stock", "release", "stream"), conds,
+        image_sizes(w.image_size), dtypes, preds, segs,
+    ):
+        if strat == "stream" and ov:
+            continue  # stream holds two frames: offloading them changes nothing worth a choice
+        out.append(Candidate(ov, os_, m, dt, pr, strat, seg, size))
+    return out
+
+
+def escalation(c: Candidate, w: Workload) -> int:
+    """How far down the field's escalation a candidate goes (0 = stock)."""
+    level = 0
+    if c.offload_video_to_cpu:
+        level = 1
+    if c.offload_state_to_cpu or c.strategy != "stock":
+        level = 2
+    if c.max_cond_frames_in_attn != -1 or c.dtype != "float32" or c.predictor != "per_object":
+        level = 3
+    if (c.image_size or w.image_size) < w.image_size:
+        level = 4
+    if c.segment_frames:
+        level = 5
+    return level
+
+
+@dataclass
+class Scores:
+    quality: float
+    speed: float
+    quality_source: str
+    speed_source: str
+
+
+def _setting(c: Candidate) -> str:
+    from sam2tune.analysis.frame import setting_label
+
+    return setting_label({
+        "offload_video_to_cpu": c.offload_video_to_cpu, "offload_state_to_cpu": c.offload_state_to_cpu,
+        "strategy": c.strategy, "segment_frames": c.segment_frames,
+        "max_cond_frames_in_attn": c.max_cond_frames_in_attn, "dtype": c.dtype,
+        "predictor": c.predictor,
+    })
+
+
+def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores:
+    """Expected agreement with the full-quality run and speed relative to stock."""
+    size = c.image_size or w.image_size
+    lossless = (c.max_cond_frames_in_attn == -1 or c.max_cond_frames_in_attn >= w.num_cond_frames) \
+        and c.dtype == "float32" and size == w.image_size and not c.segment_frames
+    q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
+    if not lossless:
+        q = 1.0
+        if c.max_cond_frames_in_attn != -1 and c.max_cond_frames_in_attn < w.num_cond_frames:
+            q -= 0.01 * (w.num_cond_frames - c.max_cond_frames_in_attn) / w.num_cond_frames
+        if c.dtype == "bfloat16":
+            q -= 0.005
+        if size < w.image_size:
+            q -= 0.1 * (1 - size / w.image_size)
+        if c.segment_frames:
+            q -= 0.03
+        qs = "prior (escalation order; no recorded runs)"
+    sp = 1.0
+    if c.offload_video_to_cpu:
+        sp *= SPEED_PRIOR["offload_video"]
+    if c.offload_state_to_cpu:
+        sp *= SPEED_PRIOR["offload_state"]
+    if c.strategy in ("release", "stream"):
+        sp *= SPEED_PRIOR[c.strategy]
+    if c.segment_frames:
+        sp *= SPEED_PRIOR["segments"]
+    sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
+    ss = "prior"
+    if data is not None and not data.empty:
+        setting = _setting(c)
+        ok = data[(data["status"] == "ok")]
+        same = ok[(ok["setting"] == setting) & (ok["image_size"] == size)]
+        base = ok[(ok["setting"] == "stock") & (ok["image_size"] == size)]
+        if not lossless and not same.empty and same["iou_ref_mean"].notna().any():
+            q, qs = float(same["iou_ref_mean"].median()), f"measured ({len(same)} runs, agreement)"
+        if not same.empty and not base.empty and same["fps"].notna().any():
+            sp = float(same["fps"].median() / base["fps"].median())
+            sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
+            ss = f"measured ratio to stock ({len(same)} runs)"
+    return Scores(q, sp, qs, ss)

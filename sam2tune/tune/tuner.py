@@ -1,0 +1,250 @@
+"""``sam2tune tune``: search the knob space with Optuna under accelerator and host budgets.
+
+Every trial is screened with the memory model (instant); the best few feasible ones are then
+confirmed by real short runs (isolated processes, so an OOM marks the trial infeasible). The
+study lives in an Optuna ``JournalStorage`` file (default) or any RDB URL, so a killed tuner
+resumes without losing a completed trial and several workers can share one study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
+from sam2tune.tune.space import candidates, escalation, image_sizes, score
+
+__all__ = ["TuneSpec", "run_tuner", "choose", "open_study", "Choice"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class TuneSpec:
+    workload: Workload
+    budget_bytes: int
+    host_budget_bytes: int
+    device_kind: str = "cuda"
+    n_trials: int = 60
+    confirm: int = 0  # real short runs for the best feasible trials
+    confirm_frames: int = 8
+    storage: str | None = None  # None = journal file under results_dir/tune/
+    study_name: str | None = None
+    results_dir: str = "results"
+    seed: int = 0
+    data: pd.DataFrame | None = field(default=None, repr=False)
+
+
+@dataclass
+class Choice:
+    candidate: Candidate
+    prediction: dict[str, Any]
+    quality: float
+    speed: float
+    quality_source: str
+    speed_source: str
+    escalation: int
+    feasible: bool
+    confirmed: dict[str, Any] | None = None
+
+
+def _evaluate(spec: TuneSpec, c: Candidate, model: MemoryModel) -> Choice:
+    p = predict(spec.workload, c, model, spec.device_kind)
+    s = score(c, spec.workload, spec.data)
+    ok = p["device_peak_bytes"] <= spec.budget_bytes and p["host_peak_bytes"] <= spec.host_budget_bytes
+    return Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source,
+                  escalation(c, spec.workload), ok)
+
+
+def choose(choices: list[Choice]) -> Choice | None:
+    """Best feasible: highest quality, then least escalation, then fastest, then least memory."""
+    feas = [c for c in choices if c.feasible]
+    if not feas:
+        return None
+    return min(feas, key=lambda c: (-round(c.quality, 6), c.escalation, -round(c.speed, 4),
+                                    c.prediction["device_peak_bytes"]))
+
+
+def default_study_name(spec: TuneSpec) -> str:
+    key = json.dumps([asdict(spec.workload), spec.budget_bytes, spec.host_budget_bytes,
+                      spec.device_kind], sort_keys=True)
+    return "sam2tune-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def open_study(spec: TuneSpec) -> optuna.Study:
+    """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
+    if spec.storage:
+        storage: Any = spec.storage
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(spec.results_dir) / "tune" / "optuna_journal.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    sampler = optuna.samplers.TPESampler(
+        seed=spec.seed, constraints_func=lambda t: t.user_attrs.get("constraints", [1.0, 1.0])
+    )
+    return optuna.create_study(
+        study_name=spec.study_name or default_study_name(spec),
+        storage=storage,
+        load_if_exists=True,
+        directions=["maximize", "maximize"],
+        sampler=sampler,
+    )
+
+
+def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
+    w = spec.workload
+    space = candidates(w, spec.device_kind)
+    strategy = trial.suggest_categorical("strategy", ["stock", "release", "stream"])
+    ov = trial.suggest_categorical("offload_video_to_cpu", [False, True])
+    if strategy == "stream":
+        ov = False
+    return Candidate(
+        offload_video_to_cpu=ov,
+        offload_state_to_cpu=trial.suggest_categorical("offload_state_to_cpu", [False, True]),
+        max_cond_frames_in_attn=trial.suggest_categorical(
+            "max_cond_frames_in_attn", sorted({c.max_cond_frames_in_attn for c in space})),
+        dtype=trial.suggest_categorical("dtype", sorted({c.dtype for c in space})),
+        predictor=trial.suggest_categorical("predictor", sorted({c.predictor for c in space})),
+        strategy=strategy,
+        segment_frames=trial.suggest_categorical("segment_frames", sorted({c.segment_frames for c in space})),
+        image_size=trial.suggest_categorical("image_size", image_sizes(w.image_size)),
+    )
+
+
+def _candidate_from_params(p: dict[str, Any]) -> Candidate:
+    return Candidate(
+        offload_video_to_cpu=bool(p["offload_video_to_cpu"]) and p["strategy"] != "stream",
+        offload_state_to_cpu=bool(p["offload_state_to_cpu"]),
+        max_cond_frames_in_attn=int(p["max_cond_frames_in_attn"]), dtype=p["dtype"],
+        predictor=p["predictor"], strategy=p["strategy"], segment_frames=int(p["segment_frames"]),
+        image_size=int(p["image_size"]),
+    )
+
+
+def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]:
+    """A real short run of the candidate (isolated): its status and measured peaks, and the
+    full-length prediction rescaled by measured / predicted on the short run."""
+    from sam2tune.config.schema import KnobsConfig, LimitsConfig, ProbeConfig, RunConfig, VideoConfig
+    from sam2tune.model.calibrate import workload_of
+    from sam2tune.model.presets import model_preset
+    from sam2tune.runner.launcher import run_isolated
+    from sam2tune.sweep import already_done
+
+    w = spec.workload
+    n = min(spec.confirm_frames, w.num_frames)
+    cfg = RunConfig(
+        model=model_preset(w.model, image_size=c.image_size or w.image_size),
+        video=VideoConfig(num_frames=n, num_objects=min(w.num_objects, 4)),
+        knobs=KnobsConfig(offload_video_to_cpu=c.offload_video_to_cpu,
+                          offload_state_to_cpu=c.offload_state_to_cpu,
+                          max_cond_frames_in_attn=c.max_cond_frames_in_attn, dtype=c.dtype,
+                          predictor=c.predictor, strategy=c.strategy,
+                          segment_frames=c.segment_frames if c.segment_frames < n else 0),
+        limits=LimitsConfig(
+            host_memory_budget=str(spec.host_budget_bytes),
+            device_memory_budget=str(spec.budget_bytes) if spec.device_kind == "cuda" else None,
+            timeout_s=1800,
+        ),
+        probe=ProbeConfig(reference=False),
+        device=spec.device_kind if spec.device_kind == "cuda" else "cpu",
+        results_dir=spec.results_dir,
+    )
+    done = already_done(cfg)
+    if done:
+        from sam2tune.results import load_results
+
+        df = load_results(spec.results_dir)
+        row = df[df["run_id"] == done].iloc[0].to_dict()
+    else:
+        row = run_isolated(cfg).row
+    short = predict(workload_of(cfg), c, model, spec.device_kind)
+    measured = row.get("cuda_max_allocated_bytes") or row.get("est_device_peak_bytes")
+    out = {"run_id": row["run_id"], "status": row["status"], "frames": n,
+           "measured_device_bytes": measured, "measured_host_rss_bytes": row.get("peak_host_rss_bytes"),
+           "measured_kind": "measured (CUDA)" if row.get("cuda_max_allocated_bytes") else "estimated"}
+    if row["status"] == "ok" and measured:
+        out["scale"] = float(measured) / short["device_peak_bytes"]
+    return out
+
+
+def run_tuner(spec: TuneSpec, model: MemoryModel, progress: bool = True) -> tuple[optuna.Study, list[Choice]]:
+    """Screen ``spec.n_trials`` trials with the model (resuming a stored study), confirm the best
+    ``spec.confirm`` feasible ones with real short runs, and return every evaluated choice."""
+    study = open_study(spec)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    left = max(spec.n_trials - len(done), 0)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        c = _suggest(trial, spec)
+        ch = _evaluate(spec, c, model)
+        trial.set_user_attr("device_peak_bytes", ch.prediction["device_peak_bytes"])
+        trial.set_user_attr("host_peak_bytes", ch.prediction["host_peak_bytes"])
+        trial.set_user_attr("constraints", [
+            ch.prediction["device_peak_bytes"] - spec.budget_bytes,
+            ch.prediction["host_peak_bytes"] - spec.host_budget_bytes,
+        ])
+        trial.set_user_attr("escalation", ch.escalation)
+        trial.set_user_attr("quality_source", ch.quality_source)
+        return ch.quality, ch.speed
+
+    if left:
+        study.optimize(objective, n_trials=left, show_progress_bar=progress, catch=(Exception,))
+    choices = []
+    seen = set()
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        c = _candidate_from_params(t.params)
+        if c in seen:
+            continue
+        seen.add(c)
+        ch = _evaluate(spec, c, model)
+        if "confirmed" in t.user_attrs:
+            ch.confirmed = t.user_attrs["confirmed"]
+            ch.feasible = ch.feasible and ch.confirmed.get("status") == "ok"
+        choices.append(ch)
+    if spec.confirm:
+        ranked = sorted([c for c in choices if c.feasible],
+                        key=lambda c: (-round(c.quality, 6), c.escalation, -c.speed))
+        for ch in [c for c in ranked if c.confirmed is None][: spec.confirm]:
+            conf = _confirm(spec, ch.candidate, model)
+            ch.confirmed = conf
+            if conf["status"] != "ok":
+                ch.feasible = False
+            elif "scale" in conf:
+                scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
+                ch.feasible = scaled <= spec.budget_bytes
+            _record_confirmation(study, ch, conf)
+    return study, choices
+
+
+def _record_confirmation(study: optuna.Study, ch: Choice, conf: dict[str, Any]) -> None:
+    """Store the confirmation as a trial of its own (same params, measured constraints)."""
+    params = {
+        "strategy": ch.candidate.strategy, "offload_video_to_cpu": ch.candidate.offload_video_to_cpu,
+        "offload_state_to_cpu": ch.candidate.offload_state_to_cpu,
+        "max_cond_frames_in_attn": ch.candidate.max_cond_frames_in_attn, "dtype": ch.candidate.dtype,
+        "predictor": ch.candidate.predictor, "segment_frames": ch.candidate.segment_frames,
+        "image_size": ch.candidate.image_size,
+    }
+    dists = {}
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and all(k in t.distributions for k in params):
+            dists = t.distributions
+            break
+    if not dists:
+        return
+    trial = optuna.trial.create_trial(
+        params=params, distributions=dists, values=[ch.quality, ch.speed],
+        user_attrs={"confirmed": conf, "constraints": [-1.0 if ch.feasible else 1.0, -1.0]},
+    )
+    study.add_trial(trial)

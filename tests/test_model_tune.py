@@ -1,0 +1,193 @@
+"""Memory model, tuner, recommendations and the lookup table."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import optuna
+import pytest
+from conftest import sam2tune_cmd
+
+from sam2tune.model.calibrate import fit_and_evaluate
+from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
+from sam2tune.tune.recommend import catalog, recommend
+from sam2tune.units import GiB, gb_to_bytes
+
+COEFFS = {"a_img": 100.0, "a_obj": 80.0, "a_mem": 3000.0, "c_feat": 100.0,
+          "host_base": 8e8, "host_share": 1.0}
+
+
+def _model():
+    return MemoryModel({"cpu": dict(COEFFS)}, {"cpu": {"runs": 0}})
+
+
+def test_exact_terms_follow_sam2s_arithmetic():
+    w = Workload("sam2.1_large", 1024, 1000, 2, 1, None, 897787592)
+    m = _model()
+    stock = predict(w, Candidate(), m, "cuda")
+    assert stock["terms"]["frames"] == 1000 * 3 * 1024**2 * 4
+    assert stock["terms"]["weights"] == 897787592
+    per_object_frame = 64 * 64 * 64 * 2 + 256**2 * 4 + 256 * 4 + 4  # maskmem bf16 + masks + ptr
+    assert stock["terms"]["state"] == 2 * 1000 * per_object_frame + 64 * 64 * 64 * 4
+    off = predict(w, Candidate(offload_video_to_cpu=True), m, "cuda")
+    assert off["terms"]["frames"] == 0 and off["host_terms"]["frames"] == 1000 * 3 * 1024**2 * 4
+    assert stock["device_peak_bytes"] - off["device_peak_bytes"] == 1000 * 3 * 1024**2 * 4
+    st = predict(w, Candidate(offload_state_to_cpu=True), m, "cuda")
+    assert st["terms"]["state"] == 2 * 1000 * (256 * 4 + 4) + 64 * 64 * 64 * 4  # pointers stay
+    stream = predict(w, Candidate(strategy="stream"), m, "cuda")
+    assert stream["terms"]["frames"] == 2 * 3 * 1024**2 * 4
+    assert stream["terms"]["state"] < 40 * per_object_frame  # the read window, not 1000 frames
+    js = json.dumps(stock)
+    assert all(isinstance(v, int) for v in stock["terms"].values()) and "device_peak_bytes" in js
+
+
+def test_catalog_covers_the_sizes_and_converts_once():
+    sizes = {round(b / 1e9) for b in catalog().values()}
+    assert {8, 10, 12, 16, 20, 24, 32, 40, 48, 80, 94, 141} <= sizes
+    assert catalog()["RTX 4090"] == gb_to_bytes(24) == 24_000_000_000
+
+
+def test_recommend_prefers_lossless_and_reports_nothing_fits():
+    w = Workload("sam2.1_large", 1024, 3600, 5, 1, None, 897787592)
+    best, choices = recommend(w, 24 * 10**9, 64 * GiB, _model())
+    assert best is not None and best.quality == 1.0 and best.feasible
+    assert best.prediction["device_peak_bytes"] <= 24 * 10**9
+    none, choices = recommend(w, 100 * 2**20, 64 * GiB, _model())
+    assert none is None and all(not c.feasible for c in choices)
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory, cache_root):
+    """A real small sweep: fitted on 3 and 6 frames, tested on 12 (2x-4x longer)."""
+    results = tmp_path_factory.mktemp("calib") / "r"
+    cmd = sam2tune_cmd() + ["run", "-m", "device=cpu", "video.height=64", "video.width=96",
+                            f"cache_dir={cache_root}", f"results_dir={results}",
+                            "video.num_frames=3,6,12", "video.num_objects=1,2",
+                            "knobs.offload_video_to_cpu=false,true", "probe.reference=false"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return results
+
+
+def test_fit_predicts_held_out_longer_runs_within_tolerance(calib):
+    model, ev, summary = fit_and_evaluate(calib)
+    assert len(ev) == 4 and ev["frames_vs_fitted"].max() == 2.0
+    s = summary["cpu"]
+    assert s["device_median_rel_err"] <= 0.05 and s["device_max_rel_err"] <= 0.10
+    assert s["host_median_rel_err"] <= 0.05 and s["host_max_rel_err"] <= 0.10
+    assert model.calibration["cpu"]["runs"] == 12
+
+
+def test_fit_and_predict_commands(calib, tmp_path):
+    p = subprocess.run(sam2tune_cmd() + ["fit", f"results_dir={calib}"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "held-out runs" in p.stdout and (calib / "memory_model.json").is_file()
+    p = subprocess.run(sam2tune_cmd() + ["predict", "video.num_frames=1000", "model.image_size=1024",
+                                         f"model_file={calib / 'memory_model.json'}", "format=json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["terms"]["frames"] == 1000 * 3 * 1024**2 * 4
+    assert d["device_peak_bytes"] == sum(d["terms"].values())
+    assert d["calibrated_on"]["runs"] == 12 and d["figure"] == "predicted"
+
+
+def _tune(args, results, timeout=300):
+    return subprocess.run(sam2tune_cmd() + ["tune", f"results_dir={results}", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _study(results, name):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    st = JournalStorage(JournalFileBackend(str(results / "tune" / "optuna_journal.log")))
+    return optuna.load_study(study_name=name, storage=st)
+
+
+WL = ["workload.num_frames=3600", "workload.num_objects=5", "workload.image_size=1024",
+      "host_budget=64GiB"]
+
+
+def test_tune_finds_a_config_and_says_nothing_fits_for_tiny_budgets(tmp_path):
+    p = _tune(["budget=24GiB", "n_trials=40", "study_name=a", *WL], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "best:" in p.stdout and "Pareto plot" in p.stdout
+    assert len(_study(tmp_path, "a").trials) == 40
+    p = _tune(["budget=100MiB", "n_trials=20", "study_name=b", *WL], tmp_path)
+    assert p.returncode == 1 and "nothing fits" in p.stdout and "Smallest change" in p.stdout
+
+
+def test_a_killed_study_resumes_without_losing_trials(tmp_path):
+    args = ["budget=24GiB", "n_trials=300", "study_name=k", *WL]
+    proc = subprocess.Popen(sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "tune" / "optuna_journal.log"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if journal.exists() and len(re.findall(r'"op_code":\s*6', journal.read_text())) > 20:
+            break  # some trials finished
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    done_before = [t.number for t in _study(tmp_path, "k").trials
+                   if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 0 < len(done_before) < 300
+    p = _tune(args, tmp_path)
+    assert p.returncode == 0, p.stderr
+    trials = _study(tmp_path, "k").trials
+    complete = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert set(done_before) <= set(complete) and len(complete) == 300
+    assert len({t.number for t in trials}) == len(trials)
+
+
+def test_two_workers_share_one_study(tmp_path):
+    args = ["budget=24GiB", "n_trials=30", "study_name=shared", *WL]
+    procs = [subprocess.Popen(sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    trials = _study(tmp_path, "shared").trials
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) >= 30
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("args,ok,needle", [
+    (['gpu=RTX 4090'], True, "build_sam2_video_predictor"),
+    (["budget=12GiB"], True, "offload_video_to_cpu"),
+    (["budget=lots"], False, "budget: cannot parse"),
+    (["budget=-1GB"], False, "budget: cannot parse"),
+    (["budget=0"], False, "budget: size must be positive"),
+    (["gpu=Voodoo 5"], False, "gpu: 'Voodoo 5' is not in the catalog"),
+    ([], False, "no GPU detected"),
+])
+def test_recommend_cli(args, ok, needle, tmp_path):
+    p = subprocess.run(sam2tune_cmd() + ["recommend", f"results_dir={tmp_path}", *WL, *args],
+                       capture_output=True, text=True, timeout=120)
+    if ok:
+        assert p.returncode == 0, p.stderr
+        assert needle in p.stdout and "[predicted]" in p.stdout and "sam2tune run model=" in p.stdout
+    else:
+        if "no GPU" in needle and p.returncode == 0:
+            pytest.skip("this machine has a GPU")
+        assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_lookup_table_and_recommend_answers_from_it(tmp_path):
+    p = subprocess.run(sam2tune_cmd() + ["lookup", f"results_dir={tmp_path}", "host_budget=64GiB"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    d = json.loads((tmp_path / "lookup" / "gpu_lookup.json").read_text())
+    assert len(d["rows"]) == len(catalog()) * 4 * 3 * 2
+    assert all("predicted" in r["figure"] for r in d["rows"])
+    md = (tmp_path / "lookup" / "gpu_lookup.md").read_text()
+    assert "H200" in md and "RTX 3070" in md
+    p = subprocess.run(sam2tune_cmd() + ["recommend", f"results_dir={tmp_path}", "gpu=A100 80GB",
+                                         "workload.num_frames=1800", "workload.num_objects=3",
+                                         "workload.image_size=1024", "host_budget=64GiB"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "answer from: per-GPU lookup table" in p.stdout
