@@ -58,10 +58,27 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--fps-rounds", type=int, default=3)
+    ap.add_argument("--fps-frames", type=int, default=40)
+    ap.add_argument("--fps-image-size", type=int, default=256)
+    ap.add_argument("--skip-isolated", action="store_true", help="only the same-process fps part")
+    ap.add_argument("--from-results", default=None, help="analyse runs recorded by an earlier call")
     a = ap.parse_args()
+    if a.skip_isolated:
+        fps_same_process(a)
+        return
     results = Path(a.results_dir or tempfile.mkdtemp(prefix="sam2tune-bounded-"))
     rows, reports = {}, {}
-    for name, knobs in VARIANTS.items():
+    if a.from_results:  # re-analyse runs this script recorded earlier (same figures, no rerun)
+        results = Path(a.from_results)
+        for p in sorted((results / "runs").glob("*/report.json")):
+            rep = json.loads(p.read_text())
+            r = rep["row"]
+            for name, knobs in VARIANTS.items():
+                if r["status"] == "ok" and all(rep["config"]["knobs"][k] == v
+                                               for k, v in knobs.__dict__.items()):
+                    rows[name], reports[name] = r, rep
+    for name, knobs in ({} if a.from_results else VARIANTS).items():
         cfg = RunConfig(
             model=ModelConfig(image_size=a.image_size),
             video=VideoConfig(num_frames=a.frames, num_objects=a.objects),
@@ -79,7 +96,8 @@ def main() -> None:
               f"iou_ref={r['iou_ref_mean']}", flush=True)
     s, rel, st, off = rows["stock"], rows["release"], rows["stream"], rows["stock+offload_video"]
     (ds, how), (dr, _), (dst, _) = device_peak(s), device_peak(rel), device_peak(st)
-    warm = 20  # frames after the prompts (the memory window fills within 16 frames)
+    # flat only after the last object entered and its read window filled
+    warm = max(p["frame"] for p in reports["stream"]["prompts"]) + 17
     print(f"\ndevice={s['device']} ({s['device_name']}) weights={s['weights']} model={s['model']} "
           f"image_size={a.image_size} frames={a.frames} objects={a.objects}")
     print(f"peak accelerator memory [{how}]: stock {fmt_bytes(ds)}, release {fmt_bytes(dr)}, "
@@ -107,7 +125,7 @@ def main() -> None:
     act = (est["activation_peak_bytes"]) * (S1 / S0) ** 2
     frame = 3 * S1 * S1 * 4
     per_obj_frame = 64 * (S1 // 16) ** 2 * 2 + (S1 // 4) ** 2 * 4 + 256 * 4
-    feats = reports["stock"]["measures"]["cached_features_bytes"] * (S1 / S0) ** 2
+    feats = rows["stock"]["cached_features_bytes"] * (S1 / S0) ** 2
     window = 16  # frames of state forward propagation still reads (max_obj_ptrs_in_encoder)
     stock_p = weights + N1 * frame + N1 * K1 * per_obj_frame + feats + act
     stream_p = weights + 2 * frame + (window + 1) * K1 * per_obj_frame + feats + act
@@ -123,6 +141,42 @@ def main() -> None:
     print(f"  stock / stream = {stock_p / stream_p:.1f}x (goal >= 20x); stream / floor = "
           f"{stream_p / floor:.3f} (goal <= 1.15)")
     print(f"\nrows: {results}  ({len(sam2tune.load_results(results))} runs)")
+    if a.fps_rounds:
+        fps_same_process(a)
+
+
+def fps_same_process(a) -> None:
+    """fps of stream and stock in ONE process, same model and video, alternating (the isolated
+    runs above are sequential processes, so machine noise enters their fps ratio)."""
+    import statistics
+
+    import torch
+
+    from sam2tune.adapter.build import build_predictor
+    from sam2tune.config.schema import ScenarioConfig
+    from sam2tune.runner.experiment import propagate, resolve_device
+    from sam2tune.scenario import make_prompts
+    from sam2tune.video.sources import resolve_video
+
+    dev = resolve_device(a.device)
+    cache = Path(tempfile.mkdtemp(prefix="sam2tune-fps-"))
+    video = resolve_video(VideoConfig(num_frames=a.fps_frames, num_objects=a.objects), cache)
+    prompts = make_prompts(video, ScenarioConfig(), video.num_frames)
+    built = build_predictor(ModelConfig(image_size=a.fps_image_size), KnobsConfig(), dev, cache)
+    fps: dict[str, list[float]] = {"stock": [], "release": [], "stream": []}
+    propagate(built.predictor, video, prompts, KnobsConfig(), dev, track_frames=2)  # warm-up
+    for _ in range(a.fps_rounds):
+        for name in fps:
+            res = propagate(built.predictor, video, prompts, KnobsConfig(strategy=name), dev,
+                            track_frames=2)
+            fps[name].append(res.fps)
+    med = {k: statistics.median(v) for k, v in fps.items()}
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"\nsame-process fps, alternating x{a.fps_rounds} ({name}, {a.fps_frames} frames, "
+          f"{a.fps_image_size} px, {a.objects} objects) [measured]: stock {med['stock']:.3f}, "
+          f"release {med['release']:.3f}, stream {med['stream']:.3f}")
+    print(f"  fps stream / stock = {med['stream'] / med['stock']:.3f} (goal >= 0.97); "
+          f"release / stock = {med['release'] / med['stock']:.3f}")
 
 
 if __name__ == "__main__":

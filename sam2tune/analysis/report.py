@@ -69,6 +69,25 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
     ]
 
 
+def _lookup_pivot(results_dir: Path) -> tuple[str, pd.DataFrame] | None:
+    """The lookup table (``results_dir/lookup``), pivoted: GPU x video length at 1024 px, 3
+    objects."""
+    p = results_dir / "lookup" / "gpu_lookup.json"
+    if not p.is_file():
+        return None
+    d = json.loads(p.read_text())
+    rows = pd.DataFrame(d["rows"])
+    sel = rows[(rows["image_size"] == 1024) & (rows["num_objects"] == 3)]
+    if sel.empty:
+        return None
+    piv = sel.pivot_table(index="gpu", columns="video", values="config", aggfunc="first", sort=False)
+    piv = piv.reset_index()
+    note = (f"Recommended configuration per GPU and video length for {rows['model'].iloc[0]} at "
+            f"1024 px with 3 objects ({rows['figure'].iloc[0]}; host RAM "
+            f"{d['host_budget_bytes'] / 2**30:.0f} GiB). Full table: lookup/gpu_lookup.md.")
+    return note, piv
+
+
 def export_table(df: pd.DataFrame, out: Path) -> None:
     """The results table as CSV and Parquet beside the report."""
     df.to_csv(out / "results.csv", index=False)
@@ -103,6 +122,7 @@ def build_report(
         (out / "figures" / f"{name}.png").write_bytes(png)
         figs.append((name, base64.b64encode(png).decode()))
     concl = (conclusions or all_conclusions)(df)
+    lookup = _lookup_pivot(results_dir)
     env = _environment(results_dir, df)
     table = _table(df)
     export_table(raw, out)
@@ -114,6 +134,8 @@ def build_report(
     md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in env]
     md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in concl]
     md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
+    if lookup is not None:
+        md += ["", "## Per-GPU lookup (predicted)", "", lookup[0], "", _md_table(lookup[1])]
     md += ["", "## Runs", "", _md_table(table), "",
            "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema')."]
     md_path = out / "report.md"
@@ -129,6 +151,9 @@ def build_report(
     body += [f"<li>{e(c)}</li>" for c in concl]
     body.append("</ul><h2>Figures</h2>")
     body += [f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>' for n, b in figs]
+    if lookup is not None:
+        body.append(f"<h2>Per-GPU lookup (predicted)</h2><p>{e(lookup[0])}</p>")
+        body.append(lookup[1].to_html(index=False, na_rep="", border=0, classes="runs"))
     body.append("<h2>Runs</h2>")
     body.append(table.to_html(index=False, na_rep="", border=0, classes="runs"))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
