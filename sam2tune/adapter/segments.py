@@ -26,7 +26,8 @@ __all__ = ["SegmentedSession"]
 
 
 class SegmentedSession:
-    """Same interface as :class:`Session` (init / track / census / num_frames)."""
+    """Same interface as :class:`Session` (init / track / census / num_frames); ``track`` also
+    yields ``("init", lo)`` when a segment's session has started."""
 
     def __init__(
         self,
@@ -43,13 +44,13 @@ class SegmentedSession:
         self._num_frames = num_frames
         self.stream_window = stream_window
         self.current: Session | None = None
-        self.init_s = 0.0
-        self.next_is_prompt = True
+        self.init_s = 0.0  # all segments' init_state time
+        self.next_is_prompt = False  # the first step starts a segment (an "init" step)
         self.segments: list[tuple[int, int]] = []
 
     def init(self) -> None:
-        """Segments start their own sessions inside :meth:`track` (the first one's time is
-        ``init_s``)."""
+        """Segments start their own sessions inside :meth:`track` (an ``("init", lo)`` step
+        each; ``init_s`` adds them up)."""
 
     @property
     def num_frames(self) -> int:
@@ -82,7 +83,7 @@ class SegmentedSession:
             last = {}
             if not local:  # every object lost and none prompted here: nothing to track
                 for t in range(a, b):
-                    self.next_is_prompt = t == b - 1 and b < n
+                    self.next_is_prompt = False
                     yield ("frame", t, [], np.zeros((0, 1, 1), bool))
                 a = b
                 continue
@@ -90,8 +91,9 @@ class SegmentedSession:
                 self.predictor, self.video_path, self.knobs, (lo, b), self.stream_window
             )
             self.current.init()
-            if len(self.segments) == 1:
-                self.init_s = self.current.init_s
+            self.init_s += self.current.init_s
+            self.next_is_prompt = True
+            yield ("init", lo)
             for ev in self.current.track(local):
                 if ev[0] == "prompt":
                     self.next_is_prompt = self.current.next_is_prompt
@@ -103,7 +105,7 @@ class SegmentedSession:
                     last = dict(zip(ids, m, strict=True))
                 if seeded and f == 0:
                     continue  # the overlap frame: yielded by the previous segment
-                self.next_is_prompt = self.current.next_is_prompt or (g == b - 1 and b < n)
+                self.next_is_prompt = self.current.next_is_prompt and not (g == b - 1 and b < n)
                 yield ("frame", g, ids, m)
             self.current.close()
             a = b

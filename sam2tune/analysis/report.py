@@ -70,10 +70,11 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _lookup_pivot(results_dir: Path) -> tuple[str, pd.DataFrame] | None:
-    """The lookup table (``results_dir/lookup``), pivoted: GPU x video length at 1024 px, 3
-    objects."""
-    p = results_dir / "lookup" / "gpu_lookup.json"
-    if not p.is_file():
+    """The lookup table (``results_dir/lookup``, or ``results/lookup`` beside a study's folder),
+    pivoted: GPU x video length at 1024 px, 3 objects."""
+    p = next((d / "lookup" / "gpu_lookup.json" for d in (results_dir, results_dir.parent)
+              if (d / "lookup" / "gpu_lookup.json").is_file()), None)
+    if p is None:
         return None
     d = json.loads(p.read_text())
     rows = pd.DataFrame(d["rows"])

@@ -146,6 +146,8 @@ def propagate(
             if ev[0] == "prompt":
                 res.prompt_s += dt
                 continue
+            if ev[0] == "init":  # a segment's session started (SegmentedSession)
+                continue
             _, frame_idx, obj_ids, m = ev
             step += 1
             if frame_idx not in tracked:
@@ -194,6 +196,7 @@ def propagate(
     if cuda:
         res.cuda_step_peak_bytes = int(cuda_step_peak)
         res.cuda_peak_bytes = int(max(cuda_peak_carry, torch.cuda.max_memory_allocated(dev)))
+    res.init_s = sess.init_s  # segments: every segment's init_state
     res.timeline = timeline
     res.timed_frames = timed
     res.fps = timed / timed_s if timed and timed_s > 0 else None
