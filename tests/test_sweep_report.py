@@ -151,6 +151,7 @@ def test_notebook_executes_against_a_real_results_table(swept):
     finally:
         del os.environ["SAM2TUNE_RESULTS"]
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "4 runs" in outputs and "removed" in outputs
+    n = len(sam2tune.load_results(results))  # the resume test may have added a forced run
+    assert f"{n} runs" in outputs and "removed" in outputs
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= 4
