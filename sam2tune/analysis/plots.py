@@ -136,7 +136,11 @@ def quality_vs_memory(df: pd.DataFrame):
     ylab = "agreement with reference (mean IoU)"
     ax.set_ylabel(ylab + (" [random-init: not accuracy]" if random_init else ""))
     ax.set_title("Mask agreement vs memory")
-    ax.legend(fontsize=7)
+    if ok.empty:
+        ax.text(0.5, 0.5, "no agreement figures (probe.reference=false)", ha="center",
+                transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=7)
     fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
     return fig
 
