@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2tune.config.schema import (KnobsConfig, ProbeConfig, RunConfig, ScenarioConfig,
-                                    VideoConfig)
+from sam2tune.config.schema import KnobsConfig, ProbeConfig, RunConfig, ScenarioConfig, VideoConfig
 from sam2tune.model.calibrate import candidate_of, workload_of
 from sam2tune.model.memory import MemoryModel
 from sam2tune.model.presets import model_preset

@@ -7,9 +7,9 @@ sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import re
 import sys
+from pathlib import Path
 
 from sam2tune.config.store import CONF_DIR, register
 from sam2tune.errors import InputError

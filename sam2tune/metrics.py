@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["iou", "mean_iou_per_object"]
+__all__ = ["iou", "iou_vs_labels", "MaskSet", "MaskDir", "agreement"]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,31 +20,20 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union)
 
 
-def mean_iou_per_object(
-    pred: dict[int, dict[int, np.ndarray]],
-    target: dict[int, dict[int, np.ndarray]],
-    shape: tuple[int, int],
-) -> dict[int, float]:
-    """Mean IoU per object id over the frames present in ``target``.
-
-    Args:
-        pred: frame -> object id -> predicted mask (missing = empty).
-        target: frame -> object id -> reference mask (missing = empty); only its frames count.
-        shape: (H, W) of the masks, for the empty ones.
-
-    Returns:
-        object id -> mean IoU over the target's frames.
-    """
-    empty = np.zeros(shape, bool)
-    ids = sorted({i for f in target.values() for i in f} | {i for f in pred.values() for i in f})
-    out: dict[int, float] = {}
-    for i in ids:
-        scores = [
-            iou(pred.get(t, {}).get(i, empty), target[t].get(i, empty)) for t in sorted(target)
-        ]
-        if scores:
-            out[i] = float(np.mean(scores))
-    return out
+def iou_vs_labels(masks, labels, num_frames: int) -> dict[int, float]:
+    """Mean IoU per object of a run's masks (:class:`MaskSet` / :class:`MaskDir`) against
+    ground-truth label maps (``labels(t)``: 0 = background, else object id; None = frame not
+    annotated), over the annotated frames."""
+    empty = np.zeros(masks.shape, bool)
+    scores: dict[int, list[float]] = {i: [] for i in masks.obj_ids}
+    for t in range(num_frames):
+        lab = labels(t)
+        if lab is None:
+            continue
+        pred = masks.get(t)
+        for i in scores:
+            scores[i].append(iou(pred.get(i, empty), lab == i))
+    return {i: float(np.mean(v)) for i, v in scores.items() if v}
 
 
 class MaskSet:

@@ -8,7 +8,6 @@ callback registered in ``conf/run.yaml``.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections import Counter

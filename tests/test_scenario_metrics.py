@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sam2tune.config.schema import ScenarioConfig, VideoConfig
-from sam2tune.metrics import MaskSet, agreement, iou, mean_iou_per_object
+from sam2tune.metrics import MaskSet, agreement, iou, iou_vs_labels
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
 
@@ -49,7 +49,11 @@ def test_iou_on_hand_made_masks():
     assert iou(a, a) == 1.0
     assert iou(np.zeros_like(a), np.zeros_like(a)) == 1.0  # both empty
     assert iou(a, np.zeros_like(a)) == 0.0
-    per = mean_iou_per_object({0: {1: a}, 1: {1: a}}, {0: {1: a}, 1: {1: b}}, (10, 10))
+    ms = MaskSet(10, 10)
+    ms.add(0, [1], a[None])
+    ms.add(1, [1], a[None])
+    labels = {0: a.astype(np.uint8), 1: b.astype(np.uint8), 2: None}
+    per = iou_vs_labels(ms, labels.get, 3)  # frame 2 has no annotation: not scored
     assert per[1] == pytest.approx((1 + 4 / 28) / 2)
 
 

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from conftest import REPO, sam2tune_cmd

@@ -3,10 +3,9 @@ points (oom / timeout / crashed / error) are drawn as red crosses, never dropped
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-
-import io
 
 import numpy as np
 import pandas as pd

@@ -23,7 +23,7 @@ from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import Session
 from sam2tune.config.schema import KnobsConfig, RunConfig
 from sam2tune.errors import InputError
-from sam2tune.metrics import MaskDir, MaskSet, agreement, iou
+from sam2tune.metrics import MaskDir, MaskSet, agreement, iou_vs_labels
 from sam2tune.probes import NvmlSampler, TensorTracker, peak_rss_bytes, rss_bytes
 from sam2tune.provenance import environment
 from sam2tune.scenario import Prompt
@@ -67,11 +67,6 @@ class Propagation:
     cached_features_bytes: int = 0
     bank_copy_bytes: int = 0
     frames_held_max: int = 0  # strategy=stream / segments: most decoded frames held at once
-
-
-def _cuda_sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def propagate(
@@ -323,16 +318,7 @@ def run_experiment(
     # quality vs ground truth
     per_obj_gt: dict[int, float] = {}
     if video.has_ground_truth:
-        sums: dict[int, list[float]] = {i: [] for i in prop.masks.obj_ids}
-        empty = np.zeros((video.height, video.width), bool)
-        for t in range(video.num_frames):
-            lab = video.labels(t)
-            if lab is None:
-                continue
-            pred = prop.masks.get(t)
-            for i in sums:
-                sums[i].append(iou(pred.get(i, empty), lab == i))
-        per_obj_gt = {i: float(np.mean(v)) for i, v in sums.items() if v}
+        per_obj_gt = iou_vs_labels(prop.masks, video.labels, video.num_frames)
         measures["iou_gt_mean"] = float(np.mean(list(per_obj_gt.values()))) if per_obj_gt else None
     # agreement with the reference run (every memory knob off)
     ref_info: dict[str, Any] = {

@@ -7,7 +7,6 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sam2tune.errors import InputError
 from sam2tune.units import GiB, fmt_bytes
@@ -195,7 +194,13 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
     from sam2tune.model.memory import Candidate, predict
-    from sam2tune.tune.recommend import from_lookup, nothing_fits, recommend, resolve_budget, snippet
+    from sam2tune.tune.recommend import (
+        from_lookup,
+        nothing_fits,
+        recommend,
+        resolve_budget,
+        snippet,
+    )
     from sam2tune.tune.space import score
     from sam2tune.tune.tuner import Choice
 

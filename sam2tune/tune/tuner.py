@@ -133,7 +133,13 @@ def _candidate_from_params(p: dict[str, Any]) -> Candidate:
 def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]:
     """A real short run of the candidate (isolated): its status and measured peaks, and the
     full-length prediction rescaled by measured / predicted on the short run."""
-    from sam2tune.config.schema import KnobsConfig, LimitsConfig, ProbeConfig, RunConfig, VideoConfig
+    from sam2tune.config.schema import (
+        KnobsConfig,
+        LimitsConfig,
+        ProbeConfig,
+        RunConfig,
+        VideoConfig,
+    )
     from sam2tune.model.calibrate import workload_of
     from sam2tune.model.presets import model_preset
     from sam2tune.runner.launcher import run_isolated
