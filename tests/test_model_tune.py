@@ -191,3 +191,19 @@ def test_lookup_table_and_recommend_answers_from_it(tmp_path):
                                          "workload.image_size=1024", "host_budget=64GiB"],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "answer from: per-GPU lookup table" in p.stdout
+
+
+def test_confirmation_runs_are_real_recorded_once_and_resumed(tmp_path, cache_root):
+    args = ["budget=2GiB", "host_budget=20GiB", "workload.model=sam2.1_tiny",
+            "workload.image_size=256", "workload.num_frames=4", "workload.num_objects=1",
+            "n_trials=20", "confirm=1", "device_kind=cpu", "study_name=c"]
+    p = _tune(args, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert " ok " in p.stdout  # the best candidate was confirmed by a real run
+    rows = __import__("sam2tune").load_results(tmp_path)
+    assert len(rows) == 1 and rows.iloc[0].status == "ok" and rows.iloc[0].num_frames == 4
+    n_trials = len(_study(tmp_path, "c").trials)
+    p = _tune(args, tmp_path)
+    assert p.returncode == 0
+    assert len(_study(tmp_path, "c").trials) == n_trials  # nothing re-run or duplicated
+    assert len(__import__("sam2tune").load_results(tmp_path)) == 1

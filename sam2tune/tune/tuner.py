@@ -23,6 +23,15 @@ from sam2tune.tune.space import candidates, escalation, image_sizes, score
 __all__ = ["TuneSpec", "run_tuner", "choose", "open_study", "Choice"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+_HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _set_constraints(trial: optuna.Trial, device_excess: float, host_excess: float) -> None:
+    """Feasible when both are <= 0 (predicted or measured peak minus the budget)."""
+    trial.set_user_attr("constraints", [device_excess, host_excess])
+    if _HAS_SET_CONSTRAINT:
+        trial.set_constraint("device_peak_over_budget", device_excess)
+        trial.set_constraint("host_peak_over_budget", host_excess)
 
 
 @dataclass
@@ -88,9 +97,12 @@ def open_study(spec: TuneSpec) -> optuna.Study:
         path = Path(spec.results_dir) / "tune" / "optuna_journal.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         storage = JournalStorage(JournalFileBackend(str(path)))
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.seed, constraints_func=lambda t: t.user_attrs.get("constraints", [1.0, 1.0])
-    )
+    if _HAS_SET_CONSTRAINT:  # Optuna >= 5: samplers read trial.set_constraint values
+        sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    else:  # Optuna 4: the same values through constraints_func
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.seed, constraints_func=lambda t: t.user_attrs.get("constraints", [1.0, 1.0])
+        )
     return optuna.create_study(
         study_name=spec.study_name or default_study_name(spec),
         storage=storage,
@@ -194,63 +206,63 @@ def run_tuner(spec: TuneSpec, model: MemoryModel, progress: bool = True) -> tupl
         ch = _evaluate(spec, c, model)
         trial.set_user_attr("device_peak_bytes", ch.prediction["device_peak_bytes"])
         trial.set_user_attr("host_peak_bytes", ch.prediction["host_peak_bytes"])
-        trial.set_user_attr("constraints", [
+        _set_constraints(
+            trial,
             ch.prediction["device_peak_bytes"] - spec.budget_bytes,
             ch.prediction["host_peak_bytes"] - spec.host_budget_bytes,
-        ])
+        )
         trial.set_user_attr("escalation", ch.escalation)
         trial.set_user_attr("quality_source", ch.quality_source)
         return ch.quality, ch.speed
 
     if left:
         study.optimize(objective, n_trials=left, show_progress_bar=progress, catch=(Exception,))
-    choices = []
-    seen = set()
+    by_candidate: dict[Candidate, Choice] = {}
     for t in study.trials:
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
         c = _candidate_from_params(t.params)
-        if c in seen:
-            continue
-        seen.add(c)
-        ch = _evaluate(spec, c, model)
-        if "confirmed" in t.user_attrs:
+        if c not in by_candidate:
+            by_candidate[c] = _evaluate(spec, c, model)
+        if "confirmed" in t.user_attrs:  # a confirmation trial: the measured verdict wins
+            ch = by_candidate[c]
             ch.confirmed = t.user_attrs["confirmed"]
             ch.feasible = ch.feasible and ch.confirmed.get("status") == "ok"
-        choices.append(ch)
+    choices = list(by_candidate.values())
     if spec.confirm:
+        # make sure the best `confirm` feasible candidates are confirmed by real runs; one that
+        # fails (OOM, over budget) drops out and the next is confirmed instead
         ranked = sorted([c for c in choices if c.feasible],
                         key=lambda c: (-round(c.quality, 6), c.escalation, -c.speed))
-        for ch in [c for c in ranked if c.confirmed is None][: spec.confirm]:
-            conf = _confirm(spec, ch.candidate, model)
-            ch.confirmed = conf
-            if conf["status"] != "ok":
-                ch.feasible = False
-            elif "scale" in conf:
-                scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
-                ch.feasible = scaled <= spec.budget_bytes
-            _record_confirmation(study, ch, conf)
+        confirmed_ok = 0
+        for ch in ranked:
+            if confirmed_ok >= spec.confirm:
+                break
+            if ch.confirmed is None:
+                conf = _confirm(spec, ch.candidate, model)
+                ch.confirmed = conf
+                if conf["status"] != "ok":
+                    ch.feasible = False
+                elif "scale" in conf:
+                    scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
+                    ch.feasible = scaled <= spec.budget_bytes
+                _record_confirmation(study, spec, ch, conf)
+            confirmed_ok += ch.feasible
     return study, choices
 
 
-def _record_confirmation(study: optuna.Study, ch: Choice, conf: dict[str, Any]) -> None:
-    """Store the confirmation as a trial of its own (same params, measured constraints)."""
+def _record_confirmation(study: optuna.Study, spec: TuneSpec, ch: Choice, conf: dict[str, Any]) -> None:
+    """Store the confirmation as a trial of its own: same params, the measured verdict as its
+    constraints, the run's id and figures as user attributes."""
+    c = ch.candidate
     params = {
-        "strategy": ch.candidate.strategy, "offload_video_to_cpu": ch.candidate.offload_video_to_cpu,
-        "offload_state_to_cpu": ch.candidate.offload_state_to_cpu,
-        "max_cond_frames_in_attn": ch.candidate.max_cond_frames_in_attn, "dtype": ch.candidate.dtype,
-        "predictor": ch.candidate.predictor, "segment_frames": ch.candidate.segment_frames,
-        "image_size": ch.candidate.image_size,
+        "strategy": c.strategy, "offload_video_to_cpu": c.offload_video_to_cpu,
+        "offload_state_to_cpu": c.offload_state_to_cpu,
+        "max_cond_frames_in_attn": c.max_cond_frames_in_attn, "dtype": c.dtype,
+        "predictor": c.predictor, "segment_frames": c.segment_frames, "image_size": c.image_size,
     }
-    dists = {}
-    for t in study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE and all(k in t.distributions for k in params):
-            dists = t.distributions
-            break
-    if not dists:
-        return
-    trial = optuna.trial.create_trial(
-        params=params, distributions=dists, values=[ch.quality, ch.speed],
-        user_attrs={"confirmed": conf, "constraints": [-1.0 if ch.feasible else 1.0, -1.0]},
-    )
-    study.add_trial(trial)
+    study.enqueue_trial(params, user_attrs={"confirmed": conf})
+    trial = study.ask()
+    _suggest(trial, spec)  # takes the enqueued values
+    _set_constraints(trial, -1.0 if ch.feasible else 1.0, -1.0)
+    study.tell(trial, [ch.quality, ch.speed])
