@@ -17,9 +17,19 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch  # noqa: F401  (imported before the memory limit applies)
+# Everything a run imports is imported here, before the host-memory limit applies: under the
+# limit, an import's allocation can fail as a bare SystemError instead of a MemoryError.
+import hydra.utils  # noqa: F401
+import PIL.Image  # noqa: F401
+import psutil  # noqa: F401
+import sam2.modeling.sam2_base  # noqa: F401
+import sam2.sam2_video_predictor  # noqa: F401
+import sam2.sam2_video_predictor_legacy  # noqa: F401
+import sam2.utils.misc  # noqa: F401
+import torch  # noqa: F401
 
-from sam2tune.adapter import build  # noqa: F401
+from sam2tune import metrics, provenance  # noqa: F401
+from sam2tune.adapter import build, frames, segments, session  # noqa: F401
 from sam2tune.config.schema import RunConfig
 from sam2tune.errors import InputError
 from sam2tune.probes import peak_rss_bytes
@@ -39,12 +49,18 @@ _OOM_TEXT = (
 )
 
 
-def classify_failure(exc: BaseException) -> str:
-    """``oom`` for CUDA / host out-of-memory (however the allocator words it), else ``error``."""
+def classify_failure(exc: BaseException, host_budget: bool = False) -> str:
+    """``oom`` for CUDA / host out-of-memory (however the allocator words it), else ``error``.
+
+    Under a host budget, CPython reports some failed allocations as a bare ``SystemError``
+    ("... without setting an exception"): those are out-of-memory too.
+    """
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return "oom"
     text = str(exc).lower()
     if any(s in text for s in _OOM_TEXT):
+        return "oom"
+    if host_budget and isinstance(exc, SystemError) and "without" in text and "exception" in text:
         return "oom"
     return "error"
 
@@ -86,7 +102,7 @@ def child_main(
         _lift_host_limit()
         tb = traceback.format_exc()
         print(tb, file=log)
-        status = classify_failure(e)
+        status = classify_failure(e, host_budget=bool(budget))
         error = _one_line(e)
         if status == "oom" and budget:
             error += f" [over limits.host_memory_budget={cfg.limits.host_memory_budget}?]"
