@@ -26,7 +26,8 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"{r['num_cond_frames']} conditioning frames; device={r['device']} ({r.get('device_name')})",
         f"  knobs   offload_video={r['offload_video_to_cpu']} offload_state={r['offload_state_to_cpu']}"
         f" max_cond_frames_in_attn={r['max_cond_frames_in_attn']} dtype={r['dtype']}"
-        f" predictor={r['predictor']}",
+        f" predictor={r['predictor']} strategy={r.get('strategy')}"
+        + (f" segment_frames={r['segment_frames']}" if r.get("segment_frames") else ""),
     ]
     if r.get("cuda_max_allocated_bytes") is not None:
         lines.append(
