@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument("--fps-frames", type=int, default=40)
     ap.add_argument("--fps-image-size", type=int, default=256)
     ap.add_argument("--skip-isolated", action="store_true", help="only the same-process fps part")
-    ap.add_argument("--from-results", default=None, help="analyse runs recorded by an earlier call")
+    ap.add_argument(
+        "--from-results", default=None, help="analyse runs recorded by an earlier call"
+    )
     a = ap.parse_args()
     if a.skip_isolated:
         fps_same_process(a)
@@ -75,8 +77,9 @@ def main() -> None:
             rep = json.loads(p.read_text())
             r = rep["row"]
             for name, knobs in VARIANTS.items():
-                if r["status"] == "ok" and all(rep["config"]["knobs"][k] == v
-                                               for k, v in knobs.__dict__.items()):
+                if r["status"] == "ok" and all(
+                    rep["config"]["knobs"][k] == v for k, v in knobs.__dict__.items()
+                ):
                     rows[name], reports[name] = r, rep
     for name, knobs in ({} if a.from_results else VARIANTS).items():
         cfg = RunConfig(
@@ -91,33 +94,53 @@ def main() -> None:
         rows[name] = out.row
         reports[name] = json.loads(out.report_path.read_text())
         r = out.row
-        print(f"{name:20s} status={r['status']} est_device={fmt_bytes(r['est_device_peak_bytes'])} "
-              f"rss={fmt_bytes(r['peak_host_rss_bytes'])} fps={r['fps'] or float('nan'):.3f} "
-              f"iou_ref={r['iou_ref_mean']}", flush=True)
+        print(
+            f"{name:20s} status={r['status']} est_device={fmt_bytes(r['est_device_peak_bytes'])} "
+            f"rss={fmt_bytes(r['peak_host_rss_bytes'])} fps={r['fps'] or float('nan'):.3f} "
+            f"iou_ref={r['iou_ref_mean']}",
+            flush=True,
+        )
     s, rel, st, off = rows["stock"], rows["release"], rows["stream"], rows["stock+offload_video"]
     (ds, how), (dr, _), (dst, _) = device_peak(s), device_peak(rel), device_peak(st)
     # flat only after the last object entered and its read window filled
     warm = max(p["frame"] for p in reports["stream"]["prompts"]) + 17
-    print(f"\ndevice={s['device']} ({s['device_name']}) weights={s['weights']} model={s['model']} "
-          f"image_size={a.image_size} frames={a.frames} objects={a.objects}")
-    print(f"peak accelerator memory [{how}]: stock {fmt_bytes(ds)}, release {fmt_bytes(dr)}, "
-          f"stream {fmt_bytes(dst)}")
+    print(
+        f"\ndevice={s['device']} ({s['device_name']}) weights={s['weights']} model={s['model']} "
+        f"image_size={a.image_size} frames={a.frames} objects={a.objects}"
+    )
+    print(
+        f"peak accelerator memory [{how}]: stock {fmt_bytes(ds)}, release {fmt_bytes(dr)}, "
+        f"stream {fmt_bytes(dst)}"
+    )
     print(f"  stock / release = {ds / dr:.2f}x   stock / stream = {ds / dst:.2f}x")
-    print(f"host RSS [measured]: stock+offload_video {fmt_bytes(off['peak_host_rss_bytes'])}, "
-          f"stream {fmt_bytes(st['peak_host_rss_bytes'])}  ->  "
-          f"{off['peak_host_rss_bytes'] / st['peak_host_rss_bytes']:.2f}x")
-    print(f"fps [measured]: stream {st['fps']:.3f} / stock {s['fps']:.3f} = {st['fps'] / s['fps']:.3f} "
-          f"(release {rel['fps'] / s['fps']:.3f})")
-    print(f"masks identical to stock (iou_ref_mean): release {rel['iou_ref_mean']}, "
-          f"stream {st['iou_ref_mean']}")
+    print(
+        f"host RSS [measured]: stock+offload_video {fmt_bytes(off['peak_host_rss_bytes'])}, "
+        f"stream {fmt_bytes(st['peak_host_rss_bytes'])}  ->  "
+        f"{off['peak_host_rss_bytes'] / st['peak_host_rss_bytes']:.2f}x"
+    )
+    print(
+        f"fps [measured]: stream {st['fps']:.3f} / stock {s['fps']:.3f} = {st['fps'] / s['fps']:.3f} "
+        f"(release {rel['fps'] / s['fps']:.3f})"
+    )
+    print(
+        f"masks identical to stock (iou_ref_mean): release {rel['iou_ref_mean']}, "
+        f"stream {st['iou_ref_mean']}"
+    )
     sl = {k: slope(reports[k]["timeline"], "device_resident_bytes", warm) for k in reports}
     hs = {k: slope(reports[k]["timeline"], "host_rss_bytes", warm) for k in reports}
-    print("per-frame slope after frame %d, device-resident bytes/frame [measured census]: %s"
-          % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in sl.items())))
-    print("  release/stock = %.4f, stream/stock = %.4f (stock's frames are loaded up front, so its "
-          "census slope is the per-frame state only)" % (sl["release"] / sl["stock"], sl["stream"] / sl["stock"]))
-    print("per-frame slope after frame %d, host RSS bytes/frame [measured]: %s"
-          % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in hs.items())))
+    print(
+        "per-frame slope after frame %d, device-resident bytes/frame [measured census]: %s"
+        % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in sl.items()))
+    )
+    print(
+        "  release/stock = %.4f, stream/stock = %.4f (stock's frames are loaded up front, so its "
+        "census slope is the per-frame state only)"
+        % (sl["release"] / sl["stock"], sl["stream"] / sl["stock"])
+    )
+    print(
+        "per-frame slope after frame %d, host RSS bytes/frame [measured]: %s"
+        % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in hs.items()))
+    )
     # projection to a long video
     S1, N1, K1, S0 = 1024, 3600, 5, a.image_size
     est = reports["stream"]["estimate"]
@@ -133,13 +156,19 @@ def main() -> None:
     # what any SAM 2 step holds: weights, the current frame and its features, the step's
     # activations, and the memory bank forward propagation reads
     floor = weights + frame + feats + act + window * K1 * per_obj_frame
-    print(f"\nprojected at {N1} frames, {S1} px, {K1} objects [predicted: exact per-frame sizes + "
-          f"measured fixed part, activations scaled]:")
-    print(f"  stock {stock_p / 2**30:.1f} GiB, release {release_p / 2**30:.1f} GiB "
-          f"(frames still loaded), stream {stream_p / MiB:.0f} MiB; floor (weights + current frame "
-          f"and features + activations + memory bank) {floor / MiB:.0f} MiB")
-    print(f"  stock / stream = {stock_p / stream_p:.1f}x (goal >= 20x); stream / floor = "
-          f"{stream_p / floor:.3f} (goal <= 1.15)")
+    print(
+        f"\nprojected at {N1} frames, {S1} px, {K1} objects [predicted: exact per-frame sizes + "
+        f"measured fixed part, activations scaled]:"
+    )
+    print(
+        f"  stock {stock_p / 2**30:.1f} GiB, release {release_p / 2**30:.1f} GiB "
+        f"(frames still loaded), stream {stream_p / MiB:.0f} MiB; floor (weights + current frame "
+        f"and features + activations + memory bank) {floor / MiB:.0f} MiB"
+    )
+    print(
+        f"  stock / stream = {stock_p / stream_p:.1f}x (goal >= 20x); stream / floor = "
+        f"{stream_p / floor:.3f} (goal <= 1.15)"
+    )
     print(f"\nrows: {results}  ({len(sam2tune.load_results(results))} runs)")
     if a.fps_rounds:
         fps_same_process(a)
@@ -167,16 +196,21 @@ def fps_same_process(a) -> None:
     propagate(built.predictor, video, prompts, KnobsConfig(), dev, track_frames=2)  # warm-up
     for _ in range(a.fps_rounds):
         for name in fps:
-            res = propagate(built.predictor, video, prompts, KnobsConfig(strategy=name), dev,
-                            track_frames=2)
+            res = propagate(
+                built.predictor, video, prompts, KnobsConfig(strategy=name), dev, track_frames=2
+            )
             fps[name].append(res.fps)
     med = {k: statistics.median(v) for k, v in fps.items()}
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"\nsame-process fps, alternating x{a.fps_rounds} ({name}, {a.fps_frames} frames, "
-          f"{a.fps_image_size} px, {a.objects} objects) [measured]: stock {med['stock']:.3f}, "
-          f"release {med['release']:.3f}, stream {med['stream']:.3f}")
-    print(f"  fps stream / stock = {med['stream'] / med['stock']:.3f} (goal >= 0.97); "
-          f"release / stock = {med['release'] / med['stock']:.3f}")
+    print(
+        f"\nsame-process fps, alternating x{a.fps_rounds} ({name}, {a.fps_frames} frames, "
+        f"{a.fps_image_size} px, {a.objects} objects) [measured]: stock {med['stock']:.3f}, "
+        f"release {med['release']:.3f}, stream {med['stream']:.3f}"
+    )
+    print(
+        f"  fps stream / stock = {med['stream'] / med['stock']:.3f} (goal >= 0.97); "
+        f"release / stock = {med['release'] / med['stock']:.3f}"
+    )
 
 
 if __name__ == "__main__":

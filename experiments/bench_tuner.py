@@ -34,13 +34,17 @@ def grid(frames: int, size: int) -> list[RunConfig]:
     for ov, strat, mc in itertools.product((False, True), ("stock", "release", "stream"), (-1, 2)):
         if strat == "stream" and ov:
             continue
-        out.append(RunConfig(
-            model=model_preset("sam2.1_tiny", image_size=size),
-            video=VideoConfig(num_frames=frames, num_objects=2),
-            scenario=ScenarioConfig(reannotate_every=4),
-            knobs=KnobsConfig(offload_video_to_cpu=ov, strategy=strat, max_cond_frames_in_attn=mc),
-            probe=ProbeConfig(),
-        ))
+        out.append(
+            RunConfig(
+                model=model_preset("sam2.1_tiny", image_size=size),
+                video=VideoConfig(num_frames=frames, num_objects=2),
+                scenario=ScenarioConfig(reannotate_every=4),
+                knobs=KnobsConfig(
+                    offload_video_to_cpu=ov, strategy=strat, max_cond_frames_in_attn=mc
+                ),
+                probe=ProbeConfig(),
+            )
+        )
     return out
 
 
@@ -71,7 +75,9 @@ def main() -> None:
 
     feas = [(c, r) for c, r in zip(cfgs, rows) if r["status"] == "ok" and peak(r) <= budget]
     base_fps = next(r["fps"] for c, r in zip(cfgs, rows) if not c.knobs.memory_saving())
-    grid_best = min(feas, key=lambda cr: rank_key(cr[0], cr[1]["iou_ref_mean"], cr[1]["fps"] / base_fps))
+    grid_best = min(
+        feas, key=lambda cr: rank_key(cr[0], cr[1]["iou_ref_mean"], cr[1]["fps"] / base_fps)
+    )
     # the tuner: model screen, then real confirmation runs in its own order
     model = MemoryModel.load()
     kind = rows[0]["device"]
@@ -95,14 +101,22 @@ def main() -> None:
             found = c
             break
     same = found is not None and found.knobs == grid_best[0].knobs
-    print(f"\ngrid: {len(cfgs)} real runs; budget {fmt_bytes(budget)} (quantile {a.budget_quantile} "
-          f"of the measured peaks; {rows[0]['device']}, weights {rows[0]['weights']})")
-    print(f"grid's best feasible: {' '.join(candidate_of(grid_best[0].knobs).overrides(w)[2:]) or 'stock'}"
-          f" (agreement {grid_best[1]['iou_ref_mean']:.3f}, peak {fmt_bytes(peak(grid_best[1]))})")
-    print(f"tuner: {runs} real run(s) to confirm "
-          f"{' '.join(candidate_of(found.knobs).overrides(w)[2:]) or 'stock' if found else 'nothing'}"
-          f" -> same as the grid's best: {same}")
-    print(f"tuner real runs / grid real runs = {runs}/{len(cfgs)} = {runs / len(cfgs):.0%} (goal <= 25 %)")
+    print(
+        f"\ngrid: {len(cfgs)} real runs; budget {fmt_bytes(budget)} (quantile {a.budget_quantile} "
+        f"of the measured peaks; {rows[0]['device']}, weights {rows[0]['weights']})"
+    )
+    print(
+        f"grid's best feasible: {' '.join(candidate_of(grid_best[0].knobs).overrides(w)[2:]) or 'stock'}"
+        f" (agreement {grid_best[1]['iou_ref_mean']:.3f}, peak {fmt_bytes(peak(grid_best[1]))})"
+    )
+    print(
+        f"tuner: {runs} real run(s) to confirm "
+        f"{' '.join(candidate_of(found.knobs).overrides(w)[2:]) or 'stock' if found else 'nothing'}"
+        f" -> same as the grid's best: {same}"
+    )
+    print(
+        f"tuner real runs / grid real runs = {runs}/{len(cfgs)} = {runs / len(cfgs):.0%} (goal <= 25 %)"
+    )
 
 
 if __name__ == "__main__":

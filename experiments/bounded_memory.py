@@ -1,6 +1,6 @@
 """Study `bounded_memory`: sam2tune's release / stream strategies vs stock as the video grows.
 
-    sam2tune study bounded_memory
+sam2tune study bounded_memory
 """
 
 from sam2tune.analysis.conclusions import length_conclusions, lossless_conclusions, status_counts

@@ -1,6 +1,6 @@
 """Study `demo` (the README's main job): a small sweep on the embedded default, its table and report.
 
-    sam2tune study demo
+sam2tune study demo
 """
 
 from sam2tune.analysis.conclusions import all_conclusions

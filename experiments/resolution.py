@@ -1,6 +1,6 @@
 """Study `resolution`: memory, fps and agreement with a 512 px reference vs model.image_size.
 
-    sam2tune study resolution
+sam2tune study resolution
 """
 
 from sam2tune.analysis.conclusions import resolution_conclusions, status_counts

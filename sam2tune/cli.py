@@ -134,7 +134,9 @@ def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, s
     for a in args:
         key, eq, value = a.partition("=")
         if not eq or key not in allowed:
-            _fail(f"{command}: unexpected argument {a!r} (expected {', '.join(sorted(k + '=...' for k in allowed))})")
+            _fail(
+                f"{command}: unexpected argument {a!r} (expected {', '.join(sorted(k + '=...' for k in allowed))})"
+            )
         out[key] = value
     return out
 
@@ -157,7 +159,9 @@ def _report(args: list[str]) -> None:
 
 
 def studies() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith(("bench_", "_")))
+    return sorted(
+        p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith(("bench_", "_"))
+    )
 
 
 def load_study(name: str):
@@ -165,7 +169,9 @@ def load_study(name: str):
 
     if name not in studies():
         _fail(f"study: unknown study {name!r} (choose from {', '.join(studies())})")
-    spec = importlib.util.spec_from_file_location(f"sam2tune_study_{name}", STUDIES_DIR / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"sam2tune_study_{name}", STUDIES_DIR / f"{name}.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -181,18 +187,34 @@ def _study(args: list[str]) -> None:
         _fail(f"study: name a study ({', '.join(studies())})")
     name, extra = args[0], args[1:]
     mod = load_study(name)
-    results = next((a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")),
-                   f"results/{name}")
+    results = next(
+        (a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")), f"results/{name}"
+    )
     extra = [a for a in extra if not a.startswith("results_dir=")]
-    cmd = [sys.executable, "-m", "sam2tune", "run", "-m", *mod.SWEEP, *extra, f"results_dir={results}"]
-    print(f"[study {name}] {mod.TITLE}\n[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",
-          file=sys.stderr, flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sam2tune",
+        "run",
+        "-m",
+        *mod.SWEEP,
+        *extra,
+        f"results_dir={results}",
+    ]
+    print(
+        f"[study {name}] {mod.TITLE}\n[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",
+        file=sys.stderr,
+        flush=True,
+    )
     rc = subprocess.call(cmd)
     if rc != 0:
         _fail(f"study {name}: the sweep failed (exit {rc})", code=rc)
     html_path, md_path = build_report(
-        results, Path(results) / "report", title=f"sam2tune study: {mod.TITLE}",
-        figures=getattr(mod, "FIGURES", None), conclusions=getattr(mod, "conclusions", None),
+        results,
+        Path(results) / "report",
+        title=f"sam2tune study: {mod.TITLE}",
+        figures=getattr(mod, "FIGURES", None),
+        conclusions=getattr(mod, "conclusions", None),
         intro=getattr(mod, "DESCRIPTION", ""),
     )
     print(f"[study {name}] report: {html_path}\n[study {name}]         {md_path}")
@@ -220,8 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         except InputError as e:
             _fail(str(e))
     else:
-        _fail(f"unknown command {cmd!r} (commands: run, study, report, predict, fit, tune, "
-              "recommend, lookup, download)")
+        _fail(
+            f"unknown command {cmd!r} (commands: run, study, report, predict, fit, tune, "
+            "recommend, lookup, download)"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ COLUMNS: list[Column] = [
     Column("dtype", "", "setting", "float32 | bfloat16 (autocast)"),
     Column("predictor", "", "setting", "per_object | legacy_batched"),
     Column("vos_optimized", "", "setting", "SAM 2 knob (torch.compile)"),
-    Column("strategy", "", "setting", "stock | release | stream (sam2tune's bounded-memory modes)"),
+    Column(
+        "strategy", "", "setting", "stock | release | stream (sam2tune's bounded-memory modes)"
+    ),
     Column("segment_frames", "frames", "setting", "segment length (0 = unsegmented)"),
     Column("prompt", "", "setting", "box | points | mask"),
     Column(

@@ -55,7 +55,11 @@ def sweep_summary(statuses: Counter) -> str:
     order = ["ok", "skipped", "oom", "timeout", "crashed", "error"]
     cells = [f"{k}={statuses.get(k, 0)}" for k in order]
     failed = sum(statuses.get(k, 0) for k in ("timeout", "crashed", "error"))
-    return f"sweep summary: {sum(statuses.values())} points: " + "  ".join(cells) + f"  (failed={failed})"
+    return (
+        f"sweep summary: {sum(statuses.values())} points: "
+        + "  ".join(cells)
+        + f"  (failed={failed})"
+    )
 
 
 class SweepProgress(Callback):

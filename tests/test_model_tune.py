@@ -16,8 +16,14 @@ from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.recommend import catalog, recommend
 from sam2tune.units import GiB, gb_to_bytes
 
-COEFFS = {"a_img": 100.0, "a_obj": 80.0, "a_mem": 3000.0, "c_feat": 100.0,
-          "host_base": 8e8, "host_share": 1.0}
+COEFFS = {
+    "a_img": 100.0,
+    "a_obj": 80.0,
+    "a_mem": 3000.0,
+    "c_feat": 100.0,
+    "host_base": 8e8,
+    "host_share": 1.0,
+}
 
 
 def _model():
@@ -63,10 +69,19 @@ def test_recommend_prefers_lossless_and_reports_nothing_fits():
 def calib(tmp_path_factory, cache_root):
     """A real small sweep: fitted on 3 and 6 frames, tested on 12 (2x-4x longer)."""
     results = tmp_path_factory.mktemp("calib") / "r"
-    cmd = sam2tune_cmd() + ["run", "-m", "device=cpu", "video.height=64", "video.width=96",
-                            f"cache_dir={cache_root}", f"results_dir={results}",
-                            "video.num_frames=3,6,12", "video.num_objects=1,2",
-                            "knobs.offload_video_to_cpu=false,true", "probe.reference=false"]
+    cmd = sam2tune_cmd() + [
+        "run",
+        "-m",
+        "device=cpu",
+        "video.height=64",
+        "video.width=96",
+        f"cache_dir={cache_root}",
+        f"results_dir={results}",
+        "video.num_frames=3,6,12",
+        "video.num_objects=1,2",
+        "knobs.offload_video_to_cpu=false,true",
+        "probe.reference=false",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     return results
@@ -82,12 +97,23 @@ def test_fit_predicts_held_out_longer_runs_within_tolerance(calib):
 
 
 def test_fit_and_predict_commands(calib, tmp_path):
-    p = subprocess.run(sam2tune_cmd() + ["fit", f"results_dir={calib}"], capture_output=True, text=True)
+    p = subprocess.run(
+        sam2tune_cmd() + ["fit", f"results_dir={calib}"], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
     assert "held-out runs" in p.stdout and (calib / "memory_model.json").is_file()
-    p = subprocess.run(sam2tune_cmd() + ["predict", "video.num_frames=1000", "model.image_size=1024",
-                                         f"model_file={calib / 'memory_model.json'}", "format=json"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        sam2tune_cmd()
+        + [
+            "predict",
+            "video.num_frames=1000",
+            "model.image_size=1024",
+            f"model_file={calib / 'memory_model.json'}",
+            "format=json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["terms"]["frames"] == 1000 * 3 * 1024**2 * 4
@@ -96,8 +122,12 @@ def test_fit_and_predict_commands(calib, tmp_path):
 
 
 def _tune(args, results, timeout=300):
-    return subprocess.run(sam2tune_cmd() + ["tune", f"results_dir={results}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        sam2tune_cmd() + ["tune", f"results_dir={results}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _study(results, name):
@@ -108,8 +138,12 @@ def _study(results, name):
     return optuna.load_study(study_name=name, storage=st)
 
 
-WL = ["workload.num_frames=3600", "workload.num_objects=5", "workload.image_size=1024",
-      "host_budget=64GiB"]
+WL = [
+    "workload.num_frames=3600",
+    "workload.num_objects=5",
+    "workload.image_size=1024",
+    "host_budget=64GiB",
+]
 
 
 def test_tune_finds_a_config_and_says_nothing_fits_for_tiny_budgets(tmp_path):
@@ -123,8 +157,11 @@ def test_tune_finds_a_config_and_says_nothing_fits_for_tiny_budgets(tmp_path):
 
 def test_a_killed_study_resumes_without_losing_trials(tmp_path):
     args = ["budget=24GiB", "n_trials=300", "study_name=k", *WL]
-    proc = subprocess.Popen(sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal = tmp_path / "tune" / "optuna_journal.log"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -133,8 +170,11 @@ def test_a_killed_study_resumes_without_losing_trials(tmp_path):
         time.sleep(0.2)
     proc.kill()
     proc.wait()
-    done_before = [t.number for t in _study(tmp_path, "k").trials
-                   if t.state == optuna.trial.TrialState.COMPLETE]
+    done_before = [
+        t.number
+        for t in _study(tmp_path, "k").trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     assert 0 < len(done_before) < 300
     p = _tune(args, tmp_path)
     assert p.returncode == 0, p.stderr
@@ -146,8 +186,14 @@ def test_a_killed_study_resumes_without_losing_trials(tmp_path):
 
 def test_two_workers_share_one_study(tmp_path):
     args = ["budget=24GiB", "n_trials=30", "study_name=shared", *WL]
-    procs = [subprocess.Popen(sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     trials = _study(tmp_path, "shared").trials
@@ -156,21 +202,30 @@ def test_two_workers_share_one_study(tmp_path):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
-@pytest.mark.parametrize("args,ok,needle", [
-    (['gpu=RTX 4090'], True, "build_sam2_video_predictor"),
-    (["budget=12GiB"], True, "offload_video_to_cpu"),
-    (["budget=lots"], False, "budget: cannot parse"),
-    (["budget=-1GB"], False, "budget: cannot parse"),
-    (["budget=0"], False, "budget: size must be positive"),
-    (["gpu=Voodoo 5"], False, "gpu: 'Voodoo 5' is not in the catalog"),
-    ([], False, "no GPU detected"),
-])
+@pytest.mark.parametrize(
+    "args,ok,needle",
+    [
+        (["gpu=RTX 4090"], True, "build_sam2_video_predictor"),
+        (["budget=12GiB"], True, "offload_video_to_cpu"),
+        (["budget=lots"], False, "budget: cannot parse"),
+        (["budget=-1GB"], False, "budget: cannot parse"),
+        (["budget=0"], False, "budget: size must be positive"),
+        (["gpu=Voodoo 5"], False, "gpu: 'Voodoo 5' is not in the catalog"),
+        ([], False, "no GPU detected"),
+    ],
+)
 def test_recommend_cli(args, ok, needle, tmp_path):
-    p = subprocess.run(sam2tune_cmd() + ["recommend", f"results_dir={tmp_path}", *WL, *args],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        sam2tune_cmd() + ["recommend", f"results_dir={tmp_path}", *WL, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if ok:
         assert p.returncode == 0, p.stderr
-        assert needle in p.stdout and "[predicted]" in p.stdout and "sam2tune run model=" in p.stdout
+        assert (
+            needle in p.stdout and "[predicted]" in p.stdout and "sam2tune run model=" in p.stdout
+        )
     else:
         if "no GPU" in needle and p.returncode == 0:
             pytest.skip("this machine has a GPU")
@@ -178,25 +233,48 @@ def test_recommend_cli(args, ok, needle, tmp_path):
 
 
 def test_lookup_table_and_recommend_answers_from_it(tmp_path):
-    p = subprocess.run(sam2tune_cmd() + ["lookup", f"results_dir={tmp_path}", "host_budget=64GiB"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        sam2tune_cmd() + ["lookup", f"results_dir={tmp_path}", "host_budget=64GiB"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     d = json.loads((tmp_path / "lookup" / "gpu_lookup.json").read_text())
     assert len(d["rows"]) == len(catalog()) * 4 * 3 * 2
     assert all("predicted" in r["figure"] for r in d["rows"])
     md = (tmp_path / "lookup" / "gpu_lookup.md").read_text()
     assert "H200" in md and "RTX 3070" in md
-    p = subprocess.run(sam2tune_cmd() + ["recommend", f"results_dir={tmp_path}", "gpu=A100 80GB",
-                                         "workload.num_frames=1800", "workload.num_objects=3",
-                                         "workload.image_size=1024", "host_budget=64GiB"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        sam2tune_cmd()
+        + [
+            "recommend",
+            f"results_dir={tmp_path}",
+            "gpu=A100 80GB",
+            "workload.num_frames=1800",
+            "workload.num_objects=3",
+            "workload.image_size=1024",
+            "host_budget=64GiB",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0 and "answer from: per-GPU lookup table" in p.stdout
 
 
 def test_confirmation_runs_are_real_recorded_once_and_resumed(tmp_path, cache_root):
-    args = ["budget=2GiB", "host_budget=20GiB", "workload.model=sam2.1_tiny",
-            "workload.image_size=256", "workload.num_frames=4", "workload.num_objects=1",
-            "n_trials=20", "confirm=1", "device_kind=cpu", "study_name=c"]
+    args = [
+        "budget=2GiB",
+        "host_budget=20GiB",
+        "workload.model=sam2.1_tiny",
+        "workload.image_size=256",
+        "workload.num_frames=4",
+        "workload.num_objects=1",
+        "n_trials=20",
+        "confirm=1",
+        "device_kind=cpu",
+        "study_name=c",
+    ]
     p = _tune(args, tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     assert " ok " in p.stdout  # the best candidate was confirmed by a real run

@@ -43,7 +43,9 @@ def predictors(cache):
 
 
 def _video(cache, objects):
-    return resolve_video(VideoConfig(num_frames=N, num_objects=objects, height=96, width=128), cache)
+    return resolve_video(
+        VideoConfig(num_frames=N, num_objects=objects, height=96, width=128), cache
+    )
 
 
 def _run(predictors, key, video, prompts, **knobs):
@@ -77,7 +79,10 @@ CASES = [
 @pytest.mark.parametrize("strategy", ["release", "stream"])
 @pytest.mark.parametrize(
     "key,objects,every,prompt",
-    [pytest.param(*c, marks=[] if i in (2, 4) else [pytest.mark.slow]) for i, c in enumerate(CASES)],
+    [
+        pytest.param(*c, marks=[] if i in (2, 4) else [pytest.mark.slow])
+        for i, c in enumerate(CASES)
+    ],
 )
 def test_bit_identical_masks_to_stock(predictors, cache, strategy, key, objects, every, prompt):
     video = _video(cache, objects)
@@ -104,8 +109,14 @@ def test_release_state_is_flat_after_the_window(predictors, cache):
 def test_stream_holds_only_its_window_and_writes_masks(predictors, cache, tmp_path):
     video = _video(cache, 2)
     prompts = make_prompts(video, ScenarioConfig(), N)
-    res = propagate(predictors["per_object"], video, prompts,
-                    KnobsConfig(strategy="stream"), CPU, mask_dir=tmp_path / "m")
+    res = propagate(
+        predictors["per_object"],
+        video,
+        prompts,
+        KnobsConfig(strategy="stream"),
+        CPU,
+        mask_dir=tmp_path / "m",
+    )
     assert isinstance(res.masks, MaskDir)
     assert res.frames_held_max <= 2
     assert all(t["frames_bytes"] <= 2 * 3 * S * S * 4 for t in res.timeline)
@@ -118,8 +129,13 @@ def test_stream_holds_only_its_window_and_writes_masks(predictors, cache, tmp_pa
 def test_segments_produce_masks_for_every_frame(predictors, cache, strategy):
     video = _video(cache, 3)
     prompts = make_prompts(video, ScenarioConfig(), N)
-    res = propagate(predictors["per_object"], video, prompts,
-                    KnobsConfig(segment_frames=8, strategy=strategy), CPU)
+    res = propagate(
+        predictors["per_object"],
+        video,
+        prompts,
+        KnobsConfig(segment_frames=8, strategy=strategy),
+        CPU,
+    )
     assert res.masks.frames == list(range(N))
     # a segment holds at most its own frames
     assert res.frames_bytes <= 8 * 3 * S * S * 4

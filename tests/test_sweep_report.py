@@ -23,8 +23,14 @@ SMALL = ["device=cpu", "video.height=64", "video.width=64", "video.num_objects=1
 
 
 def _sweep(args, results, cache_root, timeout=600):
-    cmd = sam2tune_cmd() + ["run", "-m", *SMALL, f"cache_dir={cache_root}",
-                            f"results_dir={results}", *args]
+    cmd = sam2tune_cmd() + [
+        "run",
+        "-m",
+        *SMALL,
+        f"cache_dir={cache_root}",
+        f"results_dir={results}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=results.parent)
 
 
@@ -32,7 +38,9 @@ def _sweep(args, results, cache_root, timeout=600):
 def swept(tmp_path_factory, cache_root):
     """One real 2x2 sweep, shared by the report tests."""
     results = tmp_path_factory.mktemp("sweep") / "r"
-    p = _sweep(["video.num_frames=3,6", "knobs.offload_video_to_cpu=false,true"], results, cache_root)
+    p = _sweep(
+        ["video.num_frames=3,6", "knobs.offload_video_to_cpu=false,true"], results, cache_root
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return results, p
 
@@ -42,7 +50,11 @@ def test_multirun_records_every_point_with_progress_and_summary(swept):
     df = sam2tune.load_results(results)
     assert len(df) == 4 and set(df.status) == {"ok"}
     assert sorted(zip(df.num_frames, df.offload_video_to_cpu)) == [
-        (3, False), (3, True), (6, False), (6, True)]
+        (3, False),
+        (3, True),
+        (6, False),
+        (6, True),
+    ]
     assert "[sweep] 4 points" in p.stderr and "[sweep 4/4] ok" in p.stderr and "ETA" in p.stderr
     assert "sweep summary: 4 points: ok=4" in p.stderr
     assert df.config_hash.is_unique
@@ -61,8 +73,12 @@ class _Imgs(HTMLParser):
 def test_report_html_and_markdown_with_computed_numbers(swept, tmp_path):
     results, _ = swept
     out = tmp_path / "rep"
-    p = subprocess.run(sam2tune_cmd() + ["report", f"results_dir={results}", f"out={out}"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        sam2tune_cmd() + ["report", f"results_dir={results}", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
@@ -100,7 +116,9 @@ def test_resume_skips_done_points_unless_forced(swept, cache_root):
 
 def test_sweep_goes_on_past_an_oom_point(tmp_path, cache_root):
     results = tmp_path / "r"
-    p = _sweep(["video.num_frames=3", "limits.host_memory_budget=250MiB,null"], results, cache_root)
+    p = _sweep(
+        ["video.num_frames=3", "limits.host_memory_budget=250MiB,null"], results, cache_root
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     st = sorted(sam2tune.load_results(results).status)
     assert st == ["ok", "oom"]
@@ -109,8 +127,16 @@ def test_sweep_goes_on_past_an_oom_point(tmp_path, cache_root):
 
 def test_joblib_launcher_with_two_workers_loses_no_rows(tmp_path, cache_root):
     results = tmp_path / "r"
-    p = _sweep(["hydra/launcher=local_workers", "hydra.launcher.n_jobs=2",
-                "video.num_frames=3,4", "video.seed=0,1"], results, cache_root)
+    p = _sweep(
+        [
+            "hydra/launcher=local_workers",
+            "hydra.launcher.n_jobs=2",
+            "video.num_frames=3,4",
+            "video.seed=0,1",
+        ],
+        results,
+        cache_root,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     df = sam2tune.load_results(results)
     assert len(df) == 4 and set(df.status) == {"ok"} and df.run_id.is_unique
@@ -125,16 +151,23 @@ def test_count_jobs_reads_command_line_and_presets():
 def test_sweep_presets_and_studies_exist():
     from sam2tune.cli import load_study, studies
 
-    assert {"demo", "memory_vs_length", "object_count", "cond_frames", "resolution",
-            "bounded_memory"} <= set(studies())
+    assert {
+        "demo",
+        "memory_vs_length",
+        "object_count",
+        "cond_frames",
+        "resolution",
+        "bounded_memory",
+    } <= set(studies())
     for name in studies():
         mod = load_study(name)
         assert mod.SWEEP and mod.TITLE and callable(mod.conclusions)
 
 
 def test_report_on_an_empty_dir_is_a_clear_error(tmp_path):
-    p = subprocess.run(sam2tune_cmd() + ["report", f"results_dir={tmp_path}"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        sam2tune_cmd() + ["report", f"results_dir={tmp_path}"], capture_output=True, text=True
+    )
     assert p.returncode == 2 and "sam2tune: error: results_dir: no recorded runs" in p.stderr
 
 
@@ -145,11 +178,17 @@ def test_notebook_executes_against_a_real_results_table(swept):
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     os.environ["SAM2TUNE_RESULTS"] = str(results)
     try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+        nbclient.NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO / "notebooks")}},
+        ).execute()
     finally:
         del os.environ["SAM2TUNE_RESULTS"]
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
     n = len(sam2tune.load_results(results))  # the resume test may have added a forced run
     assert f"{n} runs" in outputs and "removed" in outputs
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

@@ -16,7 +16,10 @@ def test_synthetic_is_deterministic_from_its_seed():
     a = _frames(SyntheticSpec(5, 3, 90, 120, 7))
     b = _frames(SyntheticSpec(5, 3, 90, 120, 7))
     c = _frames(SyntheticSpec(5, 3, 90, 120, 8))
-    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert all(
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+        for x, y in zip(a, b, strict=True)
+    )
     assert not np.array_equal(a[0][0], c[0][0])
 
 

@@ -25,7 +25,11 @@ _STD = (0.229, 0.224, 0.225)
 
 def sorted_jpegs(folder: str) -> list[str]:
     """Frame files in SAM 2's order (``int(stem)``), as its JPEG loader lists them."""
-    names = [p for p in os.listdir(folder) if os.path.splitext(p)[-1] in (".jpg", ".jpeg", ".JPG", ".JPEG")]
+    names = [
+        p
+        for p in os.listdir(folder)
+        if os.path.splitext(p)[-1] in (".jpg", ".jpeg", ".JPG", ".JPEG")
+    ]
     names.sort(key=lambda p: int(os.path.splitext(p)[0]))
     return [os.path.join(folder, n) for n in names]
 

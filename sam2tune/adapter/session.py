@@ -83,7 +83,9 @@ class Session:
             async_loading_frames=self.knobs.async_loading_frames,
         )
         if self.knobs.strategy == "stream" or self.frame_range is not None:
-            device = torch.device("cpu") if self.knobs.offload_video_to_cpu else self.predictor.device
+            device = (
+                torch.device("cpu") if self.knobs.offload_video_to_cpu else self.predictor.device
+            )
             start, stop = self.frame_range or (0, None)
             window = self.stream_window if self.knobs.strategy == "stream" else 1 << 30
             self.frames = StreamingFrames(

@@ -16,8 +16,16 @@ from sam2tune.units import MiB
 
 __all__ = ["all_conclusions", "frame_slopes", "cond_frame_cost", "LOSSLESS"]
 
-LOSSLESS = {"offload_video", "offload_state", "offload_video+state", "release", "stream",
-            "offload_video+release", "offload_video+stream", "async"}
+LOSSLESS = {
+    "offload_video",
+    "offload_state",
+    "offload_video+state",
+    "release",
+    "stream",
+    "offload_video+release",
+    "offload_video+stream",
+    "async",
+}
 
 
 def _kind(g: pd.DataFrame) -> str:
@@ -42,10 +50,20 @@ def frame_slopes(df: pd.DataFrame) -> pd.DataFrame:
         if g["num_frames"].nunique() < 2:
             continue
         slope = np.polyfit(g["num_frames"].astype(float), g[DEVICE_PEAK].astype(float), 1)[0]
-        host = np.polyfit(g["num_frames"].astype(float), g["peak_host_rss_bytes"].astype(float), 1)[0]
-        rows.append(dict(image_size=int(size), num_objects=int(k), setting=setting,
-                         bytes_per_frame=float(slope), host_bytes_per_frame=float(host),
-                         kind=_kind(g), n=len(g)))
+        host = np.polyfit(
+            g["num_frames"].astype(float), g["peak_host_rss_bytes"].astype(float), 1
+        )[0]
+        rows.append(
+            dict(
+                image_size=int(size),
+                num_objects=int(k),
+                setting=setting,
+                bytes_per_frame=float(slope),
+                host_bytes_per_frame=float(host),
+                kind=_kind(g),
+                n=len(g),
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -81,7 +99,9 @@ def lossless_conclusions(df: pd.DataFrame) -> list[str]:
         if s in LOSSLESS and g["iou_ref_mean"].notna().any():
             lo = g["iou_ref_mean"].min()
             verdict = "identical masks" if lo == 1.0 else "NOT identical"
-            out.append(f"{s}: agreement with the reference {lo:.4f} over {len(g)} runs ({verdict}).")
+            out.append(
+                f"{s}: agreement with the reference {lo:.4f} over {len(g)} runs ({verdict})."
+            )
     return out
 
 
@@ -92,8 +112,9 @@ def cond_frame_cost(df: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return ok
     cap = ok["max_cond_frames_in_attn"].astype(int)
-    ok["attended_cond_frames"] = np.where(cap == -1, ok["num_cond_frames"],
-                                          np.minimum(ok["num_cond_frames"], cap))
+    ok["attended_cond_frames"] = np.where(
+        cap == -1, ok["num_cond_frames"], np.minimum(ok["num_cond_frames"], cap)
+    )
     return ok
 
 
@@ -102,7 +123,9 @@ def cond_conclusions(df: pd.DataFrame) -> list[str]:
     out = []
     if ok.empty:
         return out
-    for (size, k, n, every), g in ok.groupby(["image_size", "num_objects", "num_frames", "reannotate_every"]):
+    for (size, k, n, every), g in ok.groupby(
+        ["image_size", "num_objects", "num_frames", "reannotate_every"]
+    ):
         if g["attended_cond_frames"].nunique() < 2 or every == 0:
             continue
         x = g["attended_cond_frames"].astype(float)
@@ -142,17 +165,27 @@ def resolution_conclusions(df: pd.DataFrame) -> list[str]:
     ok = ok[ok["setting"] == "stock"]
     if ok["image_size"].nunique() < 2:
         return []
-    g = ok.groupby("image_size").agg(peak=(DEVICE_PEAK, "median"), fps=("fps", "median"),
-                                     agree=("iou_ref_mean", "median"))
-    cells = [f"{int(s)} px: {r.peak / MiB:.0f} MiB, {r.fps:.2f} fps, agreement {r.agree:.3f}"
-             for s, r in g.iterrows()]
-    return ["Resolution (stock; accelerator peak, fps, agreement with the reference): "
-            + "; ".join(cells) + "."]
+    g = ok.groupby("image_size").agg(
+        peak=(DEVICE_PEAK, "median"), fps=("fps", "median"), agree=("iou_ref_mean", "median")
+    )
+    cells = [
+        f"{int(s)} px: {r.peak / MiB:.0f} MiB, {r.fps:.2f} fps, agreement {r.agree:.3f}"
+        for s, r in g.iterrows()
+    ]
+    return [
+        "Resolution (stock; accelerator peak, fps, agreement with the reference): "
+        + "; ".join(cells)
+        + "."
+    ]
 
 
 _ALL: list[Callable[[pd.DataFrame], list[str]]] = [
-    status_counts, length_conclusions, lossless_conclusions, cond_conclusions,
-    object_conclusions, resolution_conclusions,
+    status_counts,
+    length_conclusions,
+    lossless_conclusions,
+    cond_conclusions,
+    object_conclusions,
+    resolution_conclusions,
 ]
 
 
@@ -165,6 +198,8 @@ def all_conclusions(df: pd.DataFrame) -> list[str]:
         except Exception as e:  # one unsupported analysis must not sink the report
             out.append(f"({fn.__name__} could not be computed: {type(e).__name__}: {e})")
     if (df["weights"] == "random-init").any():
-        out.append("Weights are random-init: agreement figures compare runs with each other; "
-                   "no figure here measures segmentation accuracy.")
+        out.append(
+            "Weights are random-init: agreement figures compare runs with each other; "
+            "no figure here measures segmentation accuracy."
+        )
     return out

@@ -34,8 +34,15 @@ def _failed_marks(ax, df: pd.DataFrame, x: str) -> None:
     if bad.empty:
         return
     ymin = ax.get_ylim()[0]
-    ax.scatter(bad[x], [ymin] * len(bad), marker="x", color="red", s=60, zorder=5,
-               label=f"failed ({', '.join(sorted(set(bad['status'])))})")
+    ax.scatter(
+        bad[x],
+        [ymin] * len(bad),
+        marker="x",
+        color="red",
+        s=60,
+        zorder=5,
+        label=f"failed ({', '.join(sorted(set(bad['status'])))})",
+    )
 
 
 def _provenance(df: pd.DataFrame) -> str:
@@ -136,8 +143,13 @@ def quality_vs_memory(df: pd.DataFrame):
     ax.set_ylabel(ylab + (" [random-init: not accuracy]" if random_init else ""))
     ax.set_title("Mask agreement vs memory")
     if ok.empty:
-        ax.text(0.5, 0.5, "no agreement figures (probe.reference=false)", ha="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no agreement figures (probe.reference=false)",
+            ha="center",
+            transform=ax.transAxes,
+        )
     else:
         ax.legend(fontsize=7)
     fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
@@ -154,15 +166,20 @@ def timeline(df: pd.DataFrame, results_dir: str | Path):
     r = ok.iloc[-1]
     rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
     tl = pd.DataFrame(rep["timeline"])
-    for col, name in [("device_resident_bytes", "device-resident state (census)"),
-                      ("state_bytes", "per-object state"), ("frames_bytes", "frame cache")]:
+    for col, name in [
+        ("device_resident_bytes", "device-resident state (census)"),
+        ("state_bytes", "per-object state"),
+        ("frames_bytes", "frame cache"),
+    ]:
         ax.plot(tl["frame"], tl[col] / MiB, label=name)
     ax2 = ax.twinx()
     ax2.plot(tl["frame"], tl["host_rss_bytes"] / MiB, "k:", label="host RSS (right)")
     ax2.set_ylabel("host RSS (MiB)")
     ax.set_xlabel("frame")
     ax.set_ylabel("bytes by role (MiB)")
-    ax.set_title(f"Per-frame timeline of run {r['run_id']} ({r['setting']}, {int(r['num_frames'])} frames)")
+    ax.set_title(
+        f"Per-frame timeline of run {r['run_id']} ({r['setting']}, {int(r['num_frames'])} frames)"
+    )
     ax.legend(fontsize=7, loc="upper left")
     ax2.legend(fontsize=7, loc="lower right")
     return fig

@@ -22,10 +22,18 @@ from sam2tune.units import MiB
 __all__ = ["build_report", "export_table"]
 
 _TABLE = [
-    ("run_id", "run"), ("status", "status"), ("setting", "setting"), ("image_size", "px"),
-    ("num_frames", "frames"), ("num_objects", "objects"), ("num_cond_frames", "cond"),
-    (DEVICE_PEAK, "device peak MiB"), ("device_peak_kind", "peak is"),
-    ("peak_host_rss_bytes", "host RSS MiB"), ("fps", "fps"), ("iou_ref_mean", "agreement"),
+    ("run_id", "run"),
+    ("status", "status"),
+    ("setting", "setting"),
+    ("image_size", "px"),
+    ("num_frames", "frames"),
+    ("num_objects", "objects"),
+    ("num_cond_frames", "cond"),
+    (DEVICE_PEAK, "device peak MiB"),
+    ("device_peak_kind", "peak is"),
+    ("peak_host_rss_bytes", "host RSS MiB"),
+    ("fps", "fps"),
+    ("iou_ref_mean", "agreement"),
     ("iou_gt_mean", "IoU vs GT"),
 ]
 
@@ -41,7 +49,10 @@ def _table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _md_table(t: pd.DataFrame) -> str:
     head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns) + "\n"
-    rows = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |"
+        for r in t.itertuples(index=False)
+    ]
     return head + "\n".join(rows)
 
 
@@ -54,17 +65,37 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
             continue
 
     def vals(key: str) -> str:
-        return ", ".join(sorted({str(e.get(key)) for e in envs if e.get(key) is not None})) or "n/a"
+        return (
+            ", ".join(sorted({str(e.get(key)) for e in envs if e.get(key) is not None})) or "n/a"
+        )
 
     weights = sorted(set(df["weights"].dropna().astype(str)))
     return [
-        ("devices", ", ".join(sorted(set(df["device"].dropna().astype(str)))) + f" ({vals('device_name')})"),
+        (
+            "devices",
+            ", ".join(sorted(set(df["device"].dropna().astype(str))))
+            + f" ({vals('device_name')})",
+        ),
         ("driver", vals("driver")),
-        ("weights", ", ".join(weights) + (" — random-init: memory and speed are faithful, masks are not" if "random-init" in weights else "")),
-        ("versions", f"sam2tune {vals('sam2tune')}, torch {vals('torch')}, sam2 {vals('sam2')}, python {vals('python')}"),
+        (
+            "weights",
+            ", ".join(weights)
+            + (
+                " — random-init: memory and speed are faithful, masks are not"
+                if "random-init" in weights
+                else ""
+            ),
+        ),
+        (
+            "versions",
+            f"sam2tune {vals('sam2tune')}, torch {vals('torch')}, sam2 {vals('sam2')}, python {vals('python')}",
+        ),
         ("git commit", vals("git_commit")),
         ("CPU", vals("cpu")),
-        ("memory figures", "device peak = CUDA max allocated (measured) where a GPU ran, else the census+tracked-activations estimate; host RSS measured (ru_maxrss)"),
+        (
+            "memory figures",
+            "device peak = CUDA max allocated (measured) where a GPU ran, else the census+tracked-activations estimate; host RSS measured (ru_maxrss)",
+        ),
         ("units", "MiB = 2^20 bytes, GiB = 2^30 bytes"),
     ]
 
@@ -72,8 +103,14 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
 def _lookup_pivot(results_dir: Path) -> tuple[str, pd.DataFrame] | None:
     """The lookup table (``results_dir/lookup``, or ``results/lookup`` beside a study's folder),
     pivoted: GPU x video length at 1024 px, 3 objects."""
-    p = next((d / "lookup" / "gpu_lookup.json" for d in (results_dir, results_dir.parent)
-              if (d / "lookup" / "gpu_lookup.json").is_file()), None)
+    p = next(
+        (
+            d / "lookup" / "gpu_lookup.json"
+            for d in (results_dir, results_dir.parent)
+            if (d / "lookup" / "gpu_lookup.json").is_file()
+        ),
+        None,
+    )
     if p is None:
         return None
     d = json.loads(p.read_text())
@@ -81,11 +118,15 @@ def _lookup_pivot(results_dir: Path) -> tuple[str, pd.DataFrame] | None:
     sel = rows[(rows["image_size"] == 1024) & (rows["num_objects"] == 3)]
     if sel.empty:
         return None
-    piv = sel.pivot_table(index="gpu", columns="video", values="config", aggfunc="first", sort=False)
+    piv = sel.pivot_table(
+        index="gpu", columns="video", values="config", aggfunc="first", sort=False
+    )
     piv = piv.reset_index()
-    note = (f"Recommended configuration per GPU and video length for {rows['model'].iloc[0]} at "
-            f"1024 px with 3 objects ({rows['figure'].iloc[0]}; host RAM "
-            f"{d['host_budget_bytes'] / 2**30:.0f} GiB). Full table: lookup/gpu_lookup.md.")
+    note = (
+        f"Recommended configuration per GPU and video length for {rows['model'].iloc[0]} at "
+        f"1024 px with 3 objects ({rows['figure'].iloc[0]}; host RAM "
+        f"{d['host_budget_bytes'] / 2**30:.0f} GiB). Full table: lookup/gpu_lookup.md."
+    )
     return note, piv
 
 
@@ -137,13 +178,22 @@ def build_report(
     md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
     if lookup is not None:
         md += ["", "## Per-GPU lookup (predicted)", "", lookup[0], "", _md_table(lookup[1])]
-    md += ["", "## Runs", "", _md_table(table), "",
-           "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema')."]
+    md += [
+        "",
+        "## Runs",
+        "",
+        _md_table(table),
+        "",
+        "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema').",
+    ]
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(md) + "\n")
 
     e = html.escape
-    body = [f"<h1>{e(title)}</h1>", f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({len(df)} runs).</p>"]
+    body = [
+        f"<h1>{e(title)}</h1>",
+        f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({len(df)} runs).</p>",
+    ]
     if intro:
         body.append(f"<p>{e(intro)}</p>")
     body.append("<h2>Environment and provenance</h2><ul>")
@@ -151,17 +201,24 @@ def build_report(
     body.append("</ul><h2>Conclusions (computed from the data)</h2><ul>")
     body += [f"<li>{e(c)}</li>" for c in concl]
     body.append("</ul><h2>Figures</h2>")
-    body += [f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>' for n, b in figs]
+    body += [
+        f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>'
+        for n, b in figs
+    ]
     if lookup is not None:
         body.append(f"<h2>Per-GPU lookup (predicted)</h2><p>{e(lookup[0])}</p>")
         body.append(lookup[1].to_html(index=False, na_rep="", border=0, classes="runs"))
     body.append("<h2>Runs</h2>")
     body.append(table.to_html(index=False, na_rep="", border=0, classes="runs"))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "img{max-width:100%}table.runs{border-collapse:collapse;font-size:12px}"
-             "table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+        "img{max-width:100%}table.runs{border-collapse:collapse;font-size:12px}"
+        "table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}"
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
     return html_path, md_path

@@ -171,7 +171,9 @@ class KnobsConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            _fail("knobs.strategy", f"unknown strategy {self.strategy!r} (choose from {STRATEGIES})")
+            _fail(
+                "knobs.strategy", f"unknown strategy {self.strategy!r} (choose from {STRATEGIES})"
+            )
         if self.segment_frames < 0 or self.segment_frames == 1:
             _fail("knobs.segment_frames", f"must be 0 (off) or >= 2, got {self.segment_frames}")
         m = self.max_cond_frames_in_attn

@@ -45,8 +45,15 @@ def workload_of(cfg: RunConfig) -> Workload:
     n = cfg.video.num_frames or 1
     k = cfg.video.num_objects
     frames, obj_frames = _synthetic_prompt_frames(n, k, cfg.scenario.reannotate_every)
-    return Workload(cfg.model.name, cfg.model.image_size, n, k, len(frames), obj_frames,
-                    cfg.model.weights_bytes)
+    return Workload(
+        cfg.model.name,
+        cfg.model.image_size,
+        n,
+        k,
+        len(frames),
+        obj_frames,
+        cfg.model.weights_bytes,
+    )
 
 
 def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
@@ -63,19 +70,35 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
             obj_frames = len(first) * (n - min(first.values()))
         else:
             obj_frames = sum(n - f for f in first.values())
-        w = Workload(r["model"], int(r["image_size"]), n, int(r["num_objects"]),
-                     int(r["num_cond_frames"]), obj_frames, int(r["weights_bytes"]))
+        w = Workload(
+            r["model"],
+            int(r["image_size"]),
+            n,
+            int(r["num_objects"]),
+            int(r["num_cond_frames"]),
+            obj_frames,
+            int(r["weights_bytes"]),
+        )
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})
-        out.append({
-            "run_id": r["run_id"], "device_kind": "cuda" if cuda else "cpu",
-            "device_name": r["device_name"], "weights": r["weights"],
-            "workload": w, "candidate": candidate_of(r),
-            "activation_bytes": float(est.get("cuda_step_peak_bytes") if cuda else r["activation_peak_bytes"]),
-            "cached_features_bytes": float(r["cached_features_bytes"]),
-            "peak_host_rss_bytes": float(r["peak_host_rss_bytes"]),
-            "device_target": float(r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]),
-        })
+        out.append(
+            {
+                "run_id": r["run_id"],
+                "device_kind": "cuda" if cuda else "cpu",
+                "device_name": r["device_name"],
+                "weights": r["weights"],
+                "workload": w,
+                "candidate": candidate_of(r),
+                "activation_bytes": float(
+                    est.get("cuda_step_peak_bytes") if cuda else r["activation_peak_bytes"]
+                ),
+                "cached_features_bytes": float(r["cached_features_bytes"]),
+                "peak_host_rss_bytes": float(r["peak_host_rss_bytes"]),
+                "device_target": float(
+                    r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]
+                ),
+            }
+        )
     return out
 
 
@@ -102,15 +125,20 @@ def fit_and_evaluate(results_dir: str | Path) -> tuple[MemoryModel, pd.DataFrame
             m = MemoryModel({kind: k}, {kind: info})
             for r in test:
                 p = predict(r["workload"], r["candidate"], m, kind)
-                evals.append({
-                    "run_id": r["run_id"], "device_kind": kind,
-                    "num_frames": r["workload"].num_frames,
-                    "frames_vs_fitted": r["workload"].num_frames / info["max_frames"],
-                    "device_pred": p["device_peak_bytes"], "device_actual": r["device_target"],
-                    "device_rel_err": rel_error(p["device_peak_bytes"], r["device_target"]),
-                    "host_pred": p["host_peak_bytes"], "host_actual": r["peak_host_rss_bytes"],
-                    "host_rel_err": rel_error(p["host_peak_bytes"], r["peak_host_rss_bytes"]),
-                })
+                evals.append(
+                    {
+                        "run_id": r["run_id"],
+                        "device_kind": kind,
+                        "num_frames": r["workload"].num_frames,
+                        "frames_vs_fitted": r["workload"].num_frames / info["max_frames"],
+                        "device_pred": p["device_peak_bytes"],
+                        "device_actual": r["device_target"],
+                        "device_rel_err": rel_error(p["device_peak_bytes"], r["device_target"]),
+                        "host_pred": p["host_peak_bytes"],
+                        "host_actual": r["peak_host_rss_bytes"],
+                        "host_rel_err": rel_error(p["host_peak_bytes"], r["peak_host_rss_bytes"]),
+                    }
+                )
         k, info = fit(rs, kind)
         model.coeffs[kind] = k
         model.calibration[kind] = info

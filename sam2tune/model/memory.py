@@ -63,7 +63,9 @@ class Workload:
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"workload.{name}: must be a positive integer, got {v!r}")
         if self.image_size % 16:
-            raise ValueError(f"workload.image_size: must be a multiple of 16, got {self.image_size}")
+            raise ValueError(
+                f"workload.image_size: must be a multiple of 16, got {self.image_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,10 @@ def _sizes(S: int) -> dict[str, int]:
 
 
 def attended_frames(w: Workload, c: Candidate) -> int:
-    cond = w.num_cond_frames if c.max_cond_frames_in_attn == -1 else min(
-        w.num_cond_frames, c.max_cond_frames_in_attn
+    cond = (
+        w.num_cond_frames
+        if c.max_cond_frames_in_attn == -1
+        else min(w.num_cond_frames, c.max_cond_frames_in_attn)
     )
     return cond + NUM_MASKMEM - 1
 
@@ -199,7 +203,8 @@ def predict(
         "host_terms": host_terms,
         "device_peak_bytes": int(device_peak),
         "host_peak_bytes": int(host_peak),
-        "calibrated_on": model.calibration.get(source.split(" ")[0], {}) | {"coefficients": source},
+        "calibrated_on": model.calibration.get(source.split(" ")[0], {})
+        | {"coefficients": source},
         "image_size": S,
     }
 
@@ -229,12 +234,21 @@ def fit(rows: list[dict[str, Any]], device_kind: str) -> tuple[dict[str, float],
     scale[scale == 0] = 1
     coef, *_ = np.linalg.lstsq(X / scale, y, rcond=None)
     coef = np.clip(coef / scale, 0, None)
-    k = {"a_img": float(coef[0]), "a_obj": float(coef[1]), "a_mem": float(coef[2]),
-         "c_feat": float(np.median(feats)), "host_base": 0.0, "host_share": 1.0}
+    k = {
+        "a_img": float(coef[0]),
+        "a_obj": float(coef[1]),
+        "a_mem": float(coef[2]),
+        "c_feat": float(np.median(feats)),
+        "host_base": 0.0,
+        "host_share": 1.0,
+    }
     bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
     if bf:
-        ratios = [r["activation_bytes"] / max(1.0, float(np.dot(_features(r["workload"], r["candidate"]), coef)))
-                  for r in bf]
+        ratios = [
+            r["activation_bytes"]
+            / max(1.0, float(np.dot(_features(r["workload"], r["candidate"]), coef)))
+            for r in bf
+        ]
         k["bf16_factor"] = float(np.median(ratios))
     # host: baseline = median of (RSS - the model's device-side or offloaded bytes)
     m = MemoryModel({device_kind: k})
@@ -248,9 +262,13 @@ def fit(rows: list[dict[str, Any]], device_kind: str) -> tuple[dict[str, float],
         "run_ids": [r["run_id"] for r in rows],
         "devices": sorted({r["device_name"] or "?" for r in rows}),
         "weights": sorted({r["weights"] for r in rows}),
-        "image_sizes": sorted({(r["candidate"].image_size or r["workload"].image_size) for r in rows}),
+        "image_sizes": sorted(
+            {(r["candidate"].image_size or r["workload"].image_size) for r in rows}
+        ),
         "max_frames": max(r["workload"].num_frames for r in rows),
-        "target": "cuda_max_allocated_bytes" if device_kind == "cuda" else "est_device_peak_bytes (estimate)",
+        "target": "cuda_max_allocated_bytes"
+        if device_kind == "cuda"
+        else "est_device_peak_bytes (estimate)",
     }
     return k, info
 

@@ -100,7 +100,9 @@ def propagate(
     tracker = TensorTracker() if track_frames else None
     masks: MaskSet | MaskDir
     if knobs.strategy == "stream":
-        root = mask_dir if mask_dir is not None else Path(tempfile.mkdtemp(prefix="sam2tune-masks-"))
+        root = (
+            mask_dir if mask_dir is not None else Path(tempfile.mkdtemp(prefix="sam2tune-masks-"))
+        )
         masks = MaskDir(root, video.height, video.width)
     else:
         masks = MaskSet(video.height, video.width)
@@ -342,7 +344,9 @@ def run_experiment(
                     t_ref = time.perf_counter()
                     ref_knobs = KnobsConfig()
                     rb = built
-                    ref_model = dataclasses.replace(cfg.model, image_size=reference_image_size(cfg))
+                    ref_model = dataclasses.replace(
+                        cfg.model, image_size=reference_image_size(cfg)
+                    )
                     if (
                         cfg.knobs.predictor != ref_knobs.predictor
                         or cfg.knobs.vos_optimized

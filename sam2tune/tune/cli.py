@@ -37,7 +37,9 @@ class TuneArgs:
     study_name: str | None = None
     results_dir: str = "results"
     model_file: str | None = None
-    lookup: str | None = None  # recommend: lookup table json (default results/lookup/gpu_lookup.json)
+    lookup: str | None = (
+        None  # recommend: lookup table json (default results/lookup/gpu_lookup.json)
+    )
     out: str | None = None
     format: str = "text"
 
@@ -61,12 +63,17 @@ def parse(args: list[str], command: str) -> TuneArgs:
 def load_model(ta: TuneArgs):
     from sam2tune.model.memory import DEFAULT_MODEL_PATH, MemoryModel
 
-    candidates = [Path(ta.model_file)] if ta.model_file else [
-        Path(ta.results_dir) / "memory_model.json", DEFAULT_MODEL_PATH]
+    candidates = (
+        [Path(ta.model_file)]
+        if ta.model_file
+        else [Path(ta.results_dir) / "memory_model.json", DEFAULT_MODEL_PATH]
+    )
     for p in candidates:
         if p.is_file():
             return MemoryModel.load(p), p
-    raise InputError(f"model_file: no memory model at {', '.join(map(str, candidates))} (run `sam2tune fit`)")
+    raise InputError(
+        f"model_file: no memory model at {', '.join(map(str, candidates))} (run `sam2tune fit`)"
+    )
 
 
 def workload(ta: TuneArgs):
@@ -76,8 +83,15 @@ def workload(ta: TuneArgs):
     w = ta.workload
     preset = model_preset(w.model)
     try:
-        return Workload(w.model, w.image_size, w.num_frames, w.num_objects, w.num_cond_frames,
-                        None, preset.weights_bytes), preset
+        return Workload(
+            w.model,
+            w.image_size,
+            w.num_frames,
+            w.num_objects,
+            w.num_cond_frames,
+            None,
+            preset.weights_bytes,
+        ), preset
     except ValueError as e:
         raise InputError(str(e)) from None
 
@@ -112,8 +126,11 @@ def predict_cmd(args: list[str]) -> None:
     own = {"format", "model_file", "device_kind"}
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
     overrides = [a for a in args if a.split("=", 1)[0] not in own]
-    ta = TuneArgs(model_file=opts.get("model_file"), device_kind=opts.get("device_kind", "cuda"),
-                  format=opts.get("format", "text"))
+    ta = TuneArgs(
+        model_file=opts.get("model_file"),
+        device_kind=opts.get("device_kind", "cuda"),
+        format=opts.get("format", "text"),
+    )
     register()
     GlobalHydra.instance().clear()
     try:
@@ -133,16 +150,22 @@ def predict_cmd(args: list[str]) -> None:
     if ta.format == "json":
         print(json.dumps(p, indent=1, default=str))
         return
-    print(f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
-          f"objects, {w.num_cond_frames} prompted frames; knobs {' '.join(c.overrides(w)[2:]) or 'stock'}")
+    print(
+        f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
+        f"objects, {w.num_cond_frames} prompted frames; knobs {' '.join(c.overrides(w)[2:]) or 'stock'}"
+    )
     print(f"accelerator ({ta.device_kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
     for k, v in p["terms"].items():
         print(f"  {k:16s} {fmt_bytes(v):>12s}")
-    print(f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
-          + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items()))
+    print(
+        f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
+        + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
+    )
     cal = p["calibrated_on"]
-    print(f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} devices={cal.get('devices')} "
-          f"weights={cal.get('weights')} (model file {path})")
+    print(
+        f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} devices={cal.get('devices')} "
+        f"weights={cal.get('weights')} (model file {path})"
+    )
 
 
 def fit_cmd(args: list[str]) -> None:
@@ -160,21 +183,27 @@ def fit_cmd(args: list[str]) -> None:
     for kind, info in model.calibration.items():
         if kind == "held_out":
             continue
-        print(f"[{kind}] fitted on {info['runs']} runs ({', '.join(info['devices'])}; weights "
-              f"{', '.join(info['weights'])}; image sizes {info['image_sizes']}; up to "
-              f"{info['max_frames']} frames); target {info['target']}")
+        print(
+            f"[{kind}] fitted on {info['runs']} runs ({', '.join(info['devices'])}; weights "
+            f"{', '.join(info['weights'])}; image sizes {info['image_sizes']}; up to "
+            f"{info['max_frames']} frames); target {info['target']}"
+        )
         print(f"  coefficients: {json.dumps(model.coeffs[kind])}")
     if not ev.empty:
         print("held-out runs (fitted on shorter videos, tested on the longest):")
         for r in ev.itertuples():
-            print(f"  {r.run_id} {r.num_frames} frames ({r.frames_vs_fitted:.1f}x fitted): device "
-                  f"{fmt_bytes(r.device_pred)} vs {fmt_bytes(r.device_actual)} ({r.device_rel_err:.2%}), "
-                  f"host {fmt_bytes(r.host_pred)} vs {fmt_bytes(r.host_actual)} ({r.host_rel_err:.2%})")
+            print(
+                f"  {r.run_id} {r.num_frames} frames ({r.frames_vs_fitted:.1f}x fitted): device "
+                f"{fmt_bytes(r.device_pred)} vs {fmt_bytes(r.device_actual)} ({r.device_rel_err:.2%}), "
+                f"host {fmt_bytes(r.host_pred)} vs {fmt_bytes(r.host_actual)} ({r.host_rel_err:.2%})"
+            )
         for kind, s in summary.items():
-            print(f"  [{kind}] device median {s['device_median_rel_err']:.2%} max "
-                  f"{s['device_max_rel_err']:.2%}; host median {s['host_median_rel_err']:.2%} max "
-                  f"{s['host_max_rel_err']:.2%} ({s['held_out_runs']} runs, up to "
-                  f"{s['frames_vs_fitted']:.1f}x the fitted length)")
+            print(
+                f"  [{kind}] device median {s['device_median_rel_err']:.2%} max "
+                f"{s['device_max_rel_err']:.2%}; host median {s['host_median_rel_err']:.2%} max "
+                f"{s['host_max_rel_err']:.2%} ({s['held_out_runs']} runs, up to "
+                f"{s['frames_vs_fitted']:.1f}x the fitted length)"
+            )
     print(f"model: {out}")
 
 
@@ -211,14 +240,26 @@ def recommend_cmd(args: list[str]) -> None:
     model, path = load_model(ta)
     cal = model.kind(ta.device_kind)[1]
     print(f"sam2tune recommendation for {desc}; host RAM {hdesc}")
-    print(f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, {w.num_objects} objects, "
-          f"{w.num_cond_frames} prompted frame(s)")
-    lk = from_lookup(Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb)
+    print(
+        f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, {w.num_objects} objects, "
+        f"{w.num_cond_frames} prompted frame(s)"
+    )
+    lk = from_lookup(
+        Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
+    )
     if lk is not None:
         c = Candidate(**lk["candidate"])
         s = score(c, w)
-        best = Choice(c, predict(w, c, model, ta.device_kind), s.quality, s.speed, s.quality_source,
-                      s.speed_source, 0, True)
+        best = Choice(
+            c,
+            predict(w, c, model, ta.device_kind),
+            s.quality,
+            s.speed,
+            s.quality_source,
+            s.speed_source,
+            0,
+            True,
+        )
         source = "per-GPU lookup table"
     else:
         best, choices = recommend(w, budget, hb, model, ta.device_kind)
@@ -248,26 +289,49 @@ def tune_cmd(args: list[str]) -> None:
     from sam2tune.analysis.frame import prepare
 
     data = prepare(load_results(ta.results_dir))
-    spec = TuneSpec(w, budget, hb, ta.device_kind, ta.n_trials, ta.confirm, ta.confirm_frames,
-                    ta.storage, ta.study_name, ta.results_dir, data=data)
+    spec = TuneSpec(
+        w,
+        budget,
+        hb,
+        ta.device_kind,
+        ta.n_trials,
+        ta.confirm,
+        ta.confirm_frames,
+        ta.storage,
+        ta.study_name,
+        ta.results_dir,
+        data=data,
+    )
     study, choices = run_tuner(spec, model)
-    print(f"study {study.study_name}: {len(study.trials)} trials stored "
-          f"({ta.storage or Path(ta.results_dir) / 'tune' / 'optuna_journal.log'})")
-    feas = sorted([c for c in choices if c.feasible], key=lambda c: (-c.quality, c.escalation, -c.speed))
-    print(f"{len(choices)} distinct configurations screened, {len(feas)} within {desc} and host {hdesc}")
-    print(f"{'quality':>8s} {'speed':>6s} {'device peak':>12s} {'host peak':>12s} confirmed  config")
+    print(
+        f"study {study.study_name}: {len(study.trials)} trials stored "
+        f"({ta.storage or Path(ta.results_dir) / 'tune' / 'optuna_journal.log'})"
+    )
+    feas = sorted(
+        [c for c in choices if c.feasible], key=lambda c: (-c.quality, c.escalation, -c.speed)
+    )
+    print(
+        f"{len(choices)} distinct configurations screened, {len(feas)} within {desc} and host {hdesc}"
+    )
+    print(
+        f"{'quality':>8s} {'speed':>6s} {'device peak':>12s} {'host peak':>12s} confirmed  config"
+    )
     for c in feas[:10]:
         conf = c.confirmed["status"] if c.confirmed else "-"
-        print(f"{c.quality:8.3f} {c.speed:6.2f} {fmt_bytes(c.prediction['device_peak_bytes']):>12s} "
-              f"{fmt_bytes(c.prediction['host_peak_bytes']):>12s} {conf:9s}  "
-              f"{' '.join(c.candidate.overrides(w)[1:])}")
+        print(
+            f"{c.quality:8.3f} {c.speed:6.2f} {fmt_bytes(c.prediction['device_peak_bytes']):>12s} "
+            f"{fmt_bytes(c.prediction['host_peak_bytes']):>12s} {conf:9s}  "
+            f"{' '.join(c.candidate.overrides(w)[1:])}"
+        )
     best = choose(choices)
     if best is None:
         print(nothing_fits(w, budget, hb, choices))
         sys.exit(1)
     for line in _describe(best, w, budget, hb, "best"):
         print(line)
-    _pareto_plot(choices, w, budget, Path(ta.results_dir) / "tune" / f"{study.study_name}_pareto.png")
+    _pareto_plot(
+        choices, w, budget, Path(ta.results_dir) / "tune" / f"{study.study_name}_pareto.png"
+    )
 
 
 def _pareto_plot(choices, w, budget, out: Path) -> None:
@@ -275,12 +339,26 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
 
     from sam2tune.analysis.plots import _new, fig_png, pareto_front
 
-    df = pd.DataFrame([{"q": c.quality, "s": c.speed, "feasible": c.feasible,
-                        "mem": c.prediction["device_peak_bytes"]} for c in choices])
+    df = pd.DataFrame(
+        [
+            {
+                "q": c.quality,
+                "s": c.speed,
+                "feasible": c.feasible,
+                "mem": c.prediction["device_peak_bytes"],
+            }
+            for c in choices
+        ]
+    )
     fig, ax = _new()
     for feas, g in df.groupby("feasible"):
-        ax.scatter(g["s"], g["q"], s=18, c="tab:blue" if feas else "lightgray",
-                   label="within budget" if feas else "over budget (infeasible)")
+        ax.scatter(
+            g["s"],
+            g["q"],
+            s=18,
+            c="tab:blue" if feas else "lightgray",
+            label="within budget" if feas else "over budget (infeasible)",
+        )
     f = df[df.feasible]
     if not f.empty:
         f = f.assign(neg=-f["s"])
@@ -288,7 +366,9 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
         ax.plot(front["s"], front["q"], "k--", label="Pareto front")
     ax.set_xlabel("expected speed (x stock fps)")
     ax.set_ylabel("expected agreement with full quality")
-    ax.set_title(f"Tuner: {w.num_frames} frames, {w.num_objects} objects, budget {budget / GiB:.1f} GiB")
+    ax.set_title(
+        f"Tuner: {w.num_frames} frames, {w.num_objects} objects, budget {budget / GiB:.1f} GiB"
+    )
     ax.legend(fontsize=7)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(fig_png(fig))
@@ -300,11 +380,13 @@ def lookup_cmd(args: list[str]) -> None:
     from sam2tune.tune.recommend import lookup_table, write_lookup
 
     ta = parse(args, "lookup")
-    hb, hdesc = (host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)"))
+    hb, hdesc = host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)")
     _, preset = workload(ta)
     model, path = load_model(ta)
     rows = lookup_table(model, preset.name, preset.weights_bytes, hb, ta.device_kind)
     csv, md = write_lookup(rows, Path(ta.out or Path(ta.results_dir) / "lookup"), hb)
     fits = sum(r["candidate"] is not None for r in rows)
-    print(f"{len(rows)} cells ({fits} with a configuration that fits), host RAM {hdesc}, model file {path}")
+    print(
+        f"{len(rows)} cells ({fits} with a configuration that fits), host RAM {hdesc}, model file {path}"
+    )
     print(f"lookup: {csv}\n        {md}")

@@ -63,20 +63,27 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
         cat = catalog()
         match = {k.lower(): k for k in cat}.get(gpu.strip().lower())
         if match is None:
-            raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml ({', '.join(cat)})")
+            raise InputError(
+                f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml ({', '.join(cat)})"
+            )
         return cat[match], f"{match} ({cat[match] / 1e9:g} GB = {fmt_bytes(cat[match])})"
     name, total = detect_gpu()
     return total, f"{name} (detected, {fmt_bytes(total)})"
 
 
-def _screen(w: Workload, budget: int, host: int, model: MemoryModel, kind: str, data=None) -> list[Choice]:
+def _screen(
+    w: Workload, budget: int, host: int, model: MemoryModel, kind: str, data=None
+) -> list[Choice]:
     out = []
     for c in candidates(w, kind):
         p = predict(w, c, model, kind)
         s = score(c, w, data)
         ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host
-        out.append(Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source,
-                          escalation(c, w), ok))
+        out.append(
+            Choice(
+                c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok
+            )
+        )
     return out
 
 
@@ -85,8 +92,11 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
     extra = [f"++model.image_size={c.image_size or w.image_size}"]
     if c.max_cond_frames_in_attn != -1:
         extra.append(f"++model.max_cond_frames_in_attn={c.max_cond_frames_in_attn}")
-    target = ("from sam2.sam2_video_predictor_legacy import SAM2VideoPredictor  # batched objects\n"
-              if c.predictor == "legacy_batched" else "")
+    target = (
+        "from sam2.sam2_video_predictor_legacy import SAM2VideoPredictor  # batched objects\n"
+        if c.predictor == "legacy_batched"
+        else ""
+    )
     lines = [
         "# SAM 2 (Python)",
         "import torch",
@@ -99,7 +109,9 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
         f"                             offload_state_to_cpu={c.offload_state_to_cpu})",
     ]
     if c.dtype == "bfloat16":
-        lines.append('with torch.autocast("cuda", dtype=torch.bfloat16):  # around prompts and propagation')
+        lines.append(
+            'with torch.autocast("cuda", dtype=torch.bfloat16):  # around prompts and propagation'
+        )
     if c.strategy != "stock" or c.segment_frames:
         lines += [
             f"# knobs.strategy={c.strategy}, knobs.segment_frames={c.segment_frames} are sam2tune's "
@@ -131,22 +143,33 @@ def nothing_fits(w: Workload, budget: int, host: int, choices: list[Choice]) -> 
     """What is missing and the smallest change that would fit."""
     best_dev = min(choices, key=lambda c: c.prediction["device_peak_bytes"])
     need = best_dev.prediction["device_peak_bytes"]
-    msg = [f"nothing fits: the smallest predicted accelerator peak is {fmt_bytes(need)} "
-           f"({' '.join(best_dev.candidate.overrides(w)[1:]) or 'stock'}), "
-           f"{fmt_bytes(need - budget)} more than the budget {fmt_bytes(budget)}."]
+    msg = [
+        f"nothing fits: the smallest predicted accelerator peak is {fmt_bytes(need)} "
+        f"({' '.join(best_dev.candidate.overrides(w)[1:]) or 'stock'}), "
+        f"{fmt_bytes(need - budget)} more than the budget {fmt_bytes(budget)}."
+    ]
     fits_gpu = sorted((b, n) for n, b in catalog().items() if b >= need)
     if fits_gpu:
-        msg.append(f"Smallest change: a GPU with at least {fmt_bytes(need)} (e.g. {fits_gpu[0][1]}).")
+        msg.append(
+            f"Smallest change: a GPU with at least {fmt_bytes(need)} (e.g. {fits_gpu[0][1]})."
+        )
     host_ok = [c for c in choices if c.prediction["device_peak_bytes"] <= budget]
     if host_ok:
         hb = min(host_ok, key=lambda c: c.prediction["host_peak_bytes"])
-        msg.append(f"Or host RAM: {fmt_bytes(hb.prediction['host_peak_bytes'])} would fit "
-                   f"({' '.join(hb.candidate.overrides(w)[1:])}); the host budget is {fmt_bytes(host)}.")
+        msg.append(
+            f"Or host RAM: {fmt_bytes(hb.prediction['host_peak_bytes'])} would fit "
+            f"({' '.join(hb.candidate.overrides(w)[1:])}); the host budget is {fmt_bytes(host)}."
+        )
     return " ".join(msg)
 
 
-def lookup_table(model: MemoryModel, model_name: str, weights_bytes: int, host_budget: int,
-                 device_kind: str = "cuda") -> list[dict[str, Any]]:
+def lookup_table(
+    model: MemoryModel,
+    model_name: str,
+    weights_bytes: int,
+    host_budget: int,
+    device_kind: str = "cuda",
+) -> list[dict[str, Any]]:
     """Recommended config per catalog GPU x workload class (predicted by the model)."""
     rows = []
     cal = model.kind(device_kind)[1]
@@ -156,16 +179,29 @@ def lookup_table(model: MemoryModel, model_name: str, weights_bytes: int, host_b
                 for s in CLASSES["image_size"]:
                     w = Workload(model_name, s, n, k, 1, None, weights_bytes)
                     best, _ = recommend(w, budget, host_budget, model, device_kind)
-                    rows.append({
-                        "gpu": gpu, "gpu_bytes": budget, "video": length, "num_frames": n,
-                        "num_objects": k, "image_size": s, "model": model_name,
-                        "config": " ".join(best.candidate.overrides(w)[1:]) if best else "nothing fits",
-                        "predicted_device_peak_bytes": best.prediction["device_peak_bytes"] if best else None,
-                        "predicted_host_peak_bytes": best.prediction["host_peak_bytes"] if best else None,
-                        "quality": best.quality if best else None,
-                        "figure": f"predicted (memory model calibrated on {cal})",
-                        "candidate": asdict(best.candidate) if best else None,
-                    })
+                    rows.append(
+                        {
+                            "gpu": gpu,
+                            "gpu_bytes": budget,
+                            "video": length,
+                            "num_frames": n,
+                            "num_objects": k,
+                            "image_size": s,
+                            "model": model_name,
+                            "config": " ".join(best.candidate.overrides(w)[1:])
+                            if best
+                            else "nothing fits",
+                            "predicted_device_peak_bytes": best.prediction["device_peak_bytes"]
+                            if best
+                            else None,
+                            "predicted_host_peak_bytes": best.prediction["host_peak_bytes"]
+                            if best
+                            else None,
+                            "quality": best.quality if best else None,
+                            "figure": f"predicted (memory model calibrated on {cal})",
+                            "candidate": asdict(best.candidate) if best else None,
+                        }
+                    )
     return rows
 
 
@@ -178,23 +214,30 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
     atomic_write_json(out / "gpu_lookup.json", {"host_budget_bytes": host_budget, "rows": rows})
     df = pd.DataFrame(rows).drop(columns=["candidate"])
     df.to_csv(out / "gpu_lookup.csv", index=False)
-    md = ["# Per-GPU lookup: recommended SAM 2 configuration",
-          "",
-          f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; one prompted frame; "
-          f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes).", "",
-          "| GPU | video | objects | px | config | device peak GiB | host peak GiB |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        "# Per-GPU lookup: recommended SAM 2 configuration",
+        "",
+        f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; one prompted frame; "
+        f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes).",
+        "",
+        "| GPU | video | objects | px | config | device peak GiB | host peak GiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         d = r["predicted_device_peak_bytes"]
         h = r["predicted_host_peak_bytes"]
-        md.append(f"| {r['gpu']} | {r['video']} | {r['num_objects']} | {r['image_size']} | "
-                  f"{r['config'] or 'stock'} | {'' if d is None else f'{d / GiB:.2f}'} | "
-                  f"{'' if h is None else f'{h / GiB:.2f}'} |")
+        md.append(
+            f"| {r['gpu']} | {r['video']} | {r['num_objects']} | {r['image_size']} | "
+            f"{r['config'] or 'stock'} | {'' if d is None else f'{d / GiB:.2f}'} | "
+            f"{'' if h is None else f'{h / GiB:.2f}'} |"
+        )
     atomic_write_text(out / "gpu_lookup.md", "\n".join(md) + "\n")
     return out / "gpu_lookup.csv", out / "gpu_lookup.md"
 
 
-def from_lookup(path: Path, gpu: str | None, w: Workload, host_budget: int) -> dict[str, Any] | None:
+def from_lookup(
+    path: Path, gpu: str | None, w: Workload, host_budget: int
+) -> dict[str, Any] | None:
     """The lookup table's row for this GPU and workload class, if it has one."""
     if gpu is None or not path.is_file():
         return None
@@ -202,8 +245,14 @@ def from_lookup(path: Path, gpu: str | None, w: Workload, host_budget: int) -> d
     if d.get("host_budget_bytes") != host_budget:
         return None
     for r in d["rows"]:
-        if (r["gpu"].lower() == gpu.lower() and r["num_frames"] == w.num_frames
-                and r["num_objects"] == w.num_objects and r["image_size"] == w.image_size
-                and r["model"] == w.model and w.num_cond_frames == 1 and r["candidate"]):
+        if (
+            r["gpu"].lower() == gpu.lower()
+            and r["num_frames"] == w.num_frames
+            and r["num_objects"] == w.num_objects
+            and r["image_size"] == w.image_size
+            and r["model"] == w.model
+            and w.num_cond_frames == 1
+            and r["candidate"]
+        ):
             return r
     return None

@@ -18,8 +18,15 @@ from sam2tune.model.memory import Candidate, Workload
 __all__ = ["candidates", "escalation", "Scores", "score", "image_sizes"]
 
 #: relative fps vs stock with no data (SAM 2's own figure for offload_state: 27 -> 24 fps)
-SPEED_PRIOR = {"offload_video": 0.99, "offload_state": 0.89, "release": 1.0, "stream": 0.98,
-               "legacy_batched": 1.0, "bfloat16": 1.0, "segments": 0.97}
+SPEED_PRIOR = {
+    "offload_video": 0.99,
+    "offload_state": 0.89,
+    "release": 1.0,
+    "stream": 0.98,
+    "legacy_batched": 1.0,
+    "bfloat16": 1.0,
+    "segments": 0.97,
+}
 
 
 def image_sizes(s: int) -> list[int]:
@@ -40,8 +47,14 @@ def candidates(w: Workload, device_kind: str = "cuda") -> list[Candidate]:
     preds = ["per_object", "legacy_batched"] if w.num_objects > 1 else ["per_object"]
     out = []
     for ov, os_, strat, m, size, dt, pr, seg in itertools.product(
-        (False, True), (False, True), ("stock", "release", "stream"), conds,
-        image_sizes(w.image_size), dtypes, preds, segs,
+        (False, True),
+        (False, True),
+        ("stock", "release", "stream"),
+        conds,
+        image_sizes(w.image_size),
+        dtypes,
+        preds,
+        segs,
     ):
         if strat == "stream" and ov:
             continue  # stream holds two frames: offloading them changes nothing worth a choice
@@ -76,19 +89,28 @@ class Scores:
 def _setting(c: Candidate) -> str:
     from sam2tune.analysis.frame import setting_label
 
-    return setting_label({
-        "offload_video_to_cpu": c.offload_video_to_cpu, "offload_state_to_cpu": c.offload_state_to_cpu,
-        "strategy": c.strategy, "segment_frames": c.segment_frames,
-        "max_cond_frames_in_attn": c.max_cond_frames_in_attn, "dtype": c.dtype,
-        "predictor": c.predictor,
-    })
+    return setting_label(
+        {
+            "offload_video_to_cpu": c.offload_video_to_cpu,
+            "offload_state_to_cpu": c.offload_state_to_cpu,
+            "strategy": c.strategy,
+            "segment_frames": c.segment_frames,
+            "max_cond_frames_in_attn": c.max_cond_frames_in_attn,
+            "dtype": c.dtype,
+            "predictor": c.predictor,
+        }
+    )
 
 
 def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores:
     """Expected agreement with the full-quality run and speed relative to stock."""
     size = c.image_size or w.image_size
-    lossless = (c.max_cond_frames_in_attn == -1 or c.max_cond_frames_in_attn >= w.num_cond_frames) \
-        and c.dtype == "float32" and size == w.image_size and not c.segment_frames
+    lossless = (
+        (c.max_cond_frames_in_attn == -1 or c.max_cond_frames_in_attn >= w.num_cond_frames)
+        and c.dtype == "float32"
+        and size == w.image_size
+        and not c.segment_frames
+    )
     q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
     if not lossless:
         q = 1.0
@@ -117,8 +139,16 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
         ok = data[(data["status"] == "ok")]
         same = ok[(ok["setting"] == setting) & (ok["image_size"] == size)]
         base = ok[(ok["setting"] == "stock") & (ok["image_size"] == size)]
-        if not lossless and not same.empty and same["iou_ref_mean"].notna().any():
-            q, qs = float(same["iou_ref_mean"].median()), f"measured ({len(same)} runs, agreement)"
+        real = same[same["weights"] != "random-init"] if "weights" in same else same.iloc[0:0]
+        if not lossless and not real.empty and real["iou_gt_mean"].notna().any():
+            # real weights: IoU against ground truth, relative to stock's
+            base_gt = base[base["weights"] != "random-init"]["iou_gt_mean"].median()
+            gt = float(real["iou_gt_mean"].median())
+            q = gt / base_gt if base_gt and base_gt == base_gt else gt
+            qs = f"measured IoU vs ground truth ({len(real)} runs, relative to stock)"
+        elif not lossless and not same.empty and same["iou_ref_mean"].notna().any():
+            q = float(same["iou_ref_mean"].median())
+            qs = f"measured agreement with the reference ({len(same)} runs; random-init: not accuracy)"
         if not same.empty and not base.empty and same["fps"].notna().any():
             sp = float(same["fps"].median() / base["fps"].median())
             sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0

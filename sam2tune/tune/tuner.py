@@ -66,9 +66,20 @@ class Choice:
 def _evaluate(spec: TuneSpec, c: Candidate, model: MemoryModel) -> Choice:
     p = predict(spec.workload, c, model, spec.device_kind)
     s = score(c, spec.workload, spec.data)
-    ok = p["device_peak_bytes"] <= spec.budget_bytes and p["host_peak_bytes"] <= spec.host_budget_bytes
-    return Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source,
-                  escalation(c, spec.workload), ok)
+    ok = (
+        p["device_peak_bytes"] <= spec.budget_bytes
+        and p["host_peak_bytes"] <= spec.host_budget_bytes
+    )
+    return Choice(
+        c,
+        p,
+        s.quality,
+        s.speed,
+        s.quality_source,
+        s.speed_source,
+        escalation(c, spec.workload),
+        ok,
+    )
 
 
 def choose(choices: list[Choice]) -> Choice | None:
@@ -76,13 +87,22 @@ def choose(choices: list[Choice]) -> Choice | None:
     feas = [c for c in choices if c.feasible]
     if not feas:
         return None
-    return min(feas, key=lambda c: (-round(c.quality, 6), c.escalation, -round(c.speed, 4),
-                                    c.prediction["device_peak_bytes"]))
+    return min(
+        feas,
+        key=lambda c: (
+            -round(c.quality, 6),
+            c.escalation,
+            -round(c.speed, 4),
+            c.prediction["device_peak_bytes"],
+        ),
+    )
 
 
 def default_study_name(spec: TuneSpec) -> str:
-    key = json.dumps([asdict(spec.workload), spec.budget_bytes, spec.host_budget_bytes,
-                      spec.device_kind], sort_keys=True)
+    key = json.dumps(
+        [asdict(spec.workload), spec.budget_bytes, spec.host_budget_bytes, spec.device_kind],
+        sort_keys=True,
+    )
     return "sam2tune-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -123,11 +143,14 @@ def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
         offload_video_to_cpu=ov,
         offload_state_to_cpu=trial.suggest_categorical("offload_state_to_cpu", [False, True]),
         max_cond_frames_in_attn=trial.suggest_categorical(
-            "max_cond_frames_in_attn", sorted({c.max_cond_frames_in_attn for c in space})),
+            "max_cond_frames_in_attn", sorted({c.max_cond_frames_in_attn for c in space})
+        ),
         dtype=trial.suggest_categorical("dtype", sorted({c.dtype for c in space})),
         predictor=trial.suggest_categorical("predictor", sorted({c.predictor for c in space})),
         strategy=strategy,
-        segment_frames=trial.suggest_categorical("segment_frames", sorted({c.segment_frames for c in space})),
+        segment_frames=trial.suggest_categorical(
+            "segment_frames", sorted({c.segment_frames for c in space})
+        ),
         image_size=trial.suggest_categorical("image_size", image_sizes(w.image_size)),
     )
 
@@ -136,8 +159,11 @@ def _candidate_from_params(p: dict[str, Any]) -> Candidate:
     return Candidate(
         offload_video_to_cpu=bool(p["offload_video_to_cpu"]) and p["strategy"] != "stream",
         offload_state_to_cpu=bool(p["offload_state_to_cpu"]),
-        max_cond_frames_in_attn=int(p["max_cond_frames_in_attn"]), dtype=p["dtype"],
-        predictor=p["predictor"], strategy=p["strategy"], segment_frames=int(p["segment_frames"]),
+        max_cond_frames_in_attn=int(p["max_cond_frames_in_attn"]),
+        dtype=p["dtype"],
+        predictor=p["predictor"],
+        strategy=p["strategy"],
+        segment_frames=int(p["segment_frames"]),
         image_size=int(p["image_size"]),
     )
 
@@ -162,11 +188,15 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
     cfg = RunConfig(
         model=model_preset(w.model, image_size=c.image_size or w.image_size),
         video=VideoConfig(num_frames=n, num_objects=min(w.num_objects, 4)),
-        knobs=KnobsConfig(offload_video_to_cpu=c.offload_video_to_cpu,
-                          offload_state_to_cpu=c.offload_state_to_cpu,
-                          max_cond_frames_in_attn=c.max_cond_frames_in_attn, dtype=c.dtype,
-                          predictor=c.predictor, strategy=c.strategy,
-                          segment_frames=c.segment_frames if c.segment_frames < n else 0),
+        knobs=KnobsConfig(
+            offload_video_to_cpu=c.offload_video_to_cpu,
+            offload_state_to_cpu=c.offload_state_to_cpu,
+            max_cond_frames_in_attn=c.max_cond_frames_in_attn,
+            dtype=c.dtype,
+            predictor=c.predictor,
+            strategy=c.strategy,
+            segment_frames=c.segment_frames if c.segment_frames < n else 0,
+        ),
         limits=LimitsConfig(
             host_memory_budget=str(spec.host_budget_bytes),
             device_memory_budget=str(spec.budget_bytes) if spec.device_kind == "cuda" else None,
@@ -186,15 +216,22 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
         row = run_isolated(cfg).row
     short = predict(workload_of(cfg), c, model, spec.device_kind)
     measured = row.get("cuda_max_allocated_bytes") or row.get("est_device_peak_bytes")
-    out = {"run_id": row["run_id"], "status": row["status"], "frames": n,
-           "measured_device_bytes": measured, "measured_host_rss_bytes": row.get("peak_host_rss_bytes"),
-           "measured_kind": "measured (CUDA)" if row.get("cuda_max_allocated_bytes") else "estimated"}
+    out = {
+        "run_id": row["run_id"],
+        "status": row["status"],
+        "frames": n,
+        "measured_device_bytes": measured,
+        "measured_host_rss_bytes": row.get("peak_host_rss_bytes"),
+        "measured_kind": "measured (CUDA)" if row.get("cuda_max_allocated_bytes") else "estimated",
+    }
     if row["status"] == "ok" and measured:
         out["scale"] = float(measured) / short["device_peak_bytes"]
     return out
 
 
-def run_tuner(spec: TuneSpec, model: MemoryModel, progress: bool = True) -> tuple[optuna.Study, list[Choice]]:
+def run_tuner(
+    spec: TuneSpec, model: MemoryModel, progress: bool = True
+) -> tuple[optuna.Study, list[Choice]]:
     """Screen ``spec.n_trials`` trials with the model (resuming a stored study), confirm the best
     ``spec.confirm`` feasible ones with real short runs, and return every evaluated choice."""
     study = open_study(spec)
@@ -232,8 +269,10 @@ def run_tuner(spec: TuneSpec, model: MemoryModel, progress: bool = True) -> tupl
     if spec.confirm:
         # make sure the best `confirm` feasible candidates are confirmed by real runs; one that
         # fails (OOM, over budget) drops out and the next is confirmed instead
-        ranked = sorted([c for c in choices if c.feasible],
-                        key=lambda c: (-round(c.quality, 6), c.escalation, -c.speed))
+        ranked = sorted(
+            [c for c in choices if c.feasible],
+            key=lambda c: (-round(c.quality, 6), c.escalation, -c.speed),
+        )
         confirmed_ok = 0
         for ch in ranked:
             if confirmed_ok >= spec.confirm:
@@ -251,15 +290,21 @@ def run_tuner(spec: TuneSpec, model: MemoryModel, progress: bool = True) -> tupl
     return study, choices
 
 
-def _record_confirmation(study: optuna.Study, spec: TuneSpec, ch: Choice, conf: dict[str, Any]) -> None:
+def _record_confirmation(
+    study: optuna.Study, spec: TuneSpec, ch: Choice, conf: dict[str, Any]
+) -> None:
     """Store the confirmation as a trial of its own: same params, the measured verdict as its
     constraints, the run's id and figures as user attributes."""
     c = ch.candidate
     params = {
-        "strategy": c.strategy, "offload_video_to_cpu": c.offload_video_to_cpu,
+        "strategy": c.strategy,
+        "offload_video_to_cpu": c.offload_video_to_cpu,
         "offload_state_to_cpu": c.offload_state_to_cpu,
-        "max_cond_frames_in_attn": c.max_cond_frames_in_attn, "dtype": c.dtype,
-        "predictor": c.predictor, "segment_frames": c.segment_frames, "image_size": c.image_size,
+        "max_cond_frames_in_attn": c.max_cond_frames_in_attn,
+        "dtype": c.dtype,
+        "predictor": c.predictor,
+        "segment_frames": c.segment_frames,
+        "image_size": c.image_size,
     }
     study.enqueue_trial(params, user_attrs={"confirmed": conf})
     trial = study.ask()
