@@ -193,3 +193,26 @@ def test_notebook_executes_against_a_real_results_table(swept):
     assert f"{n} runs" in outputs and "removed" in outputs
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= 4
+
+
+def test_report_renders_in_headless_chromium(swept, tmp_path):
+    import shutil
+    import tempfile
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    results, _ = swept
+    out = tmp_path / "rep"
+    p = subprocess.run(sam2tune_cmd() + ["report", f"results_dir={results}", f"out={out}"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp()}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", (out / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, dom[-500:]
+    assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 5  # every figure decoded
+    assert "Conclusions (computed from the data)" in dom and "random-init" in dom

@@ -215,9 +215,16 @@ def build_report(
         "img{max-width:100%}table.runs{border-collapse:collapse;font-size:12px}"
         "table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}"
     )
+    # after load, the page records how many figures the browser decoded (the tests check it in
+    # headless Chromium)
+    check = (
+        "<script>window.addEventListener('load',function(){var i=[].slice.call("
+        "document.images);document.body.setAttribute('data-images-loaded',i.filter("
+        "function(x){return x.complete&&x.naturalWidth>0}).length+'/'+i.length)})</script>"
+    )
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        f"<style>{style}</style></head><body>{''.join(body)}{check}</body></html>\n"
     )
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
