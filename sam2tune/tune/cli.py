@@ -9,18 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sam2tune.errors import InputError
+from sam2tune.model.memory import Workload
 from sam2tune.units import GiB, fmt_bytes
 
 __all__ = ["predict_cmd", "fit_cmd", "tune_cmd", "recommend_cmd", "lookup_cmd"]
-
-
-@dataclass
-class WorkloadArgs:
-    model: str = "sam2.1_large"
-    image_size: int = 1024
-    num_frames: int = 3600
-    num_objects: int = 1
-    num_cond_frames: int = 1
 
 
 @dataclass
@@ -28,7 +20,10 @@ class TuneArgs:
     budget: str | None = None
     gpu: str | None = None
     host_budget: str | None = None  # None = this machine's RAM
-    workload: WorkloadArgs = field(default_factory=WorkloadArgs)
+    # the user's workload (recommend's default: SAM 2.1 large, 1024 px, 2 minutes at 30 fps)
+    workload: Workload = field(
+        default_factory=lambda: Workload(model="sam2.1_large", image_size=1024, num_frames=3600)
+    )
     device_kind: str = "cuda"
     n_trials: int = 60
     confirm: int = 0
