@@ -216,3 +216,12 @@ def test_report_renders_in_headless_chromium(swept, tmp_path):
     assert loaded, dom[-500:]
     assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 5  # every figure decoded
     assert "Conclusions (computed from the data)" in dom and "random-init" in dom
+
+
+@pytest.mark.parametrize("launcher,target", [
+    ("local_workers", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_scale_out_launcher_configs_compose(launcher, target):
+    p = subprocess.run(sam2tune_cmd() + ["run", f"hydra/launcher={launcher}", "--cfg", "hydra"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert target in p.stdout
