@@ -59,3 +59,13 @@ def has_cuda() -> bool:
 
 def sam2tune_cmd() -> list[str]:
     return [SAM2TUNE] if os.path.exists(SAM2TUNE) else ["python", "-m", "sam2tune"]
+
+
+SMALL_RUN = ["device=cpu", "video.num_frames=3", "video.height=64", "video.width=64"]
+
+
+def small_run_cmd(cache_root, results, prefix: list[str] | None = None) -> list[str]:
+    """``sam2tune run`` on a tiny CPU video (3 frames, 64x64) into ``results``."""
+    return (prefix or sam2tune_cmd()) + [
+        "run", *SMALL_RUN, f"cache_dir={cache_root}", f"results_dir={results}"
+    ]

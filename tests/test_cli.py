@@ -6,22 +6,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import sam2tune_cmd
+from conftest import sam2tune_cmd, small_run_cmd
 from PIL import Image
 
 import sam2tune
 
 
 def _run(args, cache_root, results):
-    cmd = sam2tune_cmd() + [
-        "run",
-        "device=cpu",
-        "video.num_frames=3",
-        "video.height=64",
-        "video.width=64",
-        f"cache_dir={cache_root}",
-        f"results_dir={results}",
-    ]
+    cmd = small_run_cmd(cache_root, results)
     return subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
 
 
@@ -113,19 +105,8 @@ def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
 
 
 def test_python_dash_m_runs_the_same(tmp_path, cache_root):
-    cmd = [
-        sys.executable,
-        "-m",
-        "sam2tune",
-        "run",
-        "device=cpu",
-        "video.num_frames=3",
-        "video.height=64",
-        "video.width=64",
-        f"cache_dir={cache_root}",
-        f"results_dir={tmp_path}",
-        "video.num_objects=1",
-    ]
+    cmd = small_run_cmd(cache_root, tmp_path, [sys.executable, "-m", "sam2tune"])
+    cmd.append("video.num_objects=1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "status=ok" in p.stdout and "weights=random-init" in p.stdout

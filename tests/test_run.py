@@ -4,7 +4,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import sam2tune_cmd
+from conftest import small_run_cmd
 
 import sam2tune
 from sam2tune.record import COLUMNS
@@ -103,15 +103,7 @@ def test_timeout_is_recorded(small):
 
 def test_concurrent_runs_lose_no_rows(tmp_path, cache_root):
     res = tmp_path / "shared"
-    cmd = sam2tune_cmd() + [
-        "run",
-        "device=cpu",
-        "video.num_frames=3",
-        "video.height=64",
-        "video.width=64",
-        f"results_dir={res}",
-        f"cache_dir={cache_root}",
-    ]
+    cmd = small_run_cmd(cache_root, res)
     procs = [
         subprocess.Popen(
             cmd + [f"video.seed={i}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT

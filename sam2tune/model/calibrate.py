@@ -12,6 +12,7 @@ import pandas as pd
 from sam2tune.config.schema import RunConfig
 from sam2tune.model.memory import Candidate, MemoryModel, Workload, fit, predict, rel_error
 from sam2tune.results import load_results
+from sam2tune.video.synthetic import entry_frame
 
 __all__ = ["workload_of", "candidate_of", "run_inputs", "fit_and_evaluate"]
 
@@ -32,8 +33,8 @@ def candidate_of(src: Any) -> Candidate:
 
 def _synthetic_prompt_frames(n: int, k: int, every: int) -> tuple[set[int], int]:
     """Prompted frames and object-frames of the synthetic generator's scenario (objects visible
-    from frame 0, the last of 2+ entering at max(1, n // 4))."""
-    firsts = [0] * (k - 1) + [max(1, n // 4) if k >= 2 else 0]
+    from frame 0, the last of 2+ entering at the generator's ``entry_frame``)."""
+    firsts = [0] * (k - 1) + [entry_frame(n) if k >= 2 else 0]
     frames: set[int] = set()
     for f in firsts:
         frames.update(range(f, n, every) if every else [f])

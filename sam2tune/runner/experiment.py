@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sam2tune.adapter.build import build_predictor
+from sam2tune.adapter.census import Census
 from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import Session
 from sam2tune.config.schema import KnobsConfig, RunConfig
@@ -111,6 +112,8 @@ def propagate(
     cuda_peak_carry = 0
     cuda_step_peak = 0
     res = Propagation(masks, 0.0, 0.0, None, 0)
+    last_census: Census | None = None
+    last_objects = 0
     with amp:
         sess.init()
         res.init_s = sess.init_s
@@ -179,14 +182,16 @@ def propagate(
             res.frames_bytes = max(res.frames_bytes, c.frames_bytes)
             res.state_bytes = max(res.state_bytes, c.state_bytes)
             res.cached_features_bytes = max(res.cached_features_bytes, c.cached_features_bytes)
-            if knobs.offload_state_to_cpu and c.maskmem_entries:
-                per_obj_frame = c.maskmem_bytes // c.maskmem_entries
-                attended = len({p.frame for p in prompts})
-                if knobs.max_cond_frames_in_attn != -1:
-                    attended = min(attended, knobs.max_cond_frames_in_attn)
-                batch = len(obj_ids) if knobs.predictor == "legacy_batched" else 1
-                read = attended + predictor.num_maskmem - 1
-                res.bank_copy_bytes = per_obj_frame * read * batch
+            last_census, last_objects = c, len(obj_ids)
+    if knobs.offload_state_to_cpu and last_census is not None and last_census.maskmem_entries:
+        # the memory bank copied back to the device per step, sized from the final census
+        per_obj_frame = last_census.maskmem_bytes // last_census.maskmem_entries
+        attended = len({p.frame for p in prompts})
+        if knobs.max_cond_frames_in_attn != -1:
+            attended = min(attended, knobs.max_cond_frames_in_attn)
+        batch = last_objects if knobs.predictor == "legacy_batched" else 1
+        read = attended + predictor.num_maskmem - 1
+        res.bank_copy_bytes = per_obj_frame * read * batch
     if tracker is not None:
         tracker.end()
         res.activation_peak_bytes = max(tracker.step_peaks, default=0)

@@ -72,23 +72,13 @@ def load_model(ta: TuneArgs):
 
 
 def workload(ta: TuneArgs):
-    from sam2tune.model.memory import Workload
+    """The workload with its model's exact weight size, and the model preset."""
+    import dataclasses
+
     from sam2tune.model.presets import model_preset
 
-    w = ta.workload
-    preset = model_preset(w.model)
-    try:
-        return Workload(
-            w.model,
-            w.image_size,
-            w.num_frames,
-            w.num_objects,
-            w.num_cond_frames,
-            None,
-            preset.weights_bytes,
-        ), preset
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    preset = model_preset(ta.workload.model)
+    return dataclasses.replace(ta.workload, weights_bytes=preset.weights_bytes), preset
 
 
 def host_budget(ta: TuneArgs) -> tuple[int, str]:
@@ -217,7 +207,7 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
 
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
-    from sam2tune.model.memory import Candidate, predict
+    from sam2tune.model.memory import Candidate
     from sam2tune.tune.recommend import (
         from_lookup,
         nothing_fits,
@@ -225,8 +215,7 @@ def recommend_cmd(args: list[str]) -> None:
         resolve_budget,
         snippet,
     )
-    from sam2tune.tune.space import score
-    from sam2tune.tune.tuner import Choice
+    from sam2tune.tune.tuner import evaluate
 
     ta = parse(args, "recommend")
     budget, desc = resolve_budget(ta.budget, ta.gpu)
@@ -243,18 +232,7 @@ def recommend_cmd(args: list[str]) -> None:
         Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
     )
     if lk is not None:
-        c = Candidate(**lk["candidate"])
-        s = score(c, w)
-        best = Choice(
-            c,
-            predict(w, c, model, ta.device_kind),
-            s.quality,
-            s.speed,
-            s.quality_source,
-            s.speed_source,
-            0,
-            True,
-        )
+        best = evaluate(w, Candidate(**lk["candidate"]), budget, hb, model, ta.device_kind)
         source = "per-GPU lookup table"
     else:
         best, choices = recommend(w, budget, hb, model, ta.device_kind)

@@ -11,9 +11,9 @@ import yaml
 
 from sam2tune.config.store import CONF_DIR
 from sam2tune.errors import InputError
-from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
-from sam2tune.tune.space import candidates, escalation, score
-from sam2tune.tune.tuner import Choice, choose
+from sam2tune.model.memory import Candidate, MemoryModel, Workload
+from sam2tune.tune.space import candidates
+from sam2tune.tune.tuner import Choice, choose, evaluate
 from sam2tune.units import GiB, fmt_bytes, gb_to_bytes, parse_bytes
 
 __all__ = ["catalog", "resolve_budget", "recommend", "snippet", "lookup_table", "CLASSES"]
@@ -74,17 +74,7 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
 def _screen(
     w: Workload, budget: int, host: int, model: MemoryModel, kind: str, data=None
 ) -> list[Choice]:
-    out = []
-    for c in candidates(w, kind):
-        p = predict(w, c, model, kind)
-        s = score(c, w, data)
-        ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host
-        out.append(
-            Choice(
-                c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok
-            )
-        )
-    return out
+    return [evaluate(w, c, budget, host, model, kind, data) for c in candidates(w, kind)]
 
 
 def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.space import candidates, escalation, image_sizes, score
 
-__all__ = ["TuneSpec", "run_tuner", "choose", "open_study", "Choice"]
+__all__ = ["TuneSpec", "run_tuner", "choose", "evaluate", "open_study", "Choice"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 _HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
@@ -63,22 +63,28 @@ class Choice:
     confirmed: dict[str, Any] | None = None
 
 
-def _evaluate(spec: TuneSpec, c: Candidate, model: MemoryModel) -> Choice:
-    p = predict(spec.workload, c, model, spec.device_kind)
-    s = score(c, spec.workload, spec.data)
-    ok = (
-        p["device_peak_bytes"] <= spec.budget_bytes
-        and p["host_peak_bytes"] <= spec.host_budget_bytes
-    )
+def evaluate(
+    w: Workload,
+    c: Candidate,
+    budget: int,
+    host_budget: int,
+    model: MemoryModel,
+    device_kind: str,
+    data: pd.DataFrame | None = None,
+) -> Choice:
+    """Predicted peaks, expected quality and speed, and feasibility of one candidate."""
+    p = predict(w, c, model, device_kind)
+    s = score(c, w, data)
+    ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host_budget
     return Choice(
-        c,
-        p,
-        s.quality,
-        s.speed,
-        s.quality_source,
-        s.speed_source,
-        escalation(c, spec.workload),
-        ok,
+        c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok
+    )
+
+
+def _evaluate(spec: TuneSpec, c: Candidate, model: MemoryModel) -> Choice:
+    return evaluate(
+        spec.workload, c, spec.budget_bytes, spec.host_budget_bytes, model, spec.device_kind,
+        spec.data,
     )
 
 

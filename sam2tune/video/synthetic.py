@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SyntheticSpec", "render_video"]
+__all__ = ["SyntheticSpec", "render_video", "entry_frame"]
+
+
+def entry_frame(num_frames: int) -> int:
+    """The frame where the entering object (the last of two or more) becomes visible."""
+    return max(1, num_frames // 4)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def _make_objects(spec: SyntheticSpec, rng: np.random.Generator) -> list[_Obj]:
         entering = k >= 2 and i == k - 1
         if entering:
             # first visible on frame t_enter (a strip 0.5*vx wide), then moves right, in front
-            t_enter = max(1, n // 4)
+            t_enter = entry_frame(n)
             vx = max(speed * 1.5, 3.0)
             cx = -a + vx * (0.5 - t_enter)
             cy = h * rng.uniform(0.35, 0.65)
