@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         _report(rest)
     elif cmd == "study":
         _study(rest)
-    elif cmd in ("predict", "fit", "tune", "recommend", "lookup"):
+    elif cmd in ("predict", "fit", "tune", "recommend", "lookup", "calibrate"):
         from sam2tune.tune import cli as tcli
 
         try:

@@ -68,6 +68,12 @@ def environment(device: Any = None) -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "host_memory_bytes": int(psutil.virtual_memory().total),
+        # allocator settings of this process (the run process fixes glibc's; see launcher)
+        "allocator_env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith("MALLOC_") or k == "PYTORCH_CUDA_ALLOC_CONF"
+        },
     }
     if device is not None:
         import torch
@@ -79,6 +85,10 @@ def environment(device: Any = None) -> dict[str, Any]:
             env["device_name"] = props.name
             env["device_memory_bytes"] = int(props.total_memory)
             env["cuda"] = torch.version.cuda
+            # usable memory at start: total minus the CUDA context and anything else resident
+            free, total = torch.cuda.mem_get_info(device)
+            env["cuda_free_at_start_bytes"] = int(free)
+            env["cuda_total_bytes"] = int(total)
             try:
                 import pynvml
 

@@ -17,12 +17,14 @@ from sam2tune.tune.recommend import catalog, recommend
 from sam2tune.units import GiB, gb_to_bytes
 
 COEFFS = {
-    "a_img": 100.0,
-    "a_obj": 80.0,
-    "a_mem": 3000.0,
+    "a_enc": 2.75,
+    "a_q": 150.0,
+    "a_tok": 4300.0,
+    "a_out": 10.0,
     "c_feat": 100.0,
-    "host_base": 8e8,
-    "host_share": 1.0,
+    "h_0": 2.5e8,
+    "h_act": 0.2,
+    "h_px": 0.0,
 }
 
 
@@ -65,10 +67,7 @@ def test_recommend_prefers_lossless_and_reports_nothing_fits():
     assert none is None and all(not c.feasible for c in choices)
 
 
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory, cache_root):
-    """A real small sweep: fitted on 3 and 6 frames, tested on 12 (2x-4x longer)."""
-    results = tmp_path_factory.mktemp("calib") / "r"
+def _sweep(results, cache_root, frames):
     cmd = sam2tune_cmd() + [
         "run",
         "-m",
@@ -77,31 +76,44 @@ def calib(tmp_path_factory, cache_root):
         "video.width=96",
         f"cache_dir={cache_root}",
         f"results_dir={results}",
-        "video.num_frames=3,6,12",
+        f"video.num_frames={frames}",
         "video.num_objects=1,2",
         "knobs.offload_video_to_cpu=false,true",
         "probe.reference=false",
     ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
-    return results
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory, cache_root):
+    """Real small sweeps: calibration on 3 and 6 frames, held out on 12 (2x-4x longer)."""
+    root = tmp_path_factory.mktemp("calib")
+    _sweep(root / "r", cache_root, "3,6")
+    _sweep(root / "v", cache_root, "12")
+    return root / "r"
 
 
 def test_fit_predicts_held_out_longer_runs_within_tolerance(calib):
-    model, ev, summary = fit_and_evaluate(calib)
-    assert len(ev) == 4 and ev["frames_vs_fitted"].max() == 2.0
-    s = summary["cpu"]
-    assert s["device_median_rel_err"] <= 0.05 and s["device_max_rel_err"] <= 0.10
-    assert s["host_median_rel_err"] <= 0.05 and s["host_max_rel_err"] <= 0.10
-    assert model.calibration["cpu"]["runs"] == 12
+    model, ev, summary = fit_and_evaluate(calib, calib.parent / "v")
+    assert len(ev) == 4 and set(ev["num_frames"]) == {12}
+    s = summary["cpu"]["all"]
+    assert s["device_median"] <= 0.05 and s["device_max"] <= 0.10
+    assert s["host_median"] <= 0.05 and s["host_max"] <= 0.10
+    assert model.calibration["cpu"]["runs"] == 8
+    # the trust region knows the held-out runs are 2x longer than anything calibrated
+    assert model.calibration["cpu"]["region"]["num_frames"] == {"min": 3, "max": 6}
+    assert not ev["inside"].any()
 
 
 def test_fit_and_predict_commands(calib, tmp_path):
     p = subprocess.run(
-        sam2tune_cmd() + ["fit", f"results_dir={calib}"], capture_output=True, text=True
+        sam2tune_cmd() + ["fit", f"results_dir={calib}", f"validation_dir={calib.parent / 'v'}"],
+        capture_output=True,
+        text=True,
     )
     assert p.returncode == 0, p.stderr
-    assert "held-out runs" in p.stdout and (calib / "memory_model.json").is_file()
+    assert "[cpu] all" in p.stdout and (calib / "memory_model.json").is_file()
     p = subprocess.run(
         sam2tune_cmd()
         + [
@@ -110,6 +122,7 @@ def test_fit_and_predict_commands(calib, tmp_path):
             "model.image_size=1024",
             f"model_file={calib / 'memory_model.json'}",
             "format=json",
+            "budget=8GiB",
         ],
         capture_output=True,
         text=True,
@@ -118,7 +131,11 @@ def test_fit_and_predict_commands(calib, tmp_path):
     d = json.loads(p.stdout)
     assert d["terms"]["frames"] == 1000 * 3 * 1024**2 * 4
     assert d["device_peak_bytes"] == sum(d["terms"].values())
-    assert d["calibrated_on"]["runs"] == 12 and d["figure"] == "predicted"
+    assert d["calibrated_on"]["runs"] == 8 and d["figure"] == "predicted"
+    assert not d["trust"]["inside"] and "4.0x the largest calibrated" in d["trust"]["statement"]
+    n = d["max_frames_within_budget"]
+    assert isinstance(n, int) and 0 < n < 1000
+    assert d["max_frames_within_budget_by_strategy"]["stream"] is None
 
 
 def _tune(args, results, timeout=300):

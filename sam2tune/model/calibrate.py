@@ -1,4 +1,7 @@
-"""Turn recorded runs into model inputs, fit the model, and measure its error on held-out runs."""
+"""Turn recorded runs into model inputs, fit the model, and measure its error where it cannot
+flatter: on a held-out set drawn off the calibration grid and on one extrapolation test per axis
+(fitted on a calibration subset that stops short of the test; see :mod:`sam2tune.model.design`).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,25 @@ import numpy as np
 import pandas as pd
 
 from sam2tune.config.schema import RunConfig
-from sam2tune.model.memory import Candidate, MemoryModel, Workload, fit, predict, rel_error
+from sam2tune.model.memory import (
+    Candidate,
+    MemoryModel,
+    Workload,
+    activation_features,
+    predict,
+    workload_axes,
+)
 from sam2tune.results import load_results
 from sam2tune.video.synthetic import entry_frame
 
-__all__ = ["workload_of", "candidate_of", "run_inputs", "fit_and_evaluate"]
+__all__ = [
+    "workload_of",
+    "candidate_of",
+    "run_inputs",
+    "fit",
+    "fit_and_evaluate",
+    "region_of",
+]
 
 
 def candidate_of(src: Any) -> Candidate:
@@ -31,60 +48,69 @@ def candidate_of(src: Any) -> Candidate:
     )
 
 
-def _synthetic_prompt_frames(n: int, k: int, every: int) -> tuple[set[int], int]:
-    """Prompted frames and object-frames of the synthetic generator's scenario (objects visible
-    from frame 0, the last of 2+ entering at the generator's ``entry_frame``)."""
+def _synthetic_prompts(n: int, k: int, every: int) -> list[list[int]]:
+    """Prompted frames per object in the synthetic generator's scenario (objects visible from
+    frame 0, the last of 2+ entering at the generator's ``entry_frame``)."""
     firsts = [0] * (k - 1) + [entry_frame(n) if k >= 2 else 0]
-    frames: set[int] = set()
-    for f in firsts:
-        frames.update(range(f, n, every) if every else [f])
-    return frames, sum(n - f for f in firsts)
+    return [list(range(f, n, every)) if every else [f] for f in firsts]
 
 
-def workload_of(cfg: RunConfig) -> Workload:
+def workload_of(cfg: RunConfig, num_frames: int | None = None) -> Workload:
     """The model's workload for a run config (synthetic scenario from the generator's rules)."""
-    n = cfg.video.num_frames or 1
+    n = num_frames or cfg.video.num_frames or 1
     k = cfg.video.num_objects
-    frames, obj_frames = _synthetic_prompt_frames(n, k, cfg.scenario.reannotate_every)
+    conds = _synthetic_prompts(n, k, cfg.scenario.reannotate_every)
     return Workload(
-        cfg.model.name,
-        cfg.model.image_size,
-        n,
-        k,
-        len(frames),
-        obj_frames,
-        cfg.model.weights_bytes,
+        model=cfg.model.name,
+        image_size=cfg.model.image_size,
+        num_frames=n,
+        num_objects=k,
+        num_cond_frames=len({f for fs in conds for f in fs}),
+        object_frames=sum(n - fs[0] for fs in conds),
+        weights_bytes=cfg.model.weights_bytes,
+        video_height=cfg.video.height,
+        video_width=cfg.video.width,
+        cond_frames=conds,
     )
 
 
 def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every ok run as model inputs and targets (exact object-frames from its prompts)."""
+    """Every ok run as model inputs and targets (exact prompted frames from its report)."""
     df = load_results(results_dir)
     out = []
+    if df.empty:
+        return out
     for r in df[df["status"] == "ok"].to_dict("records"):
         rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
         n = int(r["num_frames"])
-        first: dict[int, int] = {}
+        per_obj: dict[int, list[int]] = {}
         for p in rep["prompts"]:
-            first[p["obj_id"]] = min(first.get(p["obj_id"], p["frame"]), p["frame"])
-        if r["predictor"] == "legacy_batched":
-            obj_frames = len(first) * (n - min(first.values()))
+            per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
+        conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
+        if r["predictor"] == "legacy_batched":  # every object from the first prompted frame
+            s0 = min(fs[0] for fs in conds)
+            obj_frames = len(conds) * (n - s0)
         else:
-            obj_frames = sum(n - f for f in first.values())
+            obj_frames = sum(n - fs[0] for fs in conds)
+        vid = rep.get("config", {}).get("video", {})
         w = Workload(
-            r["model"],
-            int(r["image_size"]),
-            n,
-            int(r["num_objects"]),
-            int(r["num_cond_frames"]),
-            obj_frames,
-            int(r["weights_bytes"]),
+            model=r["model"],
+            image_size=int(r["image_size"]),
+            num_frames=n,
+            num_objects=int(r["num_objects"]),
+            num_cond_frames=int(r["num_cond_frames"]),
+            object_frames=obj_frames,
+            weights_bytes=int(r["weights_bytes"]),
+            video_height=int(vid.get("height") or 270),
+            video_width=int(vid.get("width") or 480),
+            cond_frames=conds,
         )
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})
         out.append(
             {
                 "run_id": r["run_id"],
+                "config_hash": r["config_hash"],
                 "device_kind": "cuda" if cuda else "cpu",
                 "device_name": r["device_name"],
                 "weights": r["weights"],
@@ -98,60 +124,279 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
                 "device_target": float(
                     r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]
                 ),
+                "cuda_max_reserved_bytes": r.get("cuda_max_reserved_bytes"),
+                "cuda_context_bytes": (rep.get("environment") or {}).get("cuda_total_bytes", 0)
+                - (rep.get("environment") or {}).get("cuda_free_at_start_bytes", 0)
+                if cuda
+                else None,
             }
         )
     return out
 
 
-def fit_and_evaluate(results_dir: str | Path) -> tuple[MemoryModel, pd.DataFrame, dict[str, Any]]:
-    """Fit per device kind on the shorter videos, evaluate on the longest (held out), then refit
-    on every run for the returned model.
+def _nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Least squares with non-negative coefficients (active set: drop the most negative)."""
+    active = [j for j in range(A.shape[1]) if np.any(A[:, j])]
+    coef = np.zeros(A.shape[1])
+    while active:
+        sc = np.abs(A[:, active]).max(axis=0)
+        c, *_ = np.linalg.lstsq(A[:, active] / sc, b, rcond=None)
+        c = c / sc
+        if (c >= 0).all():
+            coef[active] = c
+            break
+        active.pop(int(np.argmin(c)))
+    return coef
+
+
+def _rel_lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the relative error of ``X @ coef`` against ``y``."""
+    return _nnls(X / y[:, None], np.ones_like(y))
+
+
+def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """a_enc, a_q, a_tok, a_out: the max of two linear phases, fitted by alternating assignment
+    (each run to the phase the current coefficients say is larger)."""
+    f32 = [r for r in rows if r["candidate"].dtype == "float32"] or rows
+    F = [activation_features(r["workload"], r["candidate"]) for r in f32]
+    enc = np.array([f["enc"] for f in F])
+    mem = np.array([[f["q"], f["tok"], f["out"]] for f in F])
+    y = np.array([r["activation_bytes"] for r in f32], float)
+    a_enc = float(np.percentile(y / enc, 20))
+    is_enc = (y <= 1.03 * a_enc * enc) | (mem[:, 1] == 0)
+    m = np.zeros(3)
+    for _ in range(50):
+        if is_enc.any():
+            a_enc = float(_rel_lstsq(enc[is_enc, None], y[is_enc])[0])
+        if (~is_enc).sum() >= 3:
+            m = _rel_lstsq(mem[~is_enc], y[~is_enc])
+        new = (a_enc * enc >= mem @ m) | (mem[:, 1] == 0)
+        if (new == is_enc).all():
+            break
+        is_enc = new
+    k = {"a_enc": a_enc, "a_q": float(m[0]), "a_tok": float(m[1]), "a_out": float(m[2])}
+    bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
+    if bf:
+        from sam2tune.model.memory import activations
+
+        ratios = [
+            r["activation_bytes"]
+            / max(
+                1.0,
+                activations(
+                    r["workload"], Candidate(**{**r["candidate"].__dict__, "dtype": "float32"}), k
+                )["peak"],
+            )
+            for r in bf
+        ]
+        k["bf16_factor"] = float(np.median(ratios))
+    return k
+
+
+def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibrated region: numeric ranges and seen values per trust-region axis."""
+    axes = [workload_axes(r["workload"], r["candidate"]) for r in rows]
+    region: dict[str, Any] = {}
+    for name in axes[0]:
+        vals = [a[name] for a in axes]
+        if isinstance(vals[0], bool) or isinstance(vals[0], str):
+            region[name] = sorted(set(vals), key=str)
+        else:
+            region[name] = {"min": min(vals), "max": max(vals)}
+    return region
+
+
+def fit(
+    rows: list[dict[str, Any]], device_kind: str, host_baseline: int | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Coefficients from recorded runs of one device kind, and what they were fitted on.
+
+    Args:
+        host_baseline: the run-process baseline RSS of the machine the runs were recorded on
+            (default: measured here; calibrate and fit on the same machine).
+    """
+    if not rows:
+        raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
+    k = _fit_activations(rows)
+    k["c_feat"] = float(
+        np.median(
+            [
+                r["cached_features_bytes"]
+                / ((r["candidate"].image_size or r["workload"].image_size) ** 2)
+                for r in rows
+            ]
+        )
+    )
+    if host_baseline is None:
+        from sam2tune.model.baseline import host_baseline as measure
+
+        host_baseline = int(measure("cpu")["rss_bytes"])
+    k["h_0"], k["h_act"], k["h_px"] = 0.0, 0.0, 0.0
+    if device_kind == "cpu":
+        m = MemoryModel({device_kind: k})
+        X, resid = [], []
+        for r in rows:
+            p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline)
+            S = r["candidate"].image_size or r["workload"].image_size
+            X.append([p["activation_phases"]["peak"], S * S])
+            resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
+        Xa, ra = np.array(X, float), np.array(resid, float)
+        yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
+        # the run process beyond the import baseline: a constant, the allocator's share of the
+        # activations and a per-pixel part (relative least squares, non-negative)
+        A = np.column_stack([np.ones(len(rows)), Xa]) / yy[:, None]
+        c = _nnls(A, ra / yy)
+        k["h_0"], k["h_act"], k["h_px"] = float(c[0]), float(c[1]), float(c[2])
+    info = {
+        "device_kind": device_kind,
+        "runs": len(rows),
+        "run_ids": [r["run_id"] for r in rows],
+        "host_baseline_bytes": int(host_baseline),
+        "region": region_of(rows),
+        "summary": {
+            "runs": len(rows),
+            "devices": sorted({r["device_name"] or "?" for r in rows}),
+            "weights": sorted({r["weights"] for r in rows}),
+            "target": "cuda_max_allocated_bytes"
+            if device_kind == "cuda"
+            else "est_device_peak_bytes (census+tracked estimate)",
+        },
+    }
+    if device_kind == "cuda":
+        ctx = [r["cuda_context_bytes"] for r in rows if r.get("cuda_context_bytes")]
+        rr = [
+            r["cuda_max_reserved_bytes"] / r["device_target"]
+            for r in rows
+            if r.get("cuda_max_reserved_bytes") and r["device_target"]
+        ]
+        if ctx:
+            info["cuda_context_bytes"] = int(np.median(ctx))
+        if rr:
+            info["cuda_reserved_over_allocated"] = float(np.max(rr))
+    return k, info
+
+
+def _cond_per_object(w: Workload) -> int:
+    return max(len(fs) for fs in w.prompted())
+
+
+#: extrapolation axis -> the calibration subset the fit may use
+_SUBSETS = {
+    "image_size": lambda r, v: (r["candidate"].image_size or r["workload"].image_size) <= v,
+    "cond_frames": lambda r, v: _cond_per_object(r["workload"]) <= v,
+    "num_objects": lambda r, v: r["workload"].num_objects <= v,
+    "num_frames": lambda r, v: r["workload"].num_frames <= v,
+}
+
+
+def _err_row(r: dict[str, Any], p: dict[str, Any], axis: str, fitted_on: int) -> dict[str, Any]:
+    w = r["workload"]
+    return {
+        "run_id": r["run_id"],
+        "axis": axis,
+        "fitted_on_runs": fitted_on,
+        "model": w.model,
+        "image_size": w.image_size,
+        "num_frames": w.num_frames,
+        "num_objects": w.num_objects,
+        "memory_frames": p["memory_read"]["frames"],
+        "knobs": " ".join(r["candidate"].overrides(w)[2:]) or "stock",
+        "inside": p["trust"]["inside"],
+        "device_pred": p["device_peak_bytes"],
+        "device_actual": r["device_target"],
+        "device_err": (p["device_peak_bytes"] - r["device_target"]) / r["device_target"],
+        "act_pred": p["terms"]["activations"],
+        "act_actual": r["activation_bytes"],
+        "host_pred": p["host_peak_bytes"],
+        "host_actual": r["peak_host_rss_bytes"],
+        "host_err": (p["host_peak_bytes"] - r["peak_host_rss_bytes"]) / r["peak_host_rss_bytes"],
+    }
+
+
+def evaluate(
+    calib: list[dict[str, Any]],
+    valid: list[dict[str, Any]],
+    axis_of: dict[str, tuple[str, dict[str, int]]],
+    kind: str,
+    host_baseline: int,
+) -> pd.DataFrame:
+    """Errors of the held-out runs: random ones against the fit on every calibration run,
+    extrapolation ones against the fit on the subset their axis allows."""
+    evals = []
+    k, info = fit(calib, kind, host_baseline)
+    full = MemoryModel({kind: k}, {kind: info})
+    for r in valid:
+        axis, fit_on = axis_of.get(r["config_hash"], ("random", {}))
+        m, n_fit = full, len(calib)
+        if fit_on:
+            ((name, v),) = fit_on.items()
+            if name == "model_excluded":
+                sub = [c for c in calib if c["workload"].model != r["workload"].model]
+            else:
+                sub = [c for c in calib if _SUBSETS[name](c, v)]
+            ks, infos = fit(sub, kind, host_baseline)
+            m, n_fit = MemoryModel({kind: ks}, {kind: infos}), len(sub)
+        p = predict(r["workload"], r["candidate"], m, kind, host_baseline)
+        evals.append(_err_row(r, p, axis, n_fit))
+    return pd.DataFrame(evals)
+
+
+def _axis_tags(results_dir: str | Path, seed: int = 0) -> dict[str, tuple[str, dict[str, int]]]:
+    """config_hash -> (axis, fit_on) for the validation design's points."""
+    from sam2tune.config.schema import config_hash
+    from sam2tune.model.design import validation_points
+    from sam2tune.tune.cli import compose_run
+
+    tags = {}
+    for pt in validation_points(seed):
+        cfg = compose_run(pt.args() + [f"results_dir={results_dir}", "device=cpu"])
+        tags[config_hash(cfg)] = (pt.axis, pt.fit_on)
+    return tags
+
+
+def fit_and_evaluate(
+    results_dir: str | Path, validation_dir: str | Path | None = None, seed: int = 0
+) -> tuple[MemoryModel, pd.DataFrame, dict[str, Any]]:
+    """Fit per device kind on ``results_dir`` and, with ``validation_dir``, measure the error on
+    its runs (random held-out + extrapolation per axis).
 
     Returns:
-        (model fitted on all runs, per-run held-out errors, summary).
+        (model fitted on every calibration run, per-run errors, summary per kind and axis).
     """
+    from sam2tune.model.baseline import host_baseline
+
     rows = run_inputs(results_dir)
     if not rows:
         raise ValueError(f"results_dir: no ok runs under {str(results_dir)!r} to fit")
+    valid = run_inputs(validation_dir) if validation_dir else []
     model = MemoryModel()
-    evals = []
+    frames = []
     summary: dict[str, Any] = {}
     for kind in sorted({r["device_kind"] for r in rows}):
-        rs = [r for r in rows if r["device_kind"] == kind]
-        longest = max(r["workload"].num_frames for r in rs)
-        train = [r for r in rs if r["workload"].num_frames < longest]
-        test = [r for r in rs if r["workload"].num_frames == longest]
-        if train and test:
-            k, info = fit(train, kind)
-            m = MemoryModel({kind: k}, {kind: info})
-            for r in test:
-                p = predict(r["workload"], r["candidate"], m, kind)
-                evals.append(
-                    {
-                        "run_id": r["run_id"],
-                        "device_kind": kind,
-                        "num_frames": r["workload"].num_frames,
-                        "frames_vs_fitted": r["workload"].num_frames / info["max_frames"],
-                        "device_pred": p["device_peak_bytes"],
-                        "device_actual": r["device_target"],
-                        "device_rel_err": rel_error(p["device_peak_bytes"], r["device_target"]),
-                        "host_pred": p["host_peak_bytes"],
-                        "host_actual": r["peak_host_rss_bytes"],
-                        "host_rel_err": rel_error(p["host_peak_bytes"], r["peak_host_rss_bytes"]),
-                    }
-                )
-        k, info = fit(rs, kind)
-        model.coeffs[kind] = k
-        model.calibration[kind] = info
-    ev = pd.DataFrame(evals)
-    if not ev.empty:
-        for kind, g in ev.groupby("device_kind"):
-            summary[kind] = {
-                "held_out_runs": len(g),
-                "frames_vs_fitted": float(g["frames_vs_fitted"].max()),
-                "device_median_rel_err": float(np.median(g["device_rel_err"])),
-                "device_max_rel_err": float(g["device_rel_err"].max()),
-                "host_median_rel_err": float(np.median(g["host_rel_err"])),
-                "host_max_rel_err": float(g["host_rel_err"].max()),
-            }
+        base = int(host_baseline(kind)["rss_bytes"]) if kind == "cpu" else 0
+        cal = [r for r in rows if r["device_kind"] == kind]
+        k, info = fit(cal, kind, base)
+        model.coeffs[kind], model.calibration[kind] = k, info
+        val = [r for r in valid if r["device_kind"] == kind]
+        if val:
+            tags = _axis_tags(validation_dir, seed)  # type: ignore[arg-type]
+            ev = evaluate(cal, val, tags, kind, base).assign(device_kind=kind)
+            frames.append(ev)
+            summary[kind] = summarize(ev)
+    ev = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return model, ev, summary
+
+
+def summarize(ev: pd.DataFrame) -> dict[str, Any]:
+    """Median and max absolute relative error per axis and over all held-out runs."""
+    out: dict[str, Any] = {}
+    groups = [("all", ev)] + list(ev.groupby("axis"))
+    for name, g in groups:
+        out[str(name)] = {
+            "runs": len(g),
+            "device_median": float(g["device_err"].abs().median()),
+            "device_max": float(g["device_err"].abs().max()),
+            "host_median": float(g["host_err"].abs().median()),
+            "host_max": float(g["host_err"].abs().max()),
+        }
+    return out

@@ -1,45 +1,62 @@
 """Peak accelerator and host memory of a SAM 2 video run, term by term.
 
-Exact where SAM 2's code fixes a size (S = image_size, N = frames, K = objects):
+Exact where SAM 2's code fixes a size (S = image_size, T = (S/16)^2 tokens a frame, N = frames,
+K = objects):
 
 * frame cache: ``3 x S^2 x 4`` B per loaded frame (all N for stock/release, the window for
-  stream, the segment for segments); on the host with ``offload_video_to_cpu``;
-* per object-frame state: ``maskmem_features`` ``64 x (S/16)^2 x 2`` B (bf16) + ``pred_masks``
+  stream, the segment for segments); on the host with ``offload_video_to_cpu``. SAM 2's loader
+  builds the whole cache on the host first and then moves it to the device, so without
+  ``offload_video_to_cpu`` the host holds it too while loading (the *loading transient*);
+* per object-frame state: ``maskmem_features`` ``64 x T x 2`` B (bf16) + ``pred_masks``
   ``(S/4)^2 x 4`` B + object pointer and score ``256 x 4 + 4`` B, for every tracked object-frame
   (stock) or only for the frames forward propagation still reads plus the conditioning frames
-  (release / stream; their low-res masks are dropped once yielded); maskmem and masks on the host
-  with ``offload_state_to_cpu``; plus one ``maskmem_pos_enc`` ``64 x (S/16)^2 x 4`` B;
-* weights: parameters + buffers (the model preset's ``weights_bytes``).
+  (release / stream); maskmem and masks on the host with ``offload_state_to_cpu``;
+* weights: parameters + buffers (the model preset's ``weights_bytes``);
+* **memory tokens** one step's memory attention reads, from SAM 2's own selection
+  (``_prepare_memory_conditioned_features``): the conditioning frames ``select_closest_cond_frames``
+  keeps under ``max_cond_frames_in_attn`` + the ``num_maskmem - 1`` previous frames that are not
+  selected conditioning frames, T tokens each, + 4 tokens per object pointer (selected past
+  conditioning frames + the 15 previous frames). Per object (per-object predictor) or for the
+  batch (legacy batched predictor), maximised over the video's non-conditioning frames.
 
-Fitted from recorded runs (per device kind, least squares, with the run ids they came from):
+Fitted from recorded runs where the code does not fix a size (per device kind, relative least
+squares, with the runs they came from):
 
 * cached features ``c_feat x S^2``;
-* one step's activation peak ``S^2 x (a_img + a_obj x B) + a_mem x B x (S/16)^2 x M``, where
-  B = objects per step (1 per-object, K legacy batched) and M = memory frames attended
-  (conditioning frames attended + num_maskmem - 1);
-* host baseline (process, runtime and libraries) and, on the CPU, the host share of the rest.
+* one step's activation peak = the larger of two phases:
+  image encoder ``a_enc x E x S^2`` (E = the Hiera trunk's embed_dim: 96 tiny/small, 112 base+,
+  144 large) and memory attention ``B x (a_q x S^2 + a_tok x memory tokens) + a_out x (K-1) x
+  S^2`` (K/V projections and rotary copies are sized by the memory tokens; B = objects per
+  batch); x ``bf16_factor`` under bfloat16 autocast;
+* host: the run process's baseline is *measured on the machine that predicts*
+  (:mod:`sam2tune.model.baseline`), plus exact host-resident terms and ``h_act x activations +
+  h_px x S^2`` (CPU: the allocator's and oneDNN's share beyond the tracked tensors).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+__all__ = [
+    "Workload",
+    "Candidate",
+    "MemoryModel",
+    "predict",
+    "memory_read",
+    "max_frames_within_budget",
+    "trust_region",
+    "DEFAULT_MODEL_PATH",
+]
 
-__all__ = ["Workload", "Candidate", "MemoryModel", "predict", "TERMS", "DEFAULT_MODEL_PATH"]
-
-NUM_MASKMEM = 7
-MAX_OBJ_PTRS = 16
-MEM_DIM = 64
 STREAM_WINDOW = 2
-#: non-conditioning frames forward propagation still reads (release / stream keep these)
-READ_WINDOW = max(MAX_OBJ_PTRS - 1, 1 + (NUM_MASKMEM - 2)) + 1
-TERMS = ("weights", "frames", "state", "cached_features", "activations", "bank_copy")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
 
 
@@ -51,11 +68,18 @@ class Workload:
     image_size: int = 1024
     num_frames: int = 300
     num_objects: int = 1
-    # distinct prompted (conditioning) frames
+    # prompted (conditioning) frames of each object; with prompt_every > 0 derived from it
     num_cond_frames: int = 1
     # object-frames actually tracked (objects entering late track fewer); None = K x N
     object_frames: int | None = None
     weights_bytes: int = 0
+    # each object re-prompted every this many frames (0 = num_cond_frames spread evenly)
+    prompt_every: int = 0
+    # the source video's own resolution (output masks, JPEG decoding)
+    video_height: int = 1080
+    video_width: int = 1920
+    # exact prompted frames per object, when known (a recorded run, the synthetic scenario)
+    cond_frames: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_size", "num_frames", "num_objects", "num_cond_frames"):
@@ -66,6 +90,41 @@ class Workload:
             raise ValueError(
                 f"workload.image_size: must be a multiple of 16, got {self.image_size}"
             )
+        if self.prompt_every < 0:
+            raise ValueError(f"workload.prompt_every: must be >= 0, got {self.prompt_every}")
+        if self.prompt_every:
+            self.num_cond_frames = len(range(0, self.num_frames, self.prompt_every))
+
+    def with_frames(self, n: int) -> Workload:
+        """The same workload on a video of ``n`` frames (prompts every ``prompt_every`` kept)."""
+        if self.cond_frames is not None:
+            conds = [[f for f in fs if f < n] or [0] for fs in self.cond_frames]
+            starts = [min(fs) for fs in conds]
+            return dataclasses.replace(
+                self,
+                num_frames=n,
+                cond_frames=conds,
+                num_cond_frames=len({f for fs in conds for f in fs}),
+                object_frames=sum(n - s for s in starts),
+            )
+        return dataclasses.replace(
+            self,
+            num_frames=n,
+            num_cond_frames=min(self.num_cond_frames, n),
+            object_frames=None if self.object_frames is None else self.num_objects * n,
+        )
+
+    def prompted(self) -> list[list[int]]:
+        """Prompted frames of each object."""
+        if self.cond_frames is not None:
+            return [sorted(set(fs)) for fs in self.cond_frames]
+        n = self.num_frames
+        if self.prompt_every:
+            fs = list(range(0, n, self.prompt_every))
+        else:
+            c = min(self.num_cond_frames, n)
+            fs = sorted({int(i * n / c) for i in range(c)})
+        return [fs] * self.num_objects
 
 
 @dataclass(frozen=True)
@@ -120,39 +179,169 @@ class MemoryModel:
         return cls(d["coeffs"], d.get("calibration", {}))
 
 
-def _sizes(S: int) -> dict[str, int]:
+@cache
+def _arch(model: str):
+    from sam2tune.adapter.arch import arch_of
+    from sam2tune.model.presets import model_preset
+
+    return arch_of(model_preset(model).config_file)
+
+
+def _sizes(S: int, mem_dim: int = 64) -> dict[str, int]:
     t = (S // 16) ** 2
     return {
         "frame": 3 * S * S * 4,
-        "maskmem": MEM_DIM * t * 2,
+        "maskmem": mem_dim * t * 2,
         "masks": (S // 4) ** 2 * 4,
         "ptr": 256 * 4 + 4,
-        "pos_enc": MEM_DIM * t * 4,
+        "pos_enc": mem_dim * t * 4,
         "tokens": t,
     }
 
 
-def attended_frames(w: Workload, c: Candidate) -> int:
-    cond = (
-        w.num_cond_frames
-        if c.max_cond_frames_in_attn == -1
-        else min(w.num_cond_frames, c.max_cond_frames_in_attn)
-    )
-    return cond + NUM_MASKMEM - 1
+def _select(t: int, conds: list[int], cap: int) -> list[int]:
+    """SAM 2's ``select_closest_cond_frames``: the conditioning frames frame ``t`` attends."""
+    if cap == -1 or len(conds) <= cap:
+        return conds
+    i = bisect.bisect_left(conds, t)  # conds[i] is the first >= t
+    sel = []
+    lo, hi = i - 1, i
+    if lo >= 0:
+        sel.append(conds[lo])
+        lo -= 1
+    if hi < len(conds):
+        sel.append(conds[hi])
+        hi += 1
+    while len(sel) < cap:  # then the temporally closest others (ties: the earlier first)
+        if lo < 0 and hi >= len(conds):
+            break
+        if hi >= len(conds) or (lo >= 0 and abs(conds[lo] - t) <= abs(conds[hi] - t)):
+            sel.append(conds[lo])
+            lo -= 1
+        else:
+            sel.append(conds[hi])
+            hi += 1
+    return sorted(sel)
+
+
+def _read_at(t: int, start: int, conds: list[int], cap: int, arch) -> tuple[int, int]:
+    """(memory frames, object pointers) non-conditioning frame ``t`` reads (forward)."""
+    sel = _select(t, conds, cap)
+    sset = set(sel)
+    frames = len(sel)
+    s = arch.temporal_stride
+    for t_pos in range(1, arch.num_maskmem):
+        t_rel = arch.num_maskmem - t_pos
+        prev = t - 1 if t_rel == 1 else ((t - 2) // s) * s - (t_rel - 2) * s
+        if start <= prev < t and prev not in sset:
+            frames += 1
+    ptrs = sum(1 for c in sel if c <= t)
+    for d in range(1, arch.max_obj_ptrs):
+        p = t - d
+        if p < start:
+            break
+        if p not in sset:
+            ptrs += 1
+    return frames, ptrs
+
+
+@lru_cache(maxsize=4096)
+def _max_read(n: int, start: int, conds: tuple[int, ...], cap: int, arch) -> tuple[int, int]:
+    cl = list(conds)
+    cset = set(cl)
+    gap = max((b - a for a, b in zip(cl, cl[1:], strict=False)), default=0)
+    window = 2 * max(gap, 1) + 2 * arch.max_obj_ptrs + arch.num_maskmem
+    # the pattern repeats with the prompt spacing: the video's ends cover every case
+    ts = set(range(start, min(n, start + window))) | set(range(max(start, n - window), n))
+    if len(cl) > 1 and gap > window:
+        for c in cl:
+            ts |= set(range(c, min(n, c + window)))
+    best = (0, 0, 0)
+    for t in sorted(ts):
+        if t in cset or t <= start:
+            continue
+        f, p = _read_at(t, start, cl, cap, arch)
+        best = max(best, (f, p, 0))
+    return best[0], best[1]
+
+
+def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, int]:
+    """The most memory one step's attention reads over the video (forward propagation).
+
+    Returns:
+        ``{"frames": memory frames, "pointers": object pointers, "tokens": memory tokens,
+        "batch": objects per batch}``; ``frames == 0`` when no frame runs memory attention
+        (every tracked frame is a conditioning frame).
+    """
+    arch = _arch(w.model)
+    S = S or c.image_size or w.image_size
+    cap = c.max_cond_frames_in_attn
+    n = w.num_frames
+    seg = c.segment_frames if c.segment_frames and c.segment_frames < n else 0
+    prompted = w.prompted()
+    if c.predictor == "legacy_batched":
+        prompted = [sorted({f for fs in prompted for f in fs})]
+    best = (0, 0)
+    for fs in prompted:
+        if seg:  # each segment is seeded on its first frame: at most one segment's prompts
+            span = [f for f in fs if f < seg] or [0]
+            best = max(best, _max_read(seg, span[0], tuple(span), cap, arch))
+        else:
+            best = max(best, _max_read(n, fs[0], tuple(fs), cap, arch))
+    frames, ptrs = best
+    batch = w.num_objects if c.predictor == "legacy_batched" else 1
+    tokens = frames * (S // 16) ** 2 + ptrs * arch.ptr_tokens if frames else 0
+    return {"frames": frames, "pointers": ptrs, "tokens": tokens, "batch": batch}
+
+
+def activation_features(w: Workload, c: Candidate) -> dict[str, float]:
+    """The structural quantities the activation coefficients multiply."""
+    S = c.image_size or w.image_size
+    r = memory_read(w, c, S)
+    return {
+        "enc": float(_arch(w.model).embed_dim * S * S),  # x a_enc
+        "q": float(r["batch"] * S * S) if r["frames"] else 0.0,  # x a_q
+        "tok": float(r["batch"] * r["tokens"]),  # x a_tok
+        "out": float(max(w.num_objects - 1, 0) * S * S)
+        if r["frames"] and c.predictor == "per_object"
+        else 0.0,  # x a_out
+    }
+
+
+def activations(w: Workload, c: Candidate, k: dict[str, float]) -> dict[str, int]:
+    """One step's activation peak: the larger of the image-encoder and memory-attention phases."""
+    f = activation_features(w, c)
+    enc = k["a_enc"] * f["enc"]
+    mem = k["a_q"] * f["q"] + k["a_tok"] * f["tok"] + k["a_out"] * f["out"]
+    scale = k.get("bf16_factor", 1.0) if c.dtype == "bfloat16" else 1.0
+    return {
+        "image_encoder": int(enc * scale),
+        "memory_attention": int(mem * scale),
+        "peak": int(max(enc, mem) * scale),
+    }
 
 
 def predict(
-    w: Workload, c: Candidate, model: MemoryModel, device_kind: str = "cuda"
+    w: Workload,
+    c: Candidate,
+    model: MemoryModel,
+    device_kind: str = "cuda",
+    host_baseline: int | None = None,
 ) -> dict[str, Any]:
     """Predicted peaks, term by term (integer bytes), for workload ``w`` under knobs ``c``.
 
+    Args:
+        host_baseline: the run process's baseline RSS on the machine that predicts (default:
+            measured once and cached, see :func:`sam2tune.model.baseline.host_baseline`).
+
     Returns:
         ``{"terms": {term: device bytes}, "host_terms": {...}, "device_peak_bytes",
-        "host_peak_bytes", "calibrated_on": ...}``.
+        "host_peak_bytes", "memory_read", "trust", "calibrated_on": ...}``.
     """
     k, source = model.kind(device_kind)
     S = c.image_size or w.image_size
-    z = _sizes(S)
+    arch = _arch(w.model)
+    z = _sizes(S, arch.mem_dim)
     N, K = w.num_frames, w.num_objects
     seg = c.segment_frames if c.segment_frames and c.segment_frames < N else 0
     span = seg or N  # frames one session holds
@@ -161,9 +350,10 @@ def predict(
     obj_frames = w.object_frames if w.object_frames is not None else K * N
     obj_frames = min(obj_frames, K * span)
     per_full = z["maskmem"] + z["masks"] + z["ptr"]
+    read_window = max(arch.max_obj_ptrs - 1, 1 + (arch.num_maskmem - 2) * arch.temporal_stride)
     if c.strategy in ("release", "stream"):
-        cond = min(w.num_cond_frames, span)
-        window = min(READ_WINDOW, span)
+        cond = min(max(len(fs) for fs in w.prompted()), span)
+        window = min(read_window + 1, span)
         n_full = min(obj_frames, K * cond)
         n_window = min(obj_frames - n_full, K * window)
         state_host_part = n_full * (z["maskmem"] + z["masks"]) + n_window * z["maskmem"]
@@ -171,106 +361,181 @@ def predict(
     else:
         state_host_part = obj_frames * (z["maskmem"] + z["masks"])
         state = obj_frames * per_full + z["pos_enc"]
-    B = K if c.predictor == "legacy_batched" else 1
-    M = attended_frames(w, c)
-    act = S * S * (k["a_img"] + k["a_obj"] * B) + k["a_mem"] * B * z["tokens"] * M
-    if c.dtype == "bfloat16":
-        act *= k.get("bf16_factor", 1.0)
+    read = memory_read(w, c, S)
+    act = activations(w, c, k)
     cached = k["c_feat"] * S * S
-    bank = M * z["maskmem"] * B if c.offload_state_to_cpu else 0
+    # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem)
+    bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
     frames_dev = 0 if c.offload_video_to_cpu else frames
     state_dev = state - state_host_part if c.offload_state_to_cpu else state
-    weights = w.weights_bytes
     terms = {
-        "weights": int(weights),
+        "weights": int(w.weights_bytes),
         "frames": int(frames_dev),
         "state": int(state_dev),
         "cached_features": int(cached),
-        "activations": int(act),
+        "activations": act["peak"],
         "bank_copy": int(bank),
     }
     device_peak = sum(terms.values())
-    host_terms = {
-        "baseline": int(k["host_base"]),
-        "frames": int(frames - frames_dev),
-        "state": int(state - state_dev),
-    }
+    if host_baseline is None:
+        from sam2tune.model.baseline import host_baseline as measure
+
+        host_baseline = measure(device_kind)["rss_bytes"]
+    masks_kept = (
+        0 if c.strategy == "stream" else obj_frames * math.ceil(w.video_height * w.video_width / 8)
+    )
+    decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
+    host_terms: dict[str, int] = {"baseline": int(host_baseline), "masks_kept": int(masks_kept)}
     if device_kind == "cpu":  # everything lives in host RAM
-        host_terms["device_side"] = int(k.get("host_share", 1.0) * device_peak)
+        host_terms["device_side"] = int(device_peak)
+        host_terms["allocator"] = int(
+            k.get("h_0", 0.0) + k.get("h_act", 0.0) * act["peak"] + k.get("h_px", 0.0) * S * S
+        )
+        host_terms["decode"] = int(decode) if c.strategy != "stream" else 0
+    else:
+        run_phase = (frames - frames_dev) + (state - state_dev)
+        # SAM 2's loader builds the whole frame cache on the host, then moves it to the device
+        load_phase = 0 if c.strategy == "stream" else frames + decode
+        host_terms["frames"] = int(frames - frames_dev)
+        host_terms["state"] = int(state - state_dev)
+        host_terms["loading_transient"] = int(max(0, load_phase - run_phase))
     host_peak = sum(host_terms.values())
     return {
         "terms": terms,
         "host_terms": host_terms,
         "device_peak_bytes": int(device_peak),
         "host_peak_bytes": int(host_peak),
-        "calibrated_on": model.calibration.get(source.split(" ")[0], {})
+        "activation_phases": act,
+        "memory_read": read,
+        "calibrated_on": model.calibration.get(source.split(" ")[0], {}).get("summary", {})
         | {"coefficients": source},
+        "trust": trust_region(w, c, model.calibration.get(source.split(" ")[0], {})),
         "image_size": S,
     }
 
 
-def _features(w: Workload, c: Candidate) -> list[float]:
-    S = c.image_size or w.image_size
-    B = w.num_objects if c.predictor == "legacy_batched" else 1
-    return [S * S, S * S * B, B * (S // 16) ** 2 * attended_frames(w, c)]
+#: axes of the trust region: how a workload is placed against what the model was calibrated on
+TRUST_AXES = (
+    "image_size",
+    "num_frames",
+    "num_objects",
+    "memory_frames",
+    "model",
+    "predictor",
+    "dtype",
+    "strategy",
+    "offload_video_to_cpu",
+    "offload_state_to_cpu",
+)
 
 
-def fit(rows: list[dict[str, Any]], device_kind: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """Least-squares coefficients from recorded runs (dicts with the row, ``object_frames`` and
-    ``estimate`` terms). Activations come from ``activation_peak_bytes`` (CPU, tracked) or the
-    CUDA step peak; coefficients are clipped at zero."""
-    if not rows:
-        raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
-    X, y_act, feats, rss_resid = [], [], [], []
-    for r in rows:
-        w, c = r["workload"], r["candidate"]
-        X.append(_features(w, c))
-        y_act.append(r["activation_bytes"])
-        S = c.image_size or w.image_size
-        feats.append(r["cached_features_bytes"] / (S * S))
-    X = np.asarray(X, float)
-    y = np.asarray(y_act, float)
-    scale = X.max(axis=0)
-    scale[scale == 0] = 1
-    coef, *_ = np.linalg.lstsq(X / scale, y, rcond=None)
-    coef = np.clip(coef / scale, 0, None)
-    k = {
-        "a_img": float(coef[0]),
-        "a_obj": float(coef[1]),
-        "a_mem": float(coef[2]),
-        "c_feat": float(np.median(feats)),
-        "host_base": 0.0,
-        "host_share": 1.0,
+def workload_axes(w: Workload, c: Candidate) -> dict[str, Any]:
+    """A (workload, knobs) pair as the trust region's axes."""
+    r = memory_read(w, c)
+    return {
+        "image_size": c.image_size or w.image_size,
+        "num_frames": w.num_frames,
+        "num_objects": w.num_objects,
+        "memory_frames": r["frames"],
+        "model": w.model,
+        "predictor": c.predictor,
+        "dtype": c.dtype,
+        "strategy": c.strategy + ("+segments" if c.segment_frames else ""),
+        "offload_video_to_cpu": c.offload_video_to_cpu,
+        "offload_state_to_cpu": c.offload_state_to_cpu,
     }
-    bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
-    if bf:
-        ratios = [
-            r["activation_bytes"]
-            / max(1.0, float(np.dot(_features(r["workload"], r["candidate"]), coef)))
-            for r in bf
-        ]
-        k["bf16_factor"] = float(np.median(ratios))
-    # host: baseline = median of (RSS - the model's device-side or offloaded bytes)
-    m = MemoryModel({device_kind: k})
-    for r in rows:
-        p = predict(r["workload"], r["candidate"], m, device_kind)
-        rss_resid.append(r["peak_host_rss_bytes"] - (p["host_peak_bytes"] - k["host_base"]))
-    k["host_base"] = float(np.median(rss_resid))
-    info = {
-        "device_kind": device_kind,
-        "runs": len(rows),
-        "run_ids": [r["run_id"] for r in rows],
-        "devices": sorted({r["device_name"] or "?" for r in rows}),
-        "weights": sorted({r["weights"] for r in rows}),
-        "image_sizes": sorted(
-            {(r["candidate"].image_size or r["workload"].image_size) for r in rows}
-        ),
-        "max_frames": max(r["workload"].num_frames for r in rows),
-        "target": "cuda_max_allocated_bytes"
-        if device_kind == "cuda"
-        else "est_device_peak_bytes (estimate)",
+
+
+def trust_region(w: Workload, c: Candidate, calibration: dict[str, Any]) -> dict[str, Any]:
+    """Whether the workload lies inside what the model was calibrated on, axis by axis.
+
+    Returns:
+        ``{"inside": bool, "axes": {axis: {"value", "calibrated", "status", "factor"?}},
+        "statement": one line}``; numeric axes outside say how far ("image_size 1024: 2.0x the
+        largest calibrated").
+    """
+    region = calibration.get("region")
+    if not region:
+        return {"inside": False, "axes": {}, "statement": "no calibration region recorded"}
+    axes: dict[str, Any] = {}
+    notes = []
+    for name, v in workload_axes(w, c).items():
+        cal = region.get(name)
+        if cal is None:
+            continue
+        if isinstance(cal, dict):  # numeric range
+            lo, hi = cal["min"], cal["max"]
+            if v > hi:
+                f = v / hi if hi else math.inf
+                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "above", "factor": f}
+                notes.append(f"{name} {v}: {f:.1f}x the largest calibrated ({hi})")
+            elif v < lo:
+                f = lo / v if v else math.inf
+                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "below", "factor": f}
+                notes.append(f"{name} {v}: below the smallest calibrated ({lo})")
+            else:
+                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "inside"}
+        else:
+            ok = v in cal
+            axes[name] = {"value": v, "calibrated": cal, "status": "inside" if ok else "unseen"}
+            if not ok:
+                notes.append(f"{name} {v}: never calibrated (seen: {', '.join(map(str, cal))})")
+    inside = not notes
+    return {
+        "inside": inside,
+        "axes": axes,
+        "statement": "inside the calibrated region on every axis"
+        if inside
+        else "outside the calibrated region: " + "; ".join(notes),
     }
-    return k, info
+
+
+def max_frames_within_budget(
+    w: Workload | Callable[[int], Workload],
+    c: Candidate,
+    model: MemoryModel,
+    device_kind: str,
+    budget: int,
+    host_budget: int | None = None,
+    host_baseline: int | None = None,
+    limit: int = 10_000_000,
+) -> int | None:
+    """The largest ``num_frames`` whose predicted device peak <= ``budget`` (and host peak <=
+    ``host_budget`` when given); ``None`` when the peaks do not grow with frames; 0 when even one
+    frame does not fit.
+
+    Args:
+        w: the workload (scaled with :meth:`Workload.with_frames`) or a function giving the
+            workload at ``n`` frames (e.g. the synthetic scenario's, whose late object enters
+            at a frame that depends on ``n``).
+    """
+    make = w if callable(w) else w.with_frames
+    n0 = w(64).num_frames if callable(w) else max(w.num_frames, 64)
+
+    def fits(n: int) -> bool:
+        p = predict(make(n), c, model, device_kind, host_baseline)
+        return p["device_peak_bytes"] <= budget and (
+            host_budget is None or p["host_peak_bytes"] <= host_budget
+        )
+
+    def peaks(n: int) -> tuple[int, int]:
+        p = predict(make(n), c, model, device_kind, host_baseline)
+        return p["device_peak_bytes"], p["host_peak_bytes"] if host_budget is not None else 0
+
+    if peaks(limit) <= peaks(n0):
+        return None if fits(limit) else 0
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while hi < limit and fits(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit)
+    if fits(hi):
+        return hi
+    while hi - lo > 1:  # fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def rel_error(pred: float, actual: float) -> float:

@@ -33,6 +33,22 @@ __all__ = ["RunOutcome", "run_isolated", "REPORT_SCHEMA"]
 
 REPORT_SCHEMA = 1
 
+#: glibc malloc settings fixed in every run process, so host RSS does not depend on machine load:
+#: by default glibc gives threads that find an arena locked a new arena (up to 8 per core), so the
+#: same run's peak RSS grew 0.95 -> 1.15 GiB while other heavy processes ran. One arena, and a
+#: fixed mmap threshold (large tensors are mmapped and returned to the system when freed instead
+#: of the threshold adapting to the run's history). Recorded in each report's environment.
+RUN_ALLOCATOR_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 20),
+}
+
+
+def run_process_env() -> dict[str, str]:
+    """The environment of an isolated run process: ours plus :data:`RUN_ALLOCATOR_ENV`."""
+    return {**os.environ, **RUN_ALLOCATOR_ENV}
+
 
 @dataclass
 class RunOutcome:
@@ -86,6 +102,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=run_process_env(),
         )
         timed_out = False
         try:

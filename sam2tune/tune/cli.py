@@ -98,32 +98,94 @@ def host_budget(ta: TuneArgs) -> tuple[int, str]:
     return b, fmt_bytes(b)
 
 
-def predict_cmd(args: list[str]) -> None:
-    """``sam2tune predict <run overrides> [format=json] [model_file=...] [device_kind=cuda|cpu]``."""
+def compose_run(overrides: list[str]):
+    """The typed :class:`RunConfig` that ``sam2tune run <overrides>`` would run (validated)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from sam2tune.config.store import CONF_DIR, register
-    from sam2tune.model.calibrate import candidate_of, workload_of
-    from sam2tune.model.memory import predict
 
-    own = {"format", "model_file", "device_kind"}
-    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
-    overrides = [a for a in args if a.split("=", 1)[0] not in own]
-    ta = TuneArgs(
-        model_file=opts.get("model_file"),
-        device_kind=opts.get("device_kind", "cuda"),
-        format=opts.get("format", "text"),
-    )
     register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
-            cfg = OmegaConf.to_object(compose("run", overrides=overrides))
+            return OmegaConf.to_object(compose("run", overrides=list(overrides)))
     except Exception as e:
         cause = e.__cause__ or e
         raise InputError(str(cause).splitlines()[0]) from None
+
+
+def calibrate_cmd(args: list[str]) -> None:
+    """``sam2tune calibrate [design=calibration|validation] [seed=0] [results_dir=DIR]
+    [<run overrides applied to every point, e.g. device=cuda>]``: run a designed set of points
+    (resumable: points already recorded ok are skipped)."""
+    from tqdm import tqdm
+
+    from sam2tune.model.design import design_points
+    from sam2tune.runner.launcher import run_isolated
+    from sam2tune.sweep import already_done
+
+    own = {"design", "seed"}
+    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
+    extra = [a for a in args if a.split("=", 1)[0] not in own]
+    if not any(a.startswith("results_dir=") for a in extra):
+        extra.append(f"results_dir=results/cpu-{opts.get('design', 'calibration')}")
+    try:
+        points = design_points(opts.get("design", "calibration"), int(opts.get("seed", 0)))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    cfgs = [(pt, compose_run(pt.args() + extra)) for pt in points]  # validate every point first
+    counts: dict[str, int] = {}
+    bar = tqdm(cfgs, desc="calibrate", unit="run", file=sys.stderr)
+    for pt, cfg in bar:
+        bar.set_postfix_str(pt.axis)
+        if already_done(cfg) is not None:
+            counts["skipped"] = counts.get("skipped", 0) + 1
+            continue
+        out = run_isolated(cfg)
+        st = out.row["status"]
+        counts[st] = counts.get(st, 0) + 1
+        if st != "ok":
+            tqdm.write(
+                f"  {st}: {' '.join(pt.overrides)}: {out.row.get('error')}", file=sys.stderr
+            )
+    print(
+        f"{len(cfgs)} points ({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))}) "
+        f"in {cfgs[0][1].results_dir if cfgs else '-'}"
+    )
+
+
+def predict_cmd(args: list[str]) -> None:
+    """``sam2tune predict <run overrides> [format=json] [model_file=...] [device_kind=cuda|cpu]
+    [budget=24GiB] [host_budget=64GiB]``."""
+    import dataclasses
+
+    from sam2tune.model.calibrate import candidate_of, workload_of
+    from sam2tune.model.memory import max_frames_within_budget, predict
+    from sam2tune.units import parse_bytes
+
+    own = {"format", "model_file", "device_kind", "budget", "host_budget"}
+    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
+    overrides = [a for a in args if a.split("=", 1)[0] not in own]
+    fmt = opts.get("format", "text")
+    if fmt not in ("text", "json"):
+        raise InputError(f"format: must be text or json, got {fmt!r}")
+    ta = TuneArgs(
+        model_file=opts.get("model_file"),
+        device_kind=opts.get("device_kind", "cuda"),
+        format=fmt,
+    )
+    if ta.device_kind not in ("cuda", "cpu"):
+        raise InputError(f"device_kind: must be cuda or cpu, got {ta.device_kind!r}")
+    budgets = {}
+    for name in ("budget", "host_budget"):
+        if name in opts:
+            try:
+                budgets[name] = parse_bytes(opts[name], name=name)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+    cfg = compose_run(overrides)
     model, path = load_model(ta)
     w = workload_of(cfg)
     c = candidate_of(cfg.knobs)
@@ -132,9 +194,32 @@ def predict_cmd(args: list[str]) -> None:
     p["knobs"] = asdict(c)
     p["model_file"] = str(path)
     p["figure"] = "predicted"
+    fits: dict[str, int | None] = {}
+    if budgets.get("budget"):
+
+        def make(n: int):
+            return workload_of(cfg, n)
+
+        variants = {
+            "stock": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stock"),
+            "offload_video": dataclasses.replace(c, offload_video_to_cpu=True, strategy="stock"),
+            "release": dataclasses.replace(c, strategy="release"),
+            "stream": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stream"),
+        }
+        p["budget_bytes"] = budgets["budget"]
+        p["host_budget_bytes"] = budgets.get("host_budget")
+        p["max_frames_within_budget"] = max_frames_within_budget(
+            make, c, model, ta.device_kind, budgets["budget"], budgets.get("host_budget")
+        )
+        for name, cv in variants.items():
+            fits[name] = max_frames_within_budget(
+                make, cv, model, ta.device_kind, budgets["budget"], budgets.get("host_budget")
+            )
+        p["max_frames_within_budget_by_strategy"] = fits
     if ta.format == "json":
         print(json.dumps(p, indent=1, default=str))
         return
+    r = p["memory_read"]
     print(
         f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
         f"objects, {w.num_cond_frames} prompted frames; knobs {' '.join(c.overrides(w)[2:]) or 'stock'}"
@@ -142,10 +227,25 @@ def predict_cmd(args: list[str]) -> None:
     print(f"accelerator ({ta.device_kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
     for k, v in p["terms"].items():
         print(f"  {k:16s} {fmt_bytes(v):>12s}")
+    ph = p["activation_phases"]
+    print(
+        f"  (activations: image encoder {fmt_bytes(ph['image_encoder'])}, memory attention "
+        f"{fmt_bytes(ph['memory_attention'])} reading {r['frames']} memory frames + "
+        f"{r['pointers']} object pointers = {r['tokens']} tokens x {r['batch']} object(s) per batch)"
+    )
     print(
         f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
     )
+    print(f"trust: {p['trust']['statement']}")
+    if fits:
+        hb = budgets.get("host_budget")
+        within = f"{fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
+        print(f"frames that fit within {within} [predicted]:")
+        for name, n in fits.items():
+            print(
+                f"  {name:14s} {'no limit (the peak does not grow with frames)' if n is None else n}"
+            )
     cal = p["calibrated_on"]
     print(
         f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} devices={cal.get('devices')} "
@@ -154,42 +254,62 @@ def predict_cmd(args: list[str]) -> None:
 
 
 def fit_cmd(args: list[str]) -> None:
-    """``sam2tune fit [results_dir=DIR] [out=FILE]``: refit and report held-out error."""
+    """``sam2tune fit [results_dir=DIR] [validation_dir=DIR] [out=FILE]``: refit, and with a
+    validation set report the held-out and extrapolation error per axis."""
     from sam2tune.model.calibrate import fit_and_evaluate
 
-    ta = parse(args, "fit")
+    own = {"results_dir", "validation_dir", "out"}
+    opts = _key_values(args, own, "fit")
+    results = opts.get("results_dir", "results")
     try:
-        model, ev, summary = fit_and_evaluate(ta.results_dir)
+        model, ev, summary = fit_and_evaluate(results, opts.get("validation_dir"))
     except ValueError as e:
         raise InputError(str(e)) from None
-    out = Path(ta.out or Path(ta.results_dir) / "memory_model.json")
+    out = Path(opts.get("out") or Path(results) / "memory_model.json")
     model.calibration["held_out"] = summary
     model.save(out)
     for kind, info in model.calibration.items():
         if kind == "held_out":
             continue
+        s = info["summary"]
         print(
-            f"[{kind}] fitted on {info['runs']} runs ({', '.join(info['devices'])}; weights "
-            f"{', '.join(info['weights'])}; image sizes {info['image_sizes']}; up to "
-            f"{info['max_frames']} frames); target {info['target']}"
+            f"[{kind}] fitted on {info['runs']} runs ({', '.join(s['devices'])}; weights "
+            f"{', '.join(s['weights'])}); target {s['target']}"
         )
         print(f"  coefficients: {json.dumps(model.coeffs[kind])}")
     if not ev.empty:
-        print("held-out runs (fitted on shorter videos, tested on the longest):")
-        for r in ev.itertuples():
-            print(
-                f"  {r.run_id} {r.num_frames} frames ({r.frames_vs_fitted:.1f}x fitted): device "
-                f"{fmt_bytes(r.device_pred)} vs {fmt_bytes(r.device_actual)} ({r.device_rel_err:.2%}), "
-                f"host {fmt_bytes(r.host_pred)} vs {fmt_bytes(r.host_actual)} ({r.host_rel_err:.2%})"
-            )
-        for kind, s in summary.items():
-            print(
-                f"  [{kind}] device median {s['device_median_rel_err']:.2%} max "
-                f"{s['device_max_rel_err']:.2%}; host median {s['host_median_rel_err']:.2%} max "
-                f"{s['host_max_rel_err']:.2%} ({s['held_out_runs']} runs, up to "
-                f"{s['frames_vs_fitted']:.1f}x the fitted length)"
-            )
+        print_errors(ev, summary)
     print(f"model: {out}")
+
+
+def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, str]:
+    out = {}
+    for a in args:
+        key, eq, value = a.partition("=")
+        if not eq or key not in allowed:
+            raise InputError(
+                f"{command}: unknown argument {a!r} (takes {', '.join(sorted(allowed))})"
+            )
+        out[key] = value
+    return out
+
+
+def print_errors(ev, summary) -> None:
+    """Per-run and per-axis errors of the held-out and extrapolation runs."""
+    for r in ev.itertuples():
+        print(
+            f"  {r.axis:24s} {r.model} {r.image_size}px {r.num_frames}f {r.num_objects}obj "
+            f"mem={r.memory_frames} {r.knobs}: device {fmt_bytes(r.device_pred)} vs "
+            f"{fmt_bytes(r.device_actual)} ({r.device_err:+.1%}), host {fmt_bytes(r.host_pred)} "
+            f"vs {fmt_bytes(r.host_actual)} ({r.host_err:+.1%})"
+        )
+    for kind, axes in summary.items():
+        for axis, s in axes.items():
+            print(
+                f"  [{kind}] {axis:24s} {s['runs']:3d} runs: device median {s['device_median']:.1%} "
+                f"max {s['device_max']:.1%}; host median {s['host_median']:.1%} "
+                f"max {s['host_max']:.1%}"
+            )
 
 
 def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
@@ -205,6 +325,65 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
     ]
 
 
+def _usable(total: int, model, device_kind: str) -> tuple[int, str]:
+    from sam2tune.tune.recommend import usable_memory
+
+    if device_kind != "cuda":
+        return total, f"{fmt_bytes(total)} (device_kind={device_kind}: no CUDA deductions)"
+    return usable_memory(total, model)
+
+
+def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
+    """Why the chosen knobs: what the workload would need without each remedy it takes."""
+    import dataclasses
+
+    from sam2tune.model.memory import predict
+
+    c = ch.candidate
+    p = ch.prediction
+    r, ph = p["memory_read"], p["activation_phases"]
+    out = [
+        f"  attention: each step reads {r['frames']} memory frames + {r['pointers']} object "
+        f"pointers ({r['tokens']} tokens x {r['batch']} object(s)); activations "
+        f"{fmt_bytes(p['terms']['activations'])} (memory attention {fmt_bytes(ph['memory_attention'])}, "
+        f"image encoder {fmt_bytes(ph['image_encoder'])}) [predicted]"
+    ]
+    checks = []
+    if c.max_cond_frames_in_attn != -1:
+        checks.append(
+            ("max_cond_frames_in_attn", dataclasses.replace(c, max_cond_frames_in_attn=-1))
+        )
+    if c.offload_video_to_cpu:
+        checks.append(("offload_video_to_cpu", dataclasses.replace(c, offload_video_to_cpu=False)))
+    if c.strategy != "stock":
+        checks.append((f"strategy={c.strategy}", dataclasses.replace(c, strategy="stock")))
+    if c.offload_state_to_cpu:
+        checks.append(("offload_state_to_cpu", dataclasses.replace(c, offload_state_to_cpu=False)))
+    for name, alt in checks:
+        q = predict(w, alt, model, device_kind)
+        over_dev = q["device_peak_bytes"] > budget
+        over_host = q["host_peak_bytes"] > hb
+        if not (over_dev or over_host):
+            continue
+        qr = q["memory_read"]
+        what = []
+        if over_dev:
+            what.append(
+                f"accelerator {fmt_bytes(q['device_peak_bytes'])} > {fmt_bytes(budget)}"
+                + (
+                    f" (attention would read {qr['frames']} memory frames: activations "
+                    f"{fmt_bytes(q['terms']['activations'])})"
+                    if name == "max_cond_frames_in_attn"
+                    else ""
+                )
+            )
+        if over_host:
+            what.append(f"host {fmt_bytes(q['host_peak_bytes'])} > {fmt_bytes(hb)}")
+        out.append(f"  why {name}: without it, {'; '.join(what)} [predicted]")
+    out.append(f"  trust: {p['trust']['statement']}")
+    return out
+
+
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
     from sam2tune.model.memory import Candidate
@@ -218,12 +397,14 @@ def recommend_cmd(args: list[str]) -> None:
     from sam2tune.tune.tuner import evaluate
 
     ta = parse(args, "recommend")
-    budget, desc = resolve_budget(ta.budget, ta.gpu)
+    total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, hdesc = host_budget(ta)
     w, preset = workload(ta)
     model, path = load_model(ta)
+    budget, udesc = _usable(total, model, ta.device_kind)
     cal = model.kind(ta.device_kind)[1]
     print(f"sam2tune recommendation for {desc}; host RAM {hdesc}")
+    print(f"budget: {udesc}")
     print(
         f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, {w.num_objects} objects, "
         f"{w.num_cond_frames} prompted frame(s)"
@@ -243,6 +424,8 @@ def recommend_cmd(args: list[str]) -> None:
     print(f"answer from: {source}; memory model calibrated on {cal} ({path})")
     for line in _describe(best, w, budget, hb):
         print(line)
+    for line in _why(best, w, budget, hb, model, ta.device_kind):
+        print(line)
     print()
     print(snippet(w, best.candidate, preset.config_file, preset.checkpoint_name))
 
@@ -255,10 +438,12 @@ def tune_cmd(args: list[str]) -> None:
     from sam2tune.tune.tuner import TuneSpec, choose, run_tuner
 
     ta = parse(args, "tune")
-    budget, desc = resolve_budget(ta.budget, ta.gpu)
+    total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, hdesc = host_budget(ta)
     w, _ = workload(ta)
     model, path = load_model(ta)
+    budget, udesc = _usable(total, model, ta.device_kind)
+    print(f"budget: {udesc}")
     from sam2tune.analysis.frame import prepare
 
     data = prepare(load_results(ta.results_dir))

@@ -71,6 +71,31 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
     return total, f"{name} (detected, {fmt_bytes(total)})"
 
 
+#: defaults until a GPU run is recorded (then `sam2tune fit` stores measured values): the CUDA
+#: context PyTorch creates (CUDA 12/13 with lazy module loading: a few hundred MiB on recent
+#: GPUs; assumed, not measured by this project) and the caching allocator's headroom, reserved
+#: over allocated (fragmentation; assumed 10 %).
+CUDA_CONTEXT_DEFAULT = 512 * 2**20
+RESERVED_OVER_ALLOCATED_DEFAULT = 1.10
+
+
+def usable_memory(total: int, model: MemoryModel) -> tuple[int, str]:
+    """A GPU's memory for SAM 2's tensors: total - CUDA context, divided by the allocator's
+    reserved/allocated ratio. Measured values come from the model's CUDA calibration."""
+    cal = model.calibration.get("cuda", {})
+    ctx = cal.get("cuda_context_bytes")
+    ratio = cal.get("cuda_reserved_over_allocated")
+    ctx_src = "measured on CUDA runs" if ctx else "assumed: no CUDA run recorded yet"
+    ratio_src = "measured on CUDA runs" if ratio else "assumed"
+    ctx = int(ctx or CUDA_CONTEXT_DEFAULT)
+    ratio = float(ratio or RESERVED_OVER_ALLOCATED_DEFAULT)
+    usable = max(0, int((total - ctx) / ratio))
+    return usable, (
+        f"usable {fmt_bytes(usable)} = ({fmt_bytes(total)} - CUDA context {fmt_bytes(ctx)} "
+        f"[{ctx_src}]) / allocator reserved:allocated {ratio:.2f} [{ratio_src}]"
+    )
+
+
 def _screen(
     w: Workload, budget: int, host: int, model: MemoryModel, kind: str, data=None
 ) -> list[Choice]:
@@ -163,7 +188,8 @@ def lookup_table(
     """Recommended config per catalog GPU x workload class (predicted by the model)."""
     rows = []
     cal = model.kind(device_kind)[1]
-    for gpu, budget in catalog().items():
+    for gpu, total in catalog().items():
+        budget = usable_memory(total, model)[0] if device_kind == "cuda" else total
         for length, n in CLASSES["frames"].items():
             for k in CLASSES["objects"]:
                 for s in CLASSES["image_size"]:
@@ -172,7 +198,8 @@ def lookup_table(
                     rows.append(
                         {
                             "gpu": gpu,
-                            "gpu_bytes": budget,
+                            "gpu_bytes": total,
+                            "usable_bytes": budget,
                             "video": length,
                             "num_frames": n,
                             "num_objects": k,
@@ -208,7 +235,9 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
         "# Per-GPU lookup: recommended SAM 2 configuration",
         "",
         f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; one prompted frame; "
-        f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes).",
+        f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes). Each GPU is budgeted at its usable "
+        "memory: total minus the CUDA context, over the allocator's reserved:allocated ratio "
+        "(`usable_bytes` in the CSV/JSON).",
         "",
         "| GPU | video | objects | px | config | device peak GiB | host peak GiB |",
         "|---|---|---|---|---|---|---|",

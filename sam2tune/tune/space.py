@@ -41,7 +41,7 @@ def image_sizes(s: int) -> list[int]:
 
 def candidates(w: Workload, device_kind: str = "cuda") -> list[Candidate]:
     """Every knob combination worth considering for ``w``."""
-    conds = [-1] + [m for m in (2, 4) if m < w.num_cond_frames]
+    conds = [-1] + [m for m in (2, 4, 8, 16) if m < w.num_cond_frames]
     segs = [0] + [s for s in (1800, 600) if s < w.num_frames]
     dtypes = ["float32", "bfloat16"] if device_kind == "cuda" else ["float32"]
     preds = ["per_object", "legacy_batched"] if w.num_objects > 1 else ["per_object"]

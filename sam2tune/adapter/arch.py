@@ -1,0 +1,46 @@
+"""SAM 2 architecture constants the memory model needs, read from the packaged configs and
+SAM 2's own defaults (the adapter is the one place that knows SAM 2)."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from functools import cache
+
+import yaml
+
+__all__ = ["Arch", "arch_of"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What sizes SAM 2's per-step tensors (``sam2_base.py``, ``memory_attention.py``)."""
+
+    embed_dim: (
+        int  # Hiera trunk's first-stage channels: the image encoder's activations scale with it
+    )
+    num_maskmem: int = 7  # memory frames: the current one + num_maskmem - 1 previous
+    max_obj_ptrs: int = 16  # object pointers read: selected past conditioning frames + 15 previous
+    mem_dim: int = 64  # memory-bank channels (maskmem_features, bf16)
+    d_model: int = 256  # memory attention width; a pointer is d_model / mem_dim = 4 memory tokens
+    temporal_stride: int = 1  # memory_temporal_stride_for_eval
+
+    @property
+    def ptr_tokens(self) -> int:
+        return self.d_model // self.mem_dim
+
+
+@cache
+def arch_of(config_file: str) -> Arch:
+    """The architecture of a packaged SAM 2 config (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    text = (importlib.resources.files("sam2") / config_file).read_text()
+    m = yaml.safe_load(text)["model"]
+    trunk = m["image_encoder"]["trunk"]
+    return Arch(
+        embed_dim=int(trunk.get("embed_dim", 96)),
+        num_maskmem=int(m.get("num_maskmem", 7)),
+        max_obj_ptrs=int(m.get("max_obj_ptrs_in_encoder", 16)),
+        mem_dim=int(m.get("memory_encoder", {}).get("out_dim", 64)),
+        d_model=int(m.get("memory_attention", {}).get("d_model", 256)),
+        temporal_stride=int(m.get("memory_temporal_stride_for_eval", 1)),
+    )
