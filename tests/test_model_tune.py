@@ -302,3 +302,56 @@ def test_confirmation_runs_are_real_recorded_once_and_resumed(tmp_path, cache_ro
     assert p.returncode == 0
     assert len(_study(tmp_path, "c").trials) == n_trials  # nothing re-run or duplicated
     assert len(__import__("sam2tune").load_results(tmp_path)) == 1
+
+
+def test_usable_memory_deducts_context_and_headroom_and_says_where_they_come_from():
+    from sam2tune.tune.recommend import usable_memory
+
+    total = 24 * 10**9
+    u, desc = usable_memory(total, _model())
+    assert u == int((total - 512 * 2**20) / 1.10) and "assumed" in desc
+    measured = MemoryModel(
+        {"cuda": dict(COEFFS)},
+        {"cuda": {"cuda_context_bytes": 300 * 2**20, "cuda_reserved_over_allocated": 1.05}},
+    )
+    u2, desc2 = usable_memory(total, measured)
+    assert u2 == int((total - 300 * 2**20) / 1.05) and "measured on CUDA runs" in desc2
+
+
+def test_recommend_caps_conditioning_frames_when_attention_would_not_fit():
+    w = Workload("sam2.1_large", 1024, 3600, 5, weights_bytes=897787592, prompt_every=3)
+    budget = 21 * 2**30
+    best, choices = recommend(w, budget, 512 * GiB, _model(), "cpu")
+    assert best is not None and best.candidate.max_cond_frames_in_attn != -1
+    uncapped = [
+        c
+        for c in choices
+        if c.candidate.max_cond_frames_in_attn == -1
+        and c.candidate.image_size == 1024
+        and not c.candidate.segment_frames
+    ]
+    assert uncapped and not any(c.feasible for c in uncapped)
+    # what does not fit is the attention term: 1,200 conditioning frames read on every step
+    assert min(c.prediction["terms"]["activations"] for c in uncapped) > budget - 2 * 2**30
+
+
+def test_recommend_explains_the_remedy_for_a_reprompting_workload(tmp_path):
+    p = subprocess.run(
+        sam2tune_cmd()
+        + [
+            "recommend",
+            f"results_dir={tmp_path}",
+            'gpu=RTX 4090',
+            "host_budget=512GiB",
+            "workload.num_frames=3600",
+            "workload.num_objects=5",
+            "workload.image_size=1024",
+            "workload.prompt_every=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "max_cond_frames_in_attn=" in p.stdout and "why max_cond_frames_in_attn" in p.stdout
+    assert "budget: usable" in p.stdout and "trust:" in p.stdout

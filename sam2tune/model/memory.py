@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 STREAM_WINDOW = 2
+REQUIRED_COEFFS = ("a_enc", "a_q", "a_tok", "a_out", "c_feat")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
 
 
@@ -175,8 +176,19 @@ class MemoryModel:
     @classmethod
     def load(cls, path: str | Path | None = None) -> MemoryModel:
         p = Path(path) if path else DEFAULT_MODEL_PATH
-        d = json.loads(p.read_text())
-        return cls(d["coeffs"], d.get("calibration", {}))
+        try:
+            d = json.loads(p.read_text())
+            coeffs = d["coeffs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"model_file: {str(p)!r} is not a memory model ({e})") from None
+        for kind, k in coeffs.items():
+            missing = [n for n in REQUIRED_COEFFS if n not in k]
+            if missing:
+                raise ValueError(
+                    f"model_file: {str(p)!r} was fitted by an older sam2tune ({kind} lacks "
+                    f"{', '.join(missing)}); refit it with `sam2tune fit`"
+                )
+        return cls(coeffs, d.get("calibration", {}))
 
 
 @cache

@@ -65,7 +65,10 @@ def load_model(ta: TuneArgs):
     )
     for p in candidates:
         if p.is_file():
-            return MemoryModel.load(p), p
+            try:
+                return MemoryModel.load(p), p
+            except ValueError as e:
+                raise InputError(str(e)) from None
     raise InputError(
         f"model_file: no memory model at {', '.join(map(str, candidates))} (run `sam2tune fit`)"
     )
