@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_results(results_dir="results") -> pd.DataFrame:
-    """Every recorded run under ``results_dir`` as one flat row each (see ``sam2tune.record``)."""
+def load_results(results_dir="results", cache: bool = True, strict: bool = False) -> pd.DataFrame:
+    """Every recorded run under ``results_dir`` as one flat row each (see
+    :func:`sam2tune.results.load_results`: a missing folder raises, unreadable records are named
+    in a warning, or raise with ``strict=True``)."""
     from sam2tune.results import load_results as _load
 
-    return _load(results_dir)
+    return _load(results_dir, cache=cache, strict=strict)

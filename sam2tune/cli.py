@@ -220,7 +220,14 @@ def _study(args: list[str]) -> None:
     print(f"[study {name}] report: {html_path}\n[study {name}]         {md_path}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"sam2tune: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning  # one line per warning, no source lines
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

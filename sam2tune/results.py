@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from sam2tune.record import COLUMNS
+from sam2tune.record import COLUMNS, STATUSES
 
-__all__ = ["load_results", "iter_reports"]
+__all__ = ["load_results", "iter_reports", "InvalidRecordWarning", "InvalidRecordError"]
+
+
+class InvalidRecordWarning(UserWarning):
+    """A run's report.json could not be read or is not a valid record (it is left out)."""
+
+
+class InvalidRecordError(ValueError):
+    """``load_results(strict=True)`` met a report.json that is not a valid record."""
+
+
+def check_record(d: Any) -> dict[str, Any]:
+    """The row of a parsed report.json, or ValueError saying what is wrong with it."""
+    if not isinstance(d, dict) or not isinstance(d.get("row"), dict):
+        raise ValueError("no 'row' object")
+    row = d["row"]
+    for key in ("run_id", "config_hash", "status"):
+        if not row.get(key):
+            raise ValueError(f"row has no {key!r}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"row status {row['status']!r} is not one of {', '.join(STATUSES)}")
+    return row
 
 
 def iter_reports(results_dir: str | os.PathLike) -> list[Path]:
@@ -30,20 +53,38 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame(columns=[c.name for c in COLUMNS])
 
 
-def load_results(results_dir: str | os.PathLike = "results", cache: bool = True) -> pd.DataFrame:
+def load_results(
+    results_dir: str | os.PathLike = "results", cache: bool = True, strict: bool = False
+) -> pd.DataFrame:
     """Every recorded row under ``results_dir`` (failed runs included), one per run.
 
     Args:
-        results_dir: the folder given as ``results_dir=`` to the runs.
+        results_dir: the folder given as ``results_dir=`` to the runs (it must exist).
         cache: read / refresh the Parquet cache (a pure function of the reports).
+        strict: raise :class:`InvalidRecordError` on an unreadable or invalid report.json
+            instead of leaving it out with an :class:`InvalidRecordWarning` naming its path.
 
     Returns:
-        A DataFrame with the documented columns (``sam2tune.record.COLUMNS``) first.
+        A DataFrame with the documented columns (``sam2tune.record.COLUMNS``) first;
+        ``df.attrs["invalid_records"]`` lists the reports left out (path and reason).
+
+    Raises:
+        FileNotFoundError: ``results_dir`` does not exist.
     """
     root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results_dir: {str(root)!r} does not exist or is not a folder")
+    runs = root / "runs"
+    invalid: list[tuple[str, str]] = []
+    if runs.is_dir():
+        for d in sorted(runs.iterdir()):
+            if d.is_dir() and not (d / "report.json").is_file() and (d / "config.json").is_file():
+                invalid.append((str(d / "report.json"), "missing (config.json without a report)"))
     reports = iter_reports(root)
     if not reports:
-        return _empty()
+        df = _empty()
+        _report_invalid(df, invalid, strict)
+        return df
     stamp = {p.parent.name: p.stat().st_mtime_ns for p in reports}
     cache_pq = root / ".cache" / "results.parquet"
     cache_ix = root / ".cache" / "results.index.json"
@@ -56,7 +97,9 @@ def load_results(results_dir: str | os.PathLike = "results", cache: bool = True)
         except Exception:  # a damaged cache is rebuilt from the reports
             old, known = None, {}
     if old is not None and known == stamp:
-        return old.reset_index(drop=True)
+        df = old.reset_index(drop=True)
+        _report_invalid(df, invalid, strict)
+        return df
     keep = {rid for rid, m in stamp.items() if known.get(rid) == m} if old is not None else set()
     rows = []
     for p in reports:
@@ -64,9 +107,10 @@ def load_results(results_dir: str | os.PathLike = "results", cache: bool = True)
         if rid in keep:
             continue
         try:
-            rows.append(json.loads(p.read_text())["row"])
-        except (ValueError, KeyError, OSError):
+            rows.append(check_record(json.loads(p.read_text())))
+        except (ValueError, OSError) as e:
             stamp.pop(rid)  # unreadable now: not cached as known, so it is retried next time
+            invalid.append((str(p), str(e).splitlines()[0] if str(e) else type(e).__name__))
     new = pd.DataFrame(rows)
     if old is not None and keep:
         df = pd.concat([old[old["run_id"].isin(keep)], new], ignore_index=True)
@@ -77,7 +121,19 @@ def load_results(results_dir: str | os.PathLike = "results", cache: bool = True)
     df = df.sort_values("run_id", kind="stable").reset_index(drop=True)
     if cache:
         _write_cache(df, stamp, cache_pq, cache_ix)
+    _report_invalid(df, invalid, strict)
     return df
+
+
+def _report_invalid(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> None:
+    df.attrs["invalid_records"] = [{"path": p, "reason": r} for p, r in invalid]
+    for path, reason in invalid:
+        if strict:
+            raise InvalidRecordError(f"{path}: not a valid run record ({reason})")
+        warnings.warn(
+            f"{path}: not a valid run record ({reason}); left out", InvalidRecordWarning,
+            stacklevel=3,
+        )
 
 
 def _write_cache(df: pd.DataFrame, stamp: dict[str, int], pq: Path, ix: Path) -> None:

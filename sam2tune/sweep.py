@@ -22,8 +22,12 @@ __all__ = ["already_done", "count_jobs", "SweepProgress", "sweep_summary"]
 
 def already_done(cfg: RunConfig) -> str | None:
     """The run id of a recorded ``ok`` row with this config's hash, if any."""
+    from pathlib import Path
+
     from sam2tune.results import load_results
 
+    if not Path(cfg.results_dir).is_dir():
+        return None
     df = load_results(cfg.results_dir)
     if df.empty:
         return None

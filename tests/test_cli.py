@@ -1,5 +1,6 @@
 """The command line as a user sees it: bad input gives one clear line, exit 2, nothing written."""
 
+import json
 import subprocess
 import sys
 
@@ -101,7 +102,7 @@ def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
     assert lines[-1].startswith("sam2tune: error: ") and needle in lines[-1], p.stderr
     assert "Traceback" not in p.stderr
     assert not (results / "runs").exists() or not any((results / "runs").iterdir())
-    assert len(sam2tune.load_results(results)) == 0
+    assert not results.exists() or len(sam2tune.load_results(results)) == 0
 
 
 def test_python_dash_m_runs_the_same(tmp_path, cache_root):
@@ -129,3 +130,37 @@ def test_download_without_network_fails_clearly(tmp_path):
     with pytest.raises(DownloadError, match="cannot download .* model.checkpoint=PATH"):
         download(m, tmp_path, timeout_s=5)
     assert not list((tmp_path / "checkpoints").iterdir())  # no partial file left
+
+
+def test_load_results_names_every_invalid_record_and_refuses_a_missing_dir(tmp_path):
+    import warnings
+
+    import pytest
+
+    from sam2tune.results import InvalidRecordError, InvalidRecordWarning
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sam2tune.load_results(tmp_path / "nowhere")
+    runs = tmp_path / "runs"
+    good = {"row": {"run_id": "a", "config_hash": "h", "status": "ok"}}
+    cases = {
+        "a": json.dumps(good),
+        "b": "",  # empty
+        "c": "{}",  # no row
+        "d": json.dumps(good)[:20],  # truncated
+        "e": json.dumps({"row": {"status": "ok"}}),  # only a status
+    }
+    for rid, text in cases.items():
+        (runs / rid).mkdir(parents=True)
+        (runs / rid / "report.json").write_text(text)
+    (runs / "f").mkdir()
+    (runs / "f" / "config.json").write_text("{}")  # a run whose report never came
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        df = sam2tune.load_results(tmp_path)
+    assert list(df["run_id"]) == ["a"]
+    named = {str(x.message).split(":")[0] for x in w if x.category is InvalidRecordWarning}
+    assert named == {str(runs / r / "report.json") for r in "bcdef"}
+    assert len(df.attrs["invalid_records"]) == 5
+    with pytest.raises(InvalidRecordError):
+        sam2tune.load_results(tmp_path, strict=True)

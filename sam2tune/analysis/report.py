@@ -153,7 +153,13 @@ def build_report(
         The HTML and Markdown paths.
     """
     results_dir, out = Path(results_dir), Path(out)
-    raw = load_results(results_dir)
+    import warnings
+
+    from sam2tune.results import InvalidRecordWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InvalidRecordWarning)  # listed in the report instead
+        raw = load_results(results_dir)
     if raw.empty:
         raise ValueError(f"results_dir: no recorded runs under {str(results_dir)!r}")
     df = prepare(raw)
@@ -175,6 +181,11 @@ def build_report(
         md += [intro, ""]
     md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in env]
     md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in concl]
+    bad = raw.attrs.get("invalid_records", [])
+    bad_lines = [f"`{b['path']}`: {b['reason']}" for b in bad]
+    if bad_lines:
+        md += ["", f"## Unreadable records ({len(bad)}, left out of every figure and table)", ""]
+        md += [f"- {b}" for b in bad_lines]
     md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
     if lookup is not None:
         md += ["", "## Per-GPU lookup (predicted)", "", lookup[0], "", _md_table(lookup[1])]
@@ -196,6 +207,10 @@ def build_report(
     ]
     if intro:
         body.append(f"<p>{e(intro)}</p>")
+    if bad_lines:
+        body.append(f"<h2>Unreadable records ({len(bad)}, left out)</h2><ul>")
+        body += [f"<li>{e(b)}</li>" for b in bad_lines]
+        body.append("</ul>")
     body.append("<h2>Environment and provenance</h2><ul>")
     body += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in env]
     body.append("</ul><h2>Conclusions (computed from the data)</h2><ul>")

@@ -76,7 +76,10 @@ def workload_of(cfg: RunConfig, num_frames: int | None = None) -> Workload:
 
 def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every ok run as model inputs and targets (exact prompted frames from its report)."""
-    df = load_results(results_dir)
+    try:
+        df = load_results(results_dir)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
     out = []
     if df.empty:
         return out

@@ -449,7 +449,7 @@ def tune_cmd(args: list[str]) -> None:
     print(f"budget: {udesc}")
     from sam2tune.analysis.frame import prepare
 
-    data = prepare(load_results(ta.results_dir))
+    data = prepare(load_results(ta.results_dir)) if Path(ta.results_dir).is_dir() else None
     spec = TuneSpec(
         w,
         budget,
