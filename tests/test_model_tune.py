@@ -355,3 +355,16 @@ def test_recommend_explains_the_remedy_for_a_reprompting_workload(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "max_cond_frames_in_attn=" in p.stdout and "why max_cond_frames_in_attn" in p.stdout
     assert "budget: usable" in p.stdout and "trust:" in p.stdout
+
+
+def test_nothing_fits_names_the_budget_that_binds():
+    from sam2tune.tune.recommend import nothing_fits
+
+    w = Workload("sam2.1_tiny", 512, 100, 1, weights_bytes=156 * 2**20)
+    m = _model()
+    _, host_bound = recommend(w, 8 * GiB, 2**20, m, "cpu")
+    msg = nothing_fits(w, 8 * GiB, 2**20, host_bound, m, "cpu")
+    assert msg.startswith("nothing fits the host budget") and "GPU" not in msg
+    _, dev_bound = recommend(w, 2**20, 64 * GiB, m, "cpu")
+    msg = nothing_fits(w, 2**20, 64 * GiB, dev_bound, m, "cpu")
+    assert msg.startswith("nothing fits the accelerator budget") and "GPU with more memory" in msg

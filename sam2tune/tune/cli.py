@@ -422,7 +422,7 @@ def recommend_cmd(args: list[str]) -> None:
         best, choices = recommend(w, budget, hb, model, ta.device_kind)
         source = f"memory model screen of the knob space ({len(choices)} candidates)"
         if best is None:
-            print(nothing_fits(w, budget, hb, choices))
+            print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
             sys.exit(1)
     print(f"answer from: {source}; memory model calibrated on {cal} ({path})")
     for line in _describe(best, w, budget, hb):
@@ -486,7 +486,7 @@ def tune_cmd(args: list[str]) -> None:
         )
     best = choose(choices)
     if best is None:
-        print(nothing_fits(w, budget, hb, choices))
+        print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
         sys.exit(1)
     for line in _describe(best, w, budget, hb, "best"):
         print(line)

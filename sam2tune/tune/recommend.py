@@ -154,26 +154,47 @@ def recommend(
     return choose(choices), choices
 
 
-def nothing_fits(w: Workload, budget: int, host: int, choices: list[Choice]) -> str:
-    """What is missing and the smallest change that would fit."""
+def nothing_fits(
+    w: Workload,
+    budget: int,
+    host: int,
+    choices: list[Choice],
+    model: MemoryModel | None = None,
+    device_kind: str = "cuda",
+) -> str:
+    """What is missing and the smallest change that would fit (GPUs compared by their usable
+    memory when ``model`` is given on CUDA)."""
+    def usable(b: int) -> int:
+        return usable_memory(b, model)[0] if model is not None and device_kind == "cuda" else b
+
+    def cfg(c: Choice) -> str:
+        return " ".join(c.candidate.overrides(w)[1:]) or "stock"
+
+    dev_ok = [c for c in choices if c.prediction["device_peak_bytes"] <= budget]
+    if dev_ok:  # the accelerator has room: the host budget is what binds
+        hb = min(dev_ok, key=lambda c: c.prediction["host_peak_bytes"])
+        need = hb.prediction["host_peak_bytes"]
+        return (
+            f"nothing fits the host budget: configurations fit the accelerator budget "
+            f"{fmt_bytes(budget)}, but the smallest predicted host peak among them is "
+            f"{fmt_bytes(need)} ({cfg(hb)}), {fmt_bytes(need - host)} more than the host budget "
+            f"{fmt_bytes(host)}. Smallest change: {fmt_bytes(need)} of host RAM "
+            f"(host_budget=), or a shorter video."
+        )
     best_dev = min(choices, key=lambda c: c.prediction["device_peak_bytes"])
     need = best_dev.prediction["device_peak_bytes"]
     msg = [
-        f"nothing fits: the smallest predicted accelerator peak is {fmt_bytes(need)} "
-        f"({' '.join(best_dev.candidate.overrides(w)[1:]) or 'stock'}), "
-        f"{fmt_bytes(need - budget)} more than the budget {fmt_bytes(budget)}."
+        f"nothing fits the accelerator budget: the smallest predicted accelerator peak is "
+        f"{fmt_bytes(need)} ({cfg(best_dev)}), {fmt_bytes(need - budget)} more than the budget "
+        f"{fmt_bytes(budget)}."
     ]
-    fits_gpu = sorted((b, n) for n, b in catalog().items() if b >= need)
+    fits_gpu = sorted((b, n) for n, b in catalog().items() if usable(b) >= need)
     if fits_gpu:
+        msg.append(f"Smallest change: a GPU with more memory (e.g. {fits_gpu[0][1]}).")
+    if best_dev.prediction["host_peak_bytes"] > host:
         msg.append(
-            f"Smallest change: a GPU with at least {fmt_bytes(need)} (e.g. {fits_gpu[0][1]})."
-        )
-    host_ok = [c for c in choices if c.prediction["device_peak_bytes"] <= budget]
-    if host_ok:
-        hb = min(host_ok, key=lambda c: c.prediction["host_peak_bytes"])
-        msg.append(
-            f"Or host RAM: {fmt_bytes(hb.prediction['host_peak_bytes'])} would fit "
-            f"({' '.join(hb.candidate.overrides(w)[1:])}); the host budget is {fmt_bytes(host)}."
+            f"That configuration would also need {fmt_bytes(best_dev.prediction['host_peak_bytes'])}"
+            f" of host RAM (host budget {fmt_bytes(host)})."
         )
     return " ".join(msg)
 
