@@ -368,3 +368,17 @@ def test_nothing_fits_names_the_budget_that_binds():
     _, dev_bound = recommend(w, 2**20, 64 * GiB, m, "cpu")
     msg = nothing_fits(w, 2**20, 64 * GiB, dev_bound, m, "cpu")
     assert msg.startswith("nothing fits the accelerator budget") and "GPU with more memory" in msg
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["video=jpeg_dir", "video.path=/nonexistent/frames"], "video.path: no such directory"),
+        (["format=xml"], "format: must be text or json"),
+        (["device_kind=tpu"], "device_kind: must be cuda or cpu"),
+        (["budget=lots"], "budget: cannot parse"),
+    ],
+)
+def test_predict_validates_what_it_is_given(args, needle):
+    p = subprocess.run(sam2tune_cmd() + ["predict", *args], capture_output=True, text=True)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr

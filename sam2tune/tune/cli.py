@@ -190,6 +190,14 @@ def predict_cmd(args: list[str]) -> None:
                 raise InputError(str(e)) from None
     cfg = compose_run(overrides)
     model, path = load_model(ta)
+    if cfg.video.kind != "synthetic":  # a real video: its frame count and size, validated
+        import dataclasses as dc
+
+        from sam2tune.paths import cache_dir
+        from sam2tune.video.sources import resolve_video
+
+        vd = resolve_video(cfg.video, cache_dir(cfg.cache_dir))
+        cfg.video = dc.replace(cfg.video, num_frames=vd.num_frames, height=vd.height, width=vd.width)
     w = workload_of(cfg)
     c = candidate_of(cfg.knobs)
     p = predict(w, c, model, ta.device_kind)
