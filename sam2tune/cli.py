@@ -25,6 +25,19 @@ commands:
   report [results_dir=DIR] [out=DIR] [title=TEXT]
                                 HTML + Markdown report (figures, tables, computed conclusions)
   download [MODEL ...] [--all]  fetch Meta's official SAM 2 checkpoints into the cache
+  predict <run overrides> [budget=24GiB] [host_budget=64GiB] [format=json] [device_kind=cuda|cpu]
+                                predicted peak memory term by term, trust region, frames that fit
+  calibrate [design=calibration|validation] [results_dir=DIR] [device=cuda]
+                                run the memory model's designed calibration / validation set
+  fit [results_dir=DIR] [validation_dir=DIR] [out=FILE]
+                                fit the memory model; error per axis on a validation set
+  tune budget=24GiB workload.*=... [n_trials=60] [confirm=2]
+                                Optuna search of the knob space (model-screened, confirmed by runs)
+  recommend [budget=24GiB | gpu="RTX 4090"] workload.*=...
+                                the best configuration for a GPU, why, and a snippet to paste
+  lookup [workload.model=...] [host_budget=64GiB]
+                                per-GPU lookup table (results/lookup/)
+  COMMAND --help                help of one command
 
 examples:
   sam2tune run
@@ -229,10 +242,54 @@ def main(argv: list[str] | None = None) -> None:
 
     warnings.showwarning = _show_warning  # one line per warning, no source lines
     argv = sys.argv[1:] if argv is None else list(argv)
+    import signal
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        print("sam2tune: interrupted (runs already recorded are kept)", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `sam2tune --help | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+def _command_help(cmd: str) -> None:
+    import inspect
+
+    from sam2tune.tune import cli as tcli
+
+    funcs = {"report": _report, "study": _study, "download": _download}
+    f = funcs.get(cmd) or getattr(tcli, f"{cmd}_cmd", None)
+    if f is None:
+        _fail(f"unknown command {cmd!r} (sam2tune --help lists them)")
+    print(inspect.getdoc(f) or f"sam2tune {cmd}")
+    if cmd in ("tune", "recommend", "lookup"):
+        import dataclasses
+
+        print("\narguments (key=value):")
+        for fl in dataclasses.fields(tcli.TuneArgs):
+            if fl.name == "workload":
+                for wf in dataclasses.fields(tcli.Workload):
+                    print(f"  workload.{wf.name}={wf.default!r}")
+            else:
+                print(f"  {fl.name}={fl.default!r}")
+    if cmd == "study":
+        print("\nstudies: " + ", ".join(studies()))
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    if cmd != "run" and any(a in ("-h", "--help") for a in rest):
+        _command_help(cmd)
+        return
     if cmd == "run":
         _run(rest)
     elif cmd == "download":
@@ -250,8 +307,8 @@ def main(argv: list[str] | None = None) -> None:
             _fail(str(e))
     else:
         _fail(
-            f"unknown command {cmd!r} (commands: run, study, report, predict, fit, tune, "
-            "recommend, lookup, download)"
+            f"unknown command {cmd!r} (commands: run, study, report, predict, calibrate, fit, "
+            "tune, recommend, lookup, download)"
         )
 
 

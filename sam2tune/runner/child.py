@@ -125,7 +125,24 @@ def _partial_measures() -> dict[str, Any]:
     return m
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux), so a killed sweep
+    or CLI never leaves a run working on its own."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's own cleanup still kills us
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent()
     run_dir = Path(sys.argv[1])
     with open(run_dir / "input.pkl", "rb") as f:
         args = pickle.load(f)

@@ -111,6 +111,11 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
             timed_out = True
             proc.kill()
             proc.wait()
+        except BaseException:  # Ctrl-C / SIGTERM: the run dies with us and leaves nothing
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     msg = None
     if not timed_out and (tmp_dir / "result.pkl").is_file():
         with open(tmp_dir / "result.pkl", "rb") as f:
