@@ -72,22 +72,36 @@ class MaskSet:
         a, b = self._frames.get(frame), other._frames.get(frame)
         return a is not None and b is not None and a[0] == b[0] and np.array_equal(a[1], b[1])
 
-    def save(self, path) -> None:
+    def save(self, path, key: str = "") -> None:
+        """Save compressed; ``key`` (what defines these masks) is stored and checked on load."""
         arrays = {}
         for t, (ids, packed) in self._frames.items():
             arrays[f"f{t}"] = packed
             arrays[f"i{t}"] = np.array(ids, np.int64)
-        np.savez_compressed(path, _shape=np.array(self.shape), **arrays)
+        np.savez_compressed(path, _shape=np.array(self.shape), _key=np.array(key), **arrays)
 
     @classmethod
-    def load(cls, path) -> MaskSet:
-        with np.load(path) as z:
-            h, w = (int(v) for v in z["_shape"])
-            ms = cls(h, w)
-            for k in z.files:
-                if k.startswith("f"):
-                    t = int(k[1:])
-                    ms._frames[t] = (tuple(int(v) for v in z[f"i{t}"]), z[k])
+    def load(cls, path, key: str | None = None) -> MaskSet:
+        """Load masks saved by :meth:`save`.
+
+        Raises:
+            ValueError: the file is damaged, or was saved under another ``key``.
+        """
+        try:
+            with np.load(path) as z:
+                stored = str(z["_key"]) if "_key" in z.files else ""
+                if key is not None and stored != key:
+                    raise ValueError(f"saved for key {stored or '(none)'!r}, not {key!r}")
+                h, w = (int(v) for v in z["_shape"])
+                ms = cls(h, w)
+                for k in z.files:
+                    if k.startswith("f"):
+                        t = int(k[1:])
+                        ms._frames[t] = (tuple(int(v) for v in z[f"i{t}"]), z[k])
+        except ValueError:
+            raise
+        except Exception as e:  # zip / pickle / key errors: a damaged file
+            raise ValueError(f"damaged mask file ({type(e).__name__}: {e})") from None
         return ms
 
 

@@ -3,6 +3,8 @@
 import json
 import subprocess
 
+import numpy as np
+
 import pytest
 from conftest import small_run_cmd
 
@@ -160,3 +162,50 @@ def test_mp4_goes_through_sam2s_own_loader(small, tmp_path):
     ).row
     assert r["status"] == "ok", r["error"]
     assert r["num_frames"] == 5 and r["frames_bytes"] == 5 * 3 * S * S * 4
+
+
+def _frames_with_two_annotations(root):
+    """One JPEG folder and two annotation folders that put the object in different places."""
+    from PIL import Image
+
+    jpg = root / "jpg"
+    jpg.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for t in range(4):
+        Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)).save(jpg / f"{t:05d}.jpg")
+    anns = []
+    for k, (y, x) in enumerate([(10, 10), (50, 70)]):
+        ann = root / f"ann{k}"
+        ann.mkdir()
+        for t in range(4):
+            lab = np.zeros((96, 128), np.uint8)
+            lab[y : y + 30, x : x + 40] = 1
+            im = Image.fromarray(lab, mode="P")
+            im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+            im.save(ann / f"{t:05d}.png")
+        anns.append(ann)
+    return jpg, anns
+
+
+def test_reference_is_keyed_by_the_prompts_and_a_damaged_cache_is_recomputed(small, tmp_path):
+    """Same frames, other annotations (other prompts), one results dir: each run is compared
+    with its own reference, so a lossless knob agrees exactly with both."""
+    jpg, anns = _frames_with_two_annotations(tmp_path / "v")
+    res = tmp_path / "r"
+    rows = []
+    for ann in anns:
+        video = ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={ann}"]
+        run_isolated(small(*video, results=res))  # the reference (every knob off)
+        rows.append(run_isolated(small(*video, "knobs.offload_video_to_cpu=true", results=res)).row)
+    assert [r["iou_ref_mean"] for r in rows] == [1.0, 1.0]
+    refs = sorted((res / ".cache" / "refs").glob("*.npz"))
+    assert len(refs) == 2  # one reference per set of prompts
+    for p in refs:
+        p.write_bytes(p.read_bytes()[:50])  # damage both
+    video = ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={anns[0]}"]
+    out = run_isolated(small(*video, "knobs.offload_video_to_cpu=true", results=res))
+    assert out.row["status"] == "ok" and out.row["iou_ref_mean"] == 1.0
+    rep = json.loads(out.report_path.read_text())
+    assert "damaged" in rep["reference"]["cache_error"]
+    log = (out.report_path.parent / "run.log").read_text()
+    assert "unusable" in log and "recomputing" in log

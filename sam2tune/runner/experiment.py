@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -215,11 +216,26 @@ def is_own_reference(cfg: RunConfig) -> bool:
     return not cfg.knobs.memory_saving() and reference_image_size(cfg) == cfg.model.image_size
 
 
-def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
-    """What defines reference masks: video, prompts, model, weights, image_size."""
+def _prompts_digest(prompts: list[Prompt]) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(json.dumps(p.describe(), sort_keys=True, default=str).encode())
+        if p.mask is not None:
+            h.update(np.ascontiguousarray(p.mask).tobytes())
+    return h.hexdigest()
+
+
+def reference_key(
+    cfg: RunConfig, video: VideoData, weights: str, prompts: list[Prompt] | None = None
+) -> str:
+    """What defines reference masks: frame content, annotations and the prompts derived from
+    them, scenario, model, weights, image size and the reference's predictor."""
     d = {
         "video": video.source_id,
         "frames": video.num_frames,
+        "annotations": video.annotations_dir and _dir_digest(Path(video.annotations_dir)),
+        "prompts": _prompts_digest(prompts) if prompts is not None else None,
+        "predictor": KnobsConfig().predictor,  # the reference always runs the default predictor
         "scenario": dataclasses.asdict(cfg.scenario),
         "model": cfg.model.config_file,
         "weights": weights
@@ -231,12 +247,19 @@ def reference_key(cfg: RunConfig, video: VideoData, weights: str) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _save_masks(ms: MaskSet, path: Path) -> None:
+def _dir_digest(folder: Path) -> str:
+    """Identity of a folder's files (names, sizes, modification times)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    items = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def _save_masks(ms: MaskSet, path: Path, key: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
     os.close(fd)
     try:
-        ms.save(tmp)
+        ms.save(tmp, key)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -334,17 +357,25 @@ def run_experiment(
     }
     per_obj_ref: dict[int, float] = {}
     if cfg.probe.reference:
-        key = reference_key(cfg, video, built.weights)
+        key = reference_key(cfg, video, built.weights, prompts)
         path = refs_dir / f"{key}.npz"
         ref_info.update(key=key, cached=path.is_file())
         if is_own_reference(cfg):
             per_obj_ref = {i: 1.0 for i in prop.masks.obj_ids}
-            _save_masks(prop.masks, path)
+            _save_masks(prop.masks, path, key)
         else:
             try:
+                ref = None
                 if path.is_file():
-                    ref = MaskSet.load(path)
-                else:
+                    try:
+                        ref = MaskSet.load(path, key)
+                    except ValueError as e:  # damaged or another key's: recompute, say so
+                        print(
+                            f"sam2tune: reference cache {path} unusable ({e}); recomputing",
+                            file=sys.stderr,
+                        )
+                        ref_info.update(cached=False, cache_error=str(e))
+                if ref is None:
                     _lift_limits(dev)
                     t_ref = time.perf_counter()
                     ref_knobs = KnobsConfig()
@@ -363,7 +394,7 @@ def run_experiment(
                     ref = propagate(
                         rb.predictor, video, prompts, ref_knobs, dev, probes=False
                     ).masks
-                    _save_masks(ref, path)
+                    _save_masks(ref, path, key)
                     ref_info["computed_s"] = time.perf_counter() - t_ref
                 per_obj_ref = agreement(
                     prop.masks, ref, sorted(set(ref.frames) | set(prop.masks.frames))
