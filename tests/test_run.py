@@ -209,3 +209,28 @@ def test_reference_is_keyed_by_the_prompts_and_a_damaged_cache_is_recomputed(sma
     assert "damaged" in rep["reference"]["cache_error"]
     log = (out.report_path.parent / "run.log").read_text()
     assert "unusable" in log and "recomputing" in log
+
+
+@pytest.mark.parametrize(
+    "exc,budget,status",
+    [
+        (MemoryError(), False, "oom"),
+        (RuntimeError("could not create a primitive"), True, "oom"),  # oneDNN under a budget
+        (RuntimeError("could not create a primitive"), False, "error"),
+        (RuntimeError("std::bad_alloc"), False, "oom"),
+        (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 GB"),
+         False, "oom"),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), False, "oom"),
+        (ValueError("shapes do not match"), True, "error"),
+    ],
+)
+def test_allocation_failures_are_oom(exc, budget, status):
+    from sam2tune.runner.child import classify_failure
+
+    assert classify_failure(exc, host_budget=budget) == status
+
+
+def test_device_budget_on_the_cpu_is_checked_against_the_estimate(small):
+    r = run_isolated(small("limits.device_memory_budget=100MiB", "probe.reference=false")).row
+    assert r["status"] == "oom" and "emulated" in r["error"]
+    assert "limits.device_memory_budget=100MiB" in r["error"] and r["est_device_peak_bytes"]

@@ -46,6 +46,9 @@ _OOM_TEXT = (
     "std::bad_alloc",
     "unable to allocate",
     "failed to allocate",
+    "allocation failed",
+    "memory allocation",
+    "not enough memory",
 )
 
 
@@ -61,6 +64,8 @@ def classify_failure(exc: BaseException, host_budget: bool = False) -> str:
     if any(s in text for s in _OOM_TEXT):
         return "oom"
     if host_budget and isinstance(exc, SystemError) and "without" in text and "exception" in text:
+        return "oom"
+    if host_budget and "could not create a primitive" in text:  # oneDNN's failed allocation
         return "oom"
     return "error"
 

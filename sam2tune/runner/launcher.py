@@ -26,6 +26,7 @@ from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
 from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir
 from sam2tune.record import make_row
+from sam2tune.units import fmt_bytes
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
 
@@ -134,6 +135,16 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         status, error = "ok", None
         body = msg["body"]
         measures = body["measures"]
+        budget = cfg.limits.device_budget_bytes
+        est = measures.get("est_device_peak_bytes")
+        if budget and measures.get("device") == "cpu" and est and est > budget:
+            # no accelerator to enforce it on: the budget is checked against the estimate
+            status = "oom"
+            error = (
+                f"emulated out of memory: estimated device peak {fmt_bytes(est)} > "
+                f"limits.device_memory_budget={cfg.limits.device_memory_budget} (CPU run: "
+                "checked against the census+tracked estimate)"
+            )
     elif msg is not None:
         status, error = msg["status"], msg["error"]
         measures = msg.get("measures", {})
