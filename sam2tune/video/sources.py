@@ -117,8 +117,10 @@ def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
         try:
             with Image.open(p) as im:
                 s = im.size
-                if p is frames[0]:
-                    im.load()
+                # decode every frame to its end (at 1/8 scale: the whole entropy-coded stream
+                # is still read), so a truncated file is refused before anything runs
+                im.draft("RGB", (max(1, s[0] // 8), max(1, s[1] // 8)))
+                im.load()
         except Exception as e:
             raise InputError(f"video.path: corrupt frame {p.name}: {e}") from None
         if size is not None and s != size:
