@@ -79,7 +79,8 @@ def test_jpeg_dir_subset_of_frames(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "empty", "corrupt", "mask_size", "mp4_missing", "mp4_corrupt"]
+    "case",
+    ["missing", "empty", "corrupt", "truncated_last", "mask_size", "mp4_missing", "mp4_corrupt"],
 )
 def test_bad_videos_are_refused_with_one_line(tmp_path, case):
     cfg = VideoConfig(kind="jpeg_dir", path=str(tmp_path / "nope"), num_frames=None)
@@ -89,6 +90,13 @@ def test_bad_videos_are_refused_with_one_line(tmp_path, case):
     elif case == "corrupt":
         jpg, _ = _davis(tmp_path)
         (jpg / "00001.jpg").write_bytes(b"not a jpeg")
+        cfg.path = str(jpg)
+    elif case == "truncated_last":
+        jpg, _ = _davis(tmp_path)
+        rng = np.random.default_rng(0)
+        Image.fromarray((rng.random((40, 60, 3)) * 255).astype(np.uint8)).save(jpg / "00003.jpg")
+        b = (jpg / "00003.jpg").read_bytes()
+        (jpg / "00003.jpg").write_bytes(b[: len(b) // 2])
         cfg.path = str(jpg)
     elif case == "mask_size":
         jpg, ann = _davis(tmp_path, ann_size=(30, 30))
