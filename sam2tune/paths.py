@@ -19,6 +19,13 @@ def cache_dir(override: str | None = None) -> Path:
     return Path(base) / "sam2tune"
 
 
+def _default_mode() -> int:
+    """0666 minus the process umask: the mode an ordinary ``open(..., "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +33,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; a record is as readable as any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

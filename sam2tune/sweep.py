@@ -58,7 +58,7 @@ def _fmt_s(s: float) -> str:
 def sweep_summary(statuses: Counter) -> str:
     order = ["ok", "skipped", "oom", "timeout", "crashed", "error"]
     cells = [f"{k}={statuses.get(k, 0)}" for k in order]
-    failed = sum(statuses.get(k, 0) for k in ("timeout", "crashed", "error"))
+    failed = sum(statuses.get(k, 0) for k in ("oom", "timeout", "crashed", "error"))
     return (
         f"sweep summary: {sum(statuses.values())} points: "
         + "  ".join(cells)

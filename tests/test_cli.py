@@ -164,3 +164,20 @@ def test_load_results_names_every_invalid_record_and_refuses_a_missing_dir(tmp_p
     assert len(df.attrs["invalid_records"]) == 5
     with pytest.raises(InvalidRecordError):
         sam2tune.load_results(tmp_path, strict=True)
+
+
+def test_records_are_written_with_ordinary_permissions_and_summary_counts_oom(tmp_path):
+    import os
+    from collections import Counter
+
+    from sam2tune.paths import atomic_write_text
+    from sam2tune.sweep import sweep_summary
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    s = sweep_summary(Counter(ok=2, oom=1, timeout=1))
+    assert "(failed=2)" in s

@@ -162,7 +162,12 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         else:
             status, error = "crashed", f"run process exited with code {code} and no result"
     if status != "ok":
-        measures.setdefault("device", cfg.device)
+        dev = cfg.device
+        if dev == "auto":  # what the run would have used
+            import torch
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        measures.setdefault("device", dev)
         measures.setdefault("weights", weights)
     row = make_row(
         cfg,
