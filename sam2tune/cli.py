@@ -60,6 +60,38 @@ def _choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def _known_keys() -> set[str]:
+    """Every ``key`` a run override may set: RunConfig's fields, dotted."""
+    import dataclasses
+
+    from sam2tune.config.schema import RunConfig
+
+    keys: set[str] = set()
+    for f in dataclasses.fields(RunConfig):
+        keys.add(f.name)
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            keys.update(f"{f.name}.{g.name}" for g in dataclasses.fields(sub))
+    return keys | {"experiment"}
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse an unknown key in one line with the closest valid key, with or without ``+``
+    (Hydra would print a page without ``+``, and silently add the typo with it)."""
+    import difflib
+
+    known = _known_keys()
+    for ov in overrides:
+        if ov.startswith("-") or "=" not in ov:
+            continue
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key in known or key.startswith("hydra") or "/" in key:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else " (see `sam2tune run --help`)"
+        raise InputError(f"{key}: unknown setting{hint}")
+
+
 def _check_group_choices(overrides: list[str]) -> None:
     """One clear line for an unknown config-group option (Hydra's own message is a page)."""
     for ov in overrides:
@@ -78,6 +110,10 @@ def _run(overrides: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    try:
+        check_override_keys(overrides)
+    except InputError as e:
+        _fail(str(e))
     _check_group_choices(overrides)
     register()
 

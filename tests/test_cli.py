@@ -181,3 +181,16 @@ def test_records_are_written_with_ordinary_permissions_and_summary_counts_oom(tm
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
     s = sweep_summary(Counter(ok=2, oom=1, timeout=1))
     assert "(failed=2)" in s
+
+
+@pytest.mark.parametrize("prefix", ["", "+", "++"])
+def test_a_typo_in_a_key_is_refused_in_one_line_with_the_closest_key(prefix, tmp_path):
+    p = subprocess.run(
+        sam2tune_cmd() + ["run", f"{prefix}knobs.offload_vidoe_to_cpu=true", f"results_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr
+    assert "did you mean knobs.offload_video_to_cpu?" in lines[0]
+    assert not (tmp_path / "runs").exists()

@@ -107,8 +107,10 @@ def compose_run(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    from sam2tune.cli import check_override_keys
     from sam2tune.config.store import CONF_DIR, register
 
+    check_override_keys(list(overrides))
     register()
     GlobalHydra.instance().clear()
     try:
