@@ -225,3 +225,22 @@ def test_scale_out_launcher_configs_compose(launcher, target):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert target in p.stdout
+
+
+def test_a_host_slope_from_two_lengths_is_not_stated_as_a_finding():
+    import pandas as pd
+
+    from sam2tune.analysis.conclusions import length_conclusions
+
+    rows = [
+        dict(status="ok", image_size=256, num_objects=1, setting="stock", num_frames=n,
+             device_peak_bytes=1000 * n, peak_host_rss_bytes=5000 * n + 7,
+             device_peak_kind="estimated")
+        for n in (6, 12)
+    ]
+    text = " ".join(length_conclusions(pd.DataFrame(rows)))
+    assert "not enough data (2 lengths" in text and "host RSS 0." not in text
+    rows.append({**rows[0], "num_frames": 24, "device_peak_bytes": 24000,
+                 "peak_host_rss_bytes": 5000 * 24 + 7})
+    text = " ".join(length_conclusions(pd.DataFrame(rows)))
+    assert "not enough data" not in text and "MiB per 100 frames, measured" in text

@@ -43,6 +43,10 @@ def status_counts(df: pd.DataFrame) -> list[str]:
     return [f"{len(df)} runs recorded: {parts}."]
 
 
+#: distinct video lengths a measured (noisy) host-RSS slope needs before it is stated
+MIN_HOST_LENGTHS = 3
+
+
 def frame_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """Least-squares slope of the device peak vs frames per (image_size, objects, setting)."""
     rows = []
@@ -50,16 +54,20 @@ def frame_slopes(df: pd.DataFrame) -> pd.DataFrame:
         if g["num_frames"].nunique() < 2:
             continue
         slope = np.polyfit(g["num_frames"].astype(float), g[DEVICE_PEAK].astype(float), 1)[0]
-        host = np.polyfit(
-            g["num_frames"].astype(float), g["peak_host_rss_bytes"].astype(float), 1
-        )[0]
+        # host RSS is measured and noisy: a slope from fewer than 3 lengths is not a finding
+        host = (
+            np.polyfit(g["num_frames"].astype(float), g["peak_host_rss_bytes"].astype(float), 1)[0]
+            if g["num_frames"].nunique() >= MIN_HOST_LENGTHS
+            else None
+        )
         rows.append(
             dict(
                 image_size=int(size),
                 num_objects=int(k),
                 setting=setting,
                 bytes_per_frame=float(slope),
-                host_bytes_per_frame=float(host),
+                host_bytes_per_frame=None if host is None else float(host),
+                lengths=int(g["num_frames"].nunique()),
                 kind=_kind(g),
                 n=len(g),
             )
@@ -75,7 +83,12 @@ def length_conclusions(df: pd.DataFrame) -> list[str]:
             f"At image_size {r.image_size} with {r.num_objects} objects, {r.setting} grows the "
             f"accelerator peak by {r.bytes_per_frame * 100 / MiB:.1f} MiB per 100 frames "
             f"({r.bytes_per_frame:,.0f} B/frame, {r.kind}; host RSS "
-            f"{r.host_bytes_per_frame * 100 / MiB:.1f} MiB per 100 frames, measured; {r.n} runs)."
+            + (
+                f"{r.host_bytes_per_frame * 100 / MiB:.1f} MiB per 100 frames, measured"
+                if r.host_bytes_per_frame is not None and r.host_bytes_per_frame == r.host_bytes_per_frame
+                else f"slope: not enough data ({r.lengths} lengths; it needs {MIN_HOST_LENGTHS})"
+            )
+            + f"; {r.n} runs)."
         )
     for (size, k), g in sl.groupby(["image_size", "num_objects"]) if not sl.empty else []:
         base = g[g["setting"] == "stock"]
