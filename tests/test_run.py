@@ -234,3 +234,26 @@ def test_device_budget_on_the_cpu_is_checked_against_the_estimate(small):
     r = run_isolated(small("limits.device_memory_budget=100MiB", "probe.reference=false")).row
     assert r["status"] == "oom" and "emulated" in r["error"]
     assert "limits.device_memory_budget=100MiB" in r["error"] and r["est_device_peak_bytes"]
+
+
+def test_a_single_run_shows_frames_fps_and_eta(tmp_path, capsys):
+    import sys
+
+    from sam2tune.runner.experiment import PROGRESS_TAG
+    from sam2tune.runner.launcher import _wait_with_progress
+
+    log = tmp_path / "run.log"
+    script = (
+        "import sys, time\n"
+        "for i in range(1, 4):\n"
+        f"    print('{PROGRESS_TAG}', i, 10, i * 0.5, file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.6)\n"
+    )
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=f)
+        _wait_with_progress(proc, 30, log, "R1", interval_s=0.0)
+    err = capsys.readouterr().err
+    import re
+
+    seen = re.findall(r"run R1: frame (\d+)/10, 2\.00 fps, ETA (\d+) s", err)
+    assert seen and all(int(eta) == int((10 - int(d)) / 2) for d, eta in seen)

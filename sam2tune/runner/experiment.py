@@ -33,6 +33,8 @@ from sam2tune.video.sources import VideoData
 
 __all__ = ["resolve_device", "run_experiment", "propagate", "Propagation", "ESTIMATE_METHOD"]
 
+PROGRESS_TAG = "SAM2TUNE-PROGRESS"
+
 ESTIMATE_METHOD = (
     "census+tracked-activations: weights_bytes + max over frames of the inference-state bytes "
     "that SAM 2 keeps on the compute device under the run's knobs (census by role) + the largest "
@@ -80,6 +82,7 @@ def propagate(
     track_frames: int = 0,
     probes: bool = True,
     mask_dir: Path | None = None,
+    progress: bool = False,
 ) -> Propagation:
     """Run one SAM 2 session: init_state, every prompt, then propagate through the video.
 
@@ -88,6 +91,8 @@ def propagate(
             measure the step's activation peak; they are excluded from fps.
         probes: take the per-frame census / RSS timeline (light).
         mask_dir: where ``strategy=stream`` writes masks (default: a temporary folder).
+        progress: print ``PROGRESS <done> <total> <seconds>`` after each frame on stderr (the
+            parent turns it into a progress line).
     """
     sess: Session | SegmentedSession
     if knobs.segment_frames:
@@ -151,6 +156,12 @@ def propagate(
                 continue
             _, frame_idx, obj_ids, m = ev
             step += 1
+            if progress:
+                print(
+                    f"{PROGRESS_TAG} {step} {len(order)} {time.perf_counter() - t_prop:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if frame_idx not in tracked:
                 timed_s += dt
                 timed += 1
@@ -314,6 +325,7 @@ def run_experiment(
             dev,
             track_frames=cfg.probe.track_frames,
             mask_dir=work_dir / "masks" if work_dir is not None else None,
+            progress=True,
         )
     total_s = time.perf_counter() - t_start
     measures: dict[str, Any] = {

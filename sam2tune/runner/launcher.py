@@ -67,6 +67,55 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
+def _last_progress(log_path: Path) -> tuple[int, int, float] | None:
+    from sam2tune.runner.experiment import PROGRESS_TAG
+
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if line.startswith(PROGRESS_TAG):
+            parts = line.split()
+            try:
+                return int(parts[1]), int(parts[2]), float(parts[3])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _wait_with_progress(
+    proc, timeout_s: float, log_path: Path, run_id: str, interval_s: float = 10.0
+) -> None:
+    """Wait for the run process, showing frames done, fps and ETA on stderr (a line updated in
+    place on a terminal, a line every 10 s otherwise)."""
+    tty = sys.stderr.isatty()
+    deadline = time.monotonic() + timeout_s
+    last_print, shown = 0.0, False
+    while True:
+        try:
+            proc.wait(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        p = _last_progress(log_path)
+        now = time.monotonic()
+        if p is None or (not tty and now - last_print < interval_s):
+            continue
+        done, total, secs = p
+        fps = done / secs if secs > 0 else 0.0
+        eta = (total - done) / fps if fps > 0 else float("nan")
+        msg = f"run {run_id}: frame {done}/{total}, {fps:.2f} fps, ETA {eta:.0f} s"
+        print(("\r" + msg) if tty else msg, end="" if tty else "\n", file=sys.stderr, flush=True)
+        last_print, shown = now, True
+    if shown and tty:
+        print(file=sys.stderr)
+
+
 def run_isolated(cfg: RunConfig) -> RunOutcome:
     """Validate, run in an isolated process, record. Returns the row and where it was written.
 
@@ -107,7 +156,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         )
         timed_out = False
         try:
-            proc.wait(timeout=cfg.limits.timeout_s)
+            _wait_with_progress(proc, cfg.limits.timeout_s, log_path, run_id)
         except subprocess.TimeoutExpired:
             timed_out = True
             proc.kill()
