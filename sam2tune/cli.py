@@ -106,6 +106,30 @@ def _check_group_choices(overrides: list[str]) -> None:
                 )
 
 
+def _validate_sweep(overrides: list[str]) -> None:
+    """Every sweep point's config and inputs, checked before the first point runs."""
+    from sam2tune.paths import cache_dir
+    from sam2tune.sweep import expand_sweep
+    from sam2tune.tune.cli import compose_run
+    from sam2tune.video.sources import resolve_video
+
+    try:
+        points = expand_sweep(overrides)
+    except Exception as e:  # a malformed sweep: Hydra's own message, first line
+        _fail(str(e.__cause__ or e).splitlines()[0])
+    seen_videos: set[str] = set()
+    for i, point in enumerate(points):
+        label = " ".join(p for p in point if "," not in p and not p.startswith("hydra"))
+        try:
+            cfg = compose_run(point)
+            key = repr(cfg.video)
+            if cfg.video.kind != "synthetic" and key not in seen_videos:
+                resolve_video(cfg.video, cache_dir(cfg.cache_dir))  # frames decodable to the end
+                seen_videos.add(key)
+        except InputError as e:
+            _fail(f"sweep point {i + 1}/{len(points)} ({label}): {e}; nothing was run")
+
+
 def _run(overrides: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -115,6 +139,8 @@ def _run(overrides: list[str]) -> None:
     except InputError as e:
         _fail(str(e))
     _check_group_choices(overrides)
+    if "-m" in overrides or "--multirun" in overrides:
+        _validate_sweep(overrides)
     register()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="run")

@@ -35,6 +35,39 @@ def already_done(cfg: RunConfig) -> str | None:
     return None if hit.empty else str(hit.iloc[-1]["run_id"])
 
 
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Every point of ``sam2tune run -m <overrides>`` as its own override list (the command
+    line's sweeps, and an experiment preset's ``hydra.sweeper.params``; command line wins)."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sam2tune.config.store import CONF_DIR, register
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides([o for o in overrides if not o.startswith("-")])
+    plain = [o.input_line or "" for o in parsed if not o.is_sweep_override()]
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
+        hc = compose("run", overrides=[o for o in plain if not o.startswith("hydra")],
+                     return_hydra_config=True)
+    params = dict(hc.hydra.sweeper.get("params") or {})
+    by_key: dict[str, str] = {str(k): f"{k}={v}" for k, v in params.items()}
+    for ov in parsed:
+        by_key[ov.get_key_element()] = ov.input_line or ""
+    axes = []
+    for ov in parser.parse_overrides(list(by_key.values())):
+        key = ov.get_key_element()
+        if ov.is_sweep_override():
+            axes.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
+        else:
+            axes.append([ov.input_line or ""])
+    return [list(p) for p in itertools.product(*axes)]
+
+
 def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int:
     """How many points a basic-sweeper multirun has (command line beats preset params)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

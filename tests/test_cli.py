@@ -194,3 +194,15 @@ def test_a_typo_in_a_key_is_refused_in_one_line_with_the_closest_key(prefix, tmp
     assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr
     assert "did you mean knobs.offload_video_to_cpu?" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_sweep_point_is_validated_before_the_first_runs(tmp_path):
+    p = subprocess.run(
+        sam2tune_cmd() + ["run", "-m", "video.num_frames=4,0", f"results_dir={tmp_path / 'r'}"],
+        capture_output=True,
+        text=True,
+    )
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "sweep point 2/2" in lines[-1] and "video.num_frames: must be positive" in lines[-1]
+    assert not (tmp_path / "r" / "runs").exists()
