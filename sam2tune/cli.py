@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from sam2tune.config.store import CONF_DIR, register
@@ -173,7 +174,33 @@ def _run(overrides: list[str]) -> None:
         return outcome.row
 
     sys.argv = ["sam2tune run", *overrides]
-    _main()
+    started = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        _main()
+    except KeyboardInterrupt:
+        if "-m" in overrides or "--multirun" in overrides:
+            _interrupted_summary(overrides, started)
+        raise
+
+
+def _interrupted_summary(overrides: list[str], started: str) -> None:
+    """What an interrupted sweep finished (the rows it recorded since it started)."""
+    from collections import Counter
+
+    from sam2tune.results import load_results
+    from sam2tune.sweep import sweep_summary
+
+    results = next(
+        (o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("results_dir=")),
+        "results",
+    )
+    try:
+        df = load_results(results)
+        new = df[df["run_id"] >= started] if not df.empty else df
+        counts = Counter(new["status"]) if not new.empty else Counter()
+    except Exception:
+        counts = Counter()
+    print(f"interrupted: {sweep_summary(counts)}", file=sys.stderr)
 
 
 def _download(args: list[str]) -> None:
