@@ -206,3 +206,42 @@ def test_every_sweep_point_is_validated_before_the_first_runs(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "sweep point 2/2" in lines[-1] and "video.num_frames: must be positive" in lines[-1]
     assert not (tmp_path / "r" / "runs").exists()
+
+
+def _child_of(pid: int, timeout: float = 60.0) -> int | None:
+    import time
+
+    import psutil
+
+    end = time.time() + timeout
+    while time.time() < end:
+        kids = [c for c in psutil.Process(pid).children(recursive=True) if "runner.child" in " ".join(c.cmdline())]
+        if kids:
+            return kids[0].pid
+        time.sleep(0.3)
+    return None
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_the_run_process_dies_with_its_parent_and_leaves_nothing(sig, tmp_path, cache_root):
+    import signal
+    import time
+
+    import psutil
+
+    res = tmp_path / "r"
+    cmd = sam2tune_cmd() + [
+        "run", "-m", "video.num_frames=60,61", "video.height=64", "video.width=64",
+        "probe.reference=false", "device=cpu", f"cache_dir={cache_root}", f"results_dir={res}",
+    ]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = _child_of(p.pid)
+    assert child is not None, "no run process appeared"
+    time.sleep(1.0)
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    time.sleep(1.0)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+    assert "Traceback" not in err and p.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not [f for f in (res / ".tmp").rglob("*") if f.is_file()] if (res / ".tmp").exists() else True
