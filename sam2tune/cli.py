@@ -394,6 +394,8 @@ def _main(argv: list[str]) -> None:
             getattr(tcli, f"{cmd}_cmd")(rest)
         except InputError as e:
             _fail(str(e))
+        except OSError as e:  # e.g. a read-only results_dir: say which file, no traceback
+            _fail(f"{e.filename or cmd}: {e.strerror or e}")
     else:
         _fail(
             f"unknown command {cmd!r} (commands: run, study, report, predict, calibrate, fit, "

@@ -52,6 +52,14 @@ def parse(args: list[str], command: str) -> TuneArgs:
     assert isinstance(ta, TuneArgs)
     if ta.device_kind not in ("cuda", "cpu"):
         raise InputError(f"device_kind: must be cuda or cpu, got {ta.device_kind!r}")
+    for name, low in (("n_trials", 1), ("confirm", 0), ("confirm_frames", 1)):
+        v = getattr(ta, name)
+        if v < low:
+            raise InputError(f"{name}: must be >= {low}, got {v}")
+    try:
+        Workload(**{**asdict(ta.workload)})  # validated by its __post_init__
+    except ValueError as e:
+        raise InputError(str(e)) from None
     return ta
 
 
@@ -280,7 +288,10 @@ def fit_cmd(args: list[str]) -> None:
         raise InputError(str(e)) from None
     out = Path(opts.get("out") or Path(results) / "memory_model.json")
     model.calibration["held_out"] = summary
-    model.save(out)
+    try:
+        model.save(out)
+    except OSError as e:
+        raise InputError(f"out: cannot write {str(out)!r} ({e.strerror or e})") from None
     for kind, info in model.calibration.items():
         if kind == "held_out":
             continue
