@@ -5,6 +5,7 @@ flatter: on a held-out set drawn off the calibration grid and on one extrapolati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -163,36 +164,56 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
     f32 = [r for r in rows if r["candidate"].dtype == "float32"] or rows
     F = [activation_features(r["workload"], r["candidate"]) for r in f32]
     enc = np.array([f["enc"] for f in F])
-    mem = np.array([[f["q"], f["tok"], f["out"]] for f in F])
+    mem = np.array([[f["q"], f["tok"], f["tokb"], f["out"]] for f in F])
     y = np.array([r["activation_bytes"] for r in f32], float)
     a_enc = float(np.percentile(y / enc, 20))
     is_enc = (y <= 1.03 * a_enc * enc) | (mem[:, 1] == 0)
-    m = np.zeros(3)
+    m = np.zeros(4)
     for _ in range(50):
         if is_enc.any():
             a_enc = float(_rel_lstsq(enc[is_enc, None], y[is_enc])[0])
-        if (~is_enc).sum() >= 3:
+        if (~is_enc).sum() >= 4:
             m = _rel_lstsq(mem[~is_enc], y[~is_enc])
         new = (a_enc * enc >= mem @ m) | (mem[:, 1] == 0)
         if (new == is_enc).all():
             break
         is_enc = new
-    k = {"a_enc": a_enc, "a_q": float(m[0]), "a_tok": float(m[1]), "a_out": float(m[2])}
+    k = {
+        "a_enc": a_enc,
+        "a_q": float(m[0]),
+        "a_tok": float(m[1]),
+        "a_tokb": float(m[2]) if mem[~is_enc, 2].any() else float(m[1]),
+        "a_out": float(m[3]),
+    }
     bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
     if bf:
+        # bf16 = max(f_enc x fp32 encoder phase, f_mem x fp32 attention phase): the two factors
+        # by least relative squares on a grid (the phases scale differently under autocast)
         from sam2tune.model.memory import activations
 
-        ratios = [
-            r["activation_bytes"]
-            / max(
-                1.0,
-                activations(
-                    r["workload"], Candidate(**{**r["candidate"].__dict__, "dtype": "float32"}), k
-                )["peak"],
-            )
-            for r in bf
-        ]
-        k["bf16_factor"] = float(np.median(ratios))
+        ph = np.array(
+            [
+                [
+                    (
+                        a := activations(
+                            r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k
+                        )
+                    )["image_encoder"],
+                    a["memory_attention"],
+                ]
+                for r in bf
+            ],
+            float,
+        )
+        yb = np.array([r["activation_bytes"] for r in bf], float)
+        grid = np.arange(0.4, 1.6, 0.005)
+        fe, fm = np.meshgrid(grid, grid, indexing="ij")
+        pred = np.maximum(fe[..., None] * ph[:, 0], fm[..., None] * ph[:, 1])
+        loss = (((pred - yb) / yb) ** 2).sum(axis=-1)
+        # ties (a phase no bf16 run was bound by): the factor closest to the other one
+        loss = loss + 1e-9 * (fe - fm) ** 2
+        i, j = np.unravel_index(np.argmin(loss), loss.shape)
+        k["bf16_enc"], k["bf16_mem"] = float(grid[i]), float(grid[j])
     return k
 
 

@@ -25,9 +25,10 @@ squares, with the runs they came from):
 * cached features ``c_feat x S^2``;
 * one step's activation peak = the larger of two phases:
   image encoder ``a_enc x E x S^2`` (E = the Hiera trunk's embed_dim: 96 tiny/small, 112 base+,
-  144 large) and memory attention ``B x (a_q x S^2 + a_tok x memory tokens) + a_out x (K-1) x
-  S^2`` (K/V projections and rotary copies are sized by the memory tokens; B = objects per
-  batch); x ``bf16_factor`` under bfloat16 autocast;
+  144 large) and memory attention ``a_q x B x S^2 + a_tok x tokens + a_tokb x (B-1) x tokens +
+  a_out x (K-1) x S^2`` (K/V projections and rotary copies are sized by the memory tokens; B =
+  objects per batch: 1 per-object, K legacy batched; the other objects' outputs held in a
+  per-object step); x ``bf16_enc`` / ``bf16_mem`` under bfloat16 autocast;
 * host: the run process's baseline is *measured on the machine that predicts*
   (:mod:`sam2tune.model.baseline`), plus exact host-resident terms and ``h_act x activations +
   h_px x S^2`` (CPU: the allocator's and oneDNN's share beyond the tracked tensors).
@@ -313,7 +314,10 @@ def activation_features(w: Workload, c: Candidate) -> dict[str, float]:
     return {
         "enc": float(_arch(w.model).embed_dim * S * S),  # x a_enc
         "q": float(r["batch"] * S * S) if r["frames"] else 0.0,  # x a_q
-        "tok": float(r["batch"] * r["tokens"]),  # x a_tok
+        "tok": float(r["tokens"]),  # x a_tok
+        # legacy batched: each further object in the batch adds its own K/V copies, while the
+        # rotary frequencies and the bank's positional encodings are shared
+        "tokb": float((r["batch"] - 1) * r["tokens"]),  # x a_tokb
         "out": float(max(w.num_objects - 1, 0) * S * S)
         if r["frames"] and c.predictor == "per_object"
         else 0.0,  # x a_out
@@ -324,13 +328,16 @@ def activations(w: Workload, c: Candidate, k: dict[str, float]) -> dict[str, int
     """One step's activation peak: the larger of the image-encoder and memory-attention phases."""
     f = activation_features(w, c)
     enc = k["a_enc"] * f["enc"]
-    mem = k["a_q"] * f["q"] + k["a_tok"] * f["tok"] + k["a_out"] * f["out"]
-    scale = k.get("bf16_factor", 1.0) if c.dtype == "bfloat16" else 1.0
-    return {
-        "image_encoder": int(enc * scale),
-        "memory_attention": int(mem * scale),
-        "peak": int(max(enc, mem) * scale),
-    }
+    mem = (
+        k["a_q"] * f["q"]
+        + k["a_tok"] * f["tok"]
+        + k.get("a_tokb", k["a_tok"]) * f["tokb"]
+        + k["a_out"] * f["out"]
+    )
+    if c.dtype == "bfloat16":  # autocast: the two phases scale differently (rotary in fp32)
+        enc *= k.get("bf16_enc", k.get("bf16_factor", 1.0))
+        mem *= k.get("bf16_mem", k.get("bf16_factor", 1.0))
+    return {"image_encoder": int(enc), "memory_attention": int(mem), "peak": int(max(enc, mem))}
 
 
 def predict(
