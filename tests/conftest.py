@@ -69,3 +69,16 @@ def small_run_cmd(cache_root, results, prefix: list[str] | None = None) -> list[
     return (prefix or sam2tune_cmd()) + [
         "run", *SMALL_RUN, f"cache_dir={cache_root}", f"results_dir={results}"
     ]
+
+
+#: plausible memory-model coefficients for tests that need a model without fitting one
+MODEL_COEFFS = {
+    "a_enc": 2.75,
+    "a_q": 150.0,
+    "a_tok": 4300.0,
+    "a_out": 10.0,
+    "c_feat": 100.0,
+    "h_0": 2.5e8,
+    "h_act": 0.2,
+    "h_px": 0.0,
+}

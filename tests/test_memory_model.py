@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import MODEL_COEFFS
 
 from sam2tune.adapter.build import build_predictor
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
@@ -28,16 +29,7 @@ S = 128
 CPU = torch.device("cpu")
 N = 20
 
-COEFFS = {
-    "a_enc": 2.75,
-    "a_q": 150.0,
-    "a_tok": 4300.0,
-    "a_out": 10.0,
-    "c_feat": 100.0,
-    "h_0": 2.5e8,
-    "h_act": 0.2,
-    "h_px": 0.0,
-}
+COEFFS = MODEL_COEFFS
 
 
 def _model(region=None):

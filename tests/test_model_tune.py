@@ -9,23 +9,14 @@ import time
 
 import optuna
 import pytest
-from conftest import sam2tune_cmd
+from conftest import MODEL_COEFFS, sam2tune_cmd
 
 from sam2tune.model.calibrate import fit_and_evaluate
 from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.recommend import catalog, recommend
 from sam2tune.units import GiB, gb_to_bytes
 
-COEFFS = {
-    "a_enc": 2.75,
-    "a_q": 150.0,
-    "a_tok": 4300.0,
-    "a_out": 10.0,
-    "c_feat": 100.0,
-    "h_0": 2.5e8,
-    "h_act": 0.2,
-    "h_px": 0.0,
-}
+COEFFS = MODEL_COEFFS
 
 
 def _model():
