@@ -204,6 +204,10 @@ def _interrupted_summary(overrides: list[str], started: str) -> None:
 
 
 def _download(args: list[str]) -> None:
+    """sam2tune download [MODEL ...] [--all] [cache_dir=DIR]
+
+    Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints),
+    verified by size and hashed; runs find them there by model name."""
     from omegaconf import OmegaConf
 
     from sam2tune.adapter.checkpoints import DownloadError, download
@@ -244,6 +248,10 @@ def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, s
 
 
 def _report(args: list[str]) -> None:
+    """sam2tune report [results_dir=results] [out=DIR] [title=TEXT]
+
+    HTML + Markdown report of a results folder: environment and provenance, conclusions computed
+    from the rows, figures, the run table, unreadable records."""
     from sam2tune.analysis.report import build_report
 
     kv = _key_values(args, {"results_dir", "out", "title"}, "report")
@@ -281,6 +289,9 @@ def load_study(name: str):
 
 
 def _study(args: list[str]) -> None:
+    """sam2tune study NAME [run overrides ...] [results_dir=results/NAME]
+
+    Run a study from experiments/NAME.py: its sweep (isolated runs), then its report."""
     import subprocess
 
     from sam2tune.analysis.report import build_report
@@ -352,21 +363,13 @@ def _command_help(cmd: str) -> None:
 
     from sam2tune.tune import cli as tcli
 
+    if cmd in tcli.COMMAND_ARGS:
+        print(tcli.command_help(cmd))
+        return
     funcs = {"report": _report, "study": _study, "download": _download}
-    f = funcs.get(cmd) or getattr(tcli, f"{cmd}_cmd", None)
-    if f is None:
+    if cmd not in funcs:
         _fail(f"unknown command {cmd!r} (sam2tune --help lists them)")
-    print(inspect.getdoc(f) or f"sam2tune {cmd}")
-    if cmd in ("tune", "recommend", "lookup"):
-        import dataclasses
-
-        print("\narguments (key=value):")
-        for fl in dataclasses.fields(tcli.TuneArgs):
-            if fl.name == "workload":
-                for wf in dataclasses.fields(tcli.Workload):
-                    print(f"  workload.{wf.name}={wf.default!r}")
-            else:
-                print(f"  {fl.name}={fl.default!r}")
+    print(inspect.getdoc(funcs[cmd]) or f"sam2tune {cmd}")
     if cmd == "study":
         print("\nstudies: " + ", ".join(studies()))
 

@@ -15,51 +15,176 @@ from sam2tune.units import GiB, fmt_bytes
 __all__ = ["predict_cmd", "fit_cmd", "tune_cmd", "recommend_cmd", "lookup_cmd"]
 
 
+def _h(default, text: str, factory=None):
+    """A field with its help text (shown by ``sam2tune COMMAND --help``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+#: help of the workload's fields (``workload.<name>=``)
+WORKLOAD_HELP = {
+    "model": "model preset (sam2.1_tiny ... sam2.1_large, sam2_*)",
+    "image_size": "input resolution S (multiple of 16)",
+    "num_frames": "frames in the video (30 fps: 3600 = 2 minutes)",
+    "num_objects": "objects tracked",
+    "num_cond_frames": "prompted (conditioning) frames of each object",
+    "object_frames": "object-frames tracked (null = objects x frames)",
+    "weights_bytes": "(filled from the model preset)",
+    "prompt_every": "each object re-prompted every this many frames (0 = num_cond_frames)",
+    "video_height": "the video's own height (output masks, decoding)",
+    "video_width": "the video's own width",
+    "cond_frames": "(exact prompted frames per object; from runs)",
+}
+
+
 @dataclass
-class TuneArgs:
-    budget: str | None = None
-    gpu: str | None = None
-    host_budget: str | None = None  # None = this machine's RAM
-    # the user's workload (recommend's default: SAM 2.1 large, 1024 px, 2 minutes at 30 fps)
-    workload: Workload = field(
-        default_factory=lambda: Workload(model="sam2.1_large", image_size=1024, num_frames=3600)
+class ModelArgs:
+    """What every model-backed answer needs: the budgets, the workload, the model file."""
+
+    budget: str | None = _h(None, "accelerator budget, e.g. 24GiB (GPU memory)")
+    gpu: str | None = _h(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (conf/gpus.yaml)')
+    host_budget: str | None = _h(None, "host RAM budget, e.g. 64GiB (default: this machine's)")
+    workload: Workload = _h(
+        None,
+        "the user's workload (workload.<field>=...)",
+        factory=lambda: Workload(model="sam2.1_large", image_size=1024, num_frames=3600),
     )
-    device_kind: str = "cuda"
-    n_trials: int = 60
-    confirm: int = 0
-    confirm_frames: int = 8
-    storage: str | None = None
-    study_name: str | None = None
-    results_dir: str = "results"
-    model_file: str | None = None
-    lookup: str | None = (
-        None  # recommend: lookup table json (default results/lookup/gpu_lookup.json)
-    )
-    out: str | None = None
-    format: str = "text"
+    device_kind: str = _h("cuda", "cuda | cpu: which coefficients and deductions apply")
+    results_dir: str = _h("results", "recorded runs (scores, a fitted memory_model.json)")
+    model_file: str | None = _h(None, "memory model JSON (default: results_dir's, else conf/)")
+
+    def validate(self) -> None:
+        if self.device_kind not in ("cuda", "cpu"):
+            raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
 
 
-def parse(args: list[str], command: str) -> TuneArgs:
+@dataclass
+class TuneArgs(ModelArgs):
+    """``sam2tune tune``: Optuna over the knob space, screened by the model."""
+
+    n_trials: int = _h(60, "Optuna trials")
+    confirm: int = _h(0, "confirm the best N with real short runs")
+    confirm_frames: int = _h(8, "frames of each confirmation run")
+    storage: str | None = _h(None, "Optuna storage URL (default: a journal file in results_dir)")
+    study_name: str | None = _h(None, "Optuna study name (default: from the workload and budgets)")
+
+    def validate(self) -> None:
+        super().validate()
+        for name, low in (("n_trials", 1), ("confirm", 0), ("confirm_frames", 1)):
+            v = getattr(self, name)
+            if v < low:
+                raise InputError(f"{name}: must be >= {low}, got {v}")
+
+
+@dataclass
+class RecommendArgs(ModelArgs):
+    """``sam2tune recommend``: the best configuration for a GPU, and why."""
+
+    lookup: str | None = _h(None, "lookup table JSON (default results_dir/lookup/gpu_lookup.json)")
+
+
+@dataclass
+class LookupArgs(ModelArgs):
+    """``sam2tune lookup``: the per-GPU lookup table."""
+
+    out: str | None = _h(None, "output folder (default results_dir/lookup)")
+
+
+@dataclass
+class PredictArgs:
+    """``sam2tune predict``: besides these, any ``sam2tune run`` override describes the run."""
+
+    format: str = _h("text", "text | json")
+    model_file: str | None = _h(None, "memory model JSON (default: conf/memory_model.json)")
+    device_kind: str = _h("cuda", "cuda | cpu: which coefficients apply")
+    budget: str | None = _h(None, "with a budget: max_frames_within_budget, e.g. 24GiB")
+    host_budget: str | None = _h(None, "host RAM budget for max_frames_within_budget")
+
+
+@dataclass
+class FitArgs:
+    """``sam2tune fit``."""
+
+    results_dir: str = _h("results", "calibration runs to fit on")
+    validation_dir: str | None = _h(None, "held-out runs: error per axis (random + extrapolation)")
+    out: str | None = _h(None, "model file (default results_dir/memory_model.json)")
+
+
+@dataclass
+class CalibrateArgs:
+    """``sam2tune calibrate``: besides these, run overrides applied to every point."""
+
+    design: str = _h("calibration", "calibration | validation (sam2tune/model/design.py)")
+    seed: int = _h(0, "seed of the validation set's random draw")
+
+
+COMMAND_ARGS = {
+    "predict": PredictArgs,
+    "fit": FitArgs,
+    "calibrate": CalibrateArgs,
+    "tune": TuneArgs,
+    "recommend": RecommendArgs,
+    "lookup": LookupArgs,
+}
+
+
+def command_help(command: str) -> str:
+    """``--help`` text generated from the command's typed arguments."""
+    import dataclasses
+
+    cls = COMMAND_ARGS[command]
+    func = globals()[f"{command}_cmd"]
+    usage = (
+        " ".join((func.__doc__ or "").split("``")[1].split())
+        if "``" in (func.__doc__ or "")
+        else command
+    )
+    lines = [f"usage: {usage}", "", (cls.__doc__ or "").strip().replace("``", "`"), ""]
+    lines.append("arguments (key=value; default shown):")
+
+    def row(key: str, value, text: str) -> str:
+        v = "null" if value is None else value
+        return f"  {key}={v}".ljust(38) + f" {text}"
+
+    for f in dataclasses.fields(cls):
+        if f.name == "workload":
+            default = f.default_factory()  # type: ignore[misc]
+            for wf in dataclasses.fields(Workload):
+                if wf.name in ("weights_bytes", "cond_frames", "object_frames"):
+                    continue  # filled by sam2tune
+                lines.append(
+                    row(f"workload.{wf.name}", getattr(default, wf.name), WORKLOAD_HELP[wf.name])
+                )
+            continue
+        lines.append(row(f.name, f.default, f.metadata.get("help", "")))
+    return "\n".join(lines)
+
+
+def split_args(args: list[str], command: str, cls: type):
+    """(typed own arguments, the remaining run overrides) for commands that take both."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(cls)}
+    mine = [a for a in args if a.split("=", 1)[0] in own]
+    rest = [a for a in args if a.split("=", 1)[0] not in own]
+    return parse(mine, command, cls), rest
+
+
+def parse(args: list[str], command: str, cls: type = TuneArgs):
+    """Typed arguments of a command from ``key=value`` pairs (unknown keys refused)."""
     from omegaconf import OmegaConf
 
     try:
-        base = OmegaConf.structured(TuneArgs)
+        base = OmegaConf.structured(cls)
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))
         ta = OmegaConf.to_object(merged)
     except Exception as e:
-        msg = str(e).splitlines()[0]
+        msg = str(e.__cause__ or e).splitlines()[0]
         raise InputError(f"{command}: {msg}") from None
-    assert isinstance(ta, TuneArgs)
-    if ta.device_kind not in ("cuda", "cpu"):
-        raise InputError(f"device_kind: must be cuda or cpu, got {ta.device_kind!r}")
-    for name, low in (("n_trials", 1), ("confirm", 0), ("confirm_frames", 1)):
-        v = getattr(ta, name)
-        if v < low:
-            raise InputError(f"{name}: must be >= {low}, got {v}")
-    try:
-        Workload(**{**asdict(ta.workload)})  # validated by its __post_init__
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    assert isinstance(ta, cls)
+    if hasattr(ta, "validate"):
+        ta.validate()
     return ta
 
 
@@ -139,13 +264,11 @@ def calibrate_cmd(args: list[str]) -> None:
     from sam2tune.runner.launcher import run_isolated
     from sam2tune.sweep import already_done
 
-    own = {"design", "seed"}
-    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
-    extra = [a for a in args if a.split("=", 1)[0] not in own]
+    ca, extra = split_args(args, "calibrate", CalibrateArgs)
     if not any(a.startswith("results_dir=") for a in extra):
-        extra.append(f"results_dir=results/cpu-{opts.get('design', 'calibration')}")
+        extra.append(f"results_dir=results/cpu-{ca.design}")
     try:
-        points = design_points(opts.get("design", "calibration"), int(opts.get("seed", 0)))
+        points = design_points(ca.design, ca.seed)
     except ValueError as e:
         raise InputError(str(e)) from None
     cfgs = [(pt, compose_run(pt.args() + extra)) for pt in points]  # validate every point first
@@ -178,24 +301,17 @@ def predict_cmd(args: list[str]) -> None:
     from sam2tune.model.memory import max_frames_within_budget, predict
     from sam2tune.units import parse_bytes
 
-    own = {"format", "model_file", "device_kind", "budget", "host_budget"}
-    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in own}
-    overrides = [a for a in args if a.split("=", 1)[0] not in own]
-    fmt = opts.get("format", "text")
-    if fmt not in ("text", "json"):
-        raise InputError(f"format: must be text or json, got {fmt!r}")
-    ta = TuneArgs(
-        model_file=opts.get("model_file"),
-        device_kind=opts.get("device_kind", "cuda"),
-        format=fmt,
-    )
-    if ta.device_kind not in ("cuda", "cpu"):
-        raise InputError(f"device_kind: must be cuda or cpu, got {ta.device_kind!r}")
+    pa, overrides = split_args(args, "predict", PredictArgs)
+    if pa.format not in ("text", "json"):
+        raise InputError(f"format: must be text or json, got {pa.format!r}")
+    if pa.device_kind not in ("cuda", "cpu"):
+        raise InputError(f"device_kind: must be cuda or cpu, got {pa.device_kind!r}")
+    ta = ModelArgs(model_file=pa.model_file, device_kind=pa.device_kind)
     budgets = {}
     for name in ("budget", "host_budget"):
-        if name in opts:
+        if getattr(pa, name) is not None:
             try:
-                budgets[name] = parse_bytes(opts[name], name=name)
+                budgets[name] = parse_bytes(getattr(pa, name), name=name)
             except ValueError as e:
                 raise InputError(str(e)) from None
     cfg = compose_run(overrides)
@@ -207,7 +323,9 @@ def predict_cmd(args: list[str]) -> None:
         from sam2tune.video.sources import resolve_video
 
         vd = resolve_video(cfg.video, cache_dir(cfg.cache_dir))
-        cfg.video = dc.replace(cfg.video, num_frames=vd.num_frames, height=vd.height, width=vd.width)
+        cfg.video = dc.replace(
+            cfg.video, num_frames=vd.num_frames, height=vd.height, width=vd.width
+        )
     w = workload_of(cfg)
     c = candidate_of(cfg.knobs)
     p = predict(w, c, model, ta.device_kind)
@@ -237,7 +355,7 @@ def predict_cmd(args: list[str]) -> None:
                 make, cv, model, ta.device_kind, budgets["budget"], budgets.get("host_budget")
             )
         p["max_frames_within_budget_by_strategy"] = fits
-    if ta.format == "json":
+    if pa.format == "json":
         print(json.dumps(p, indent=1, default=str))
         return
     r = p["memory_read"]
@@ -279,14 +397,13 @@ def fit_cmd(args: list[str]) -> None:
     validation set report the held-out and extrapolation error per axis."""
     from sam2tune.model.calibrate import fit_and_evaluate
 
-    own = {"results_dir", "validation_dir", "out"}
-    opts = _key_values(args, own, "fit")
-    results = opts.get("results_dir", "results")
+    fa = parse(args, "fit", FitArgs)
+    results = fa.results_dir
     try:
-        model, ev, summary = fit_and_evaluate(results, opts.get("validation_dir"))
+        model, ev, summary = fit_and_evaluate(results, fa.validation_dir)
     except ValueError as e:
         raise InputError(str(e)) from None
-    out = Path(opts.get("out") or Path(results) / "memory_model.json")
+    out = Path(fa.out or Path(results) / "memory_model.json")
     model.calibration["held_out"] = summary
     try:
         model.save(out)
@@ -304,18 +421,6 @@ def fit_cmd(args: list[str]) -> None:
     if not ev.empty:
         print_errors(ev, summary)
     print(f"model: {out}")
-
-
-def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, str]:
-    out = {}
-    for a in args:
-        key, eq, value = a.partition("=")
-        if not eq or key not in allowed:
-            raise InputError(
-                f"{command}: unknown argument {a!r} (takes {', '.join(sorted(allowed))})"
-            )
-        out[key] = value
-    return out
 
 
 def print_errors(ev, summary) -> None:
@@ -420,7 +525,7 @@ def recommend_cmd(args: list[str]) -> None:
     )
     from sam2tune.tune.tuner import evaluate
 
-    ta = parse(args, "recommend")
+    ta = parse(args, "recommend", RecommendArgs)
     total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, hdesc = host_budget(ta)
     w, preset = workload(ta)
@@ -461,7 +566,7 @@ def tune_cmd(args: list[str]) -> None:
     from sam2tune.tune.recommend import nothing_fits, resolve_budget
     from sam2tune.tune.tuner import TuneSpec, choose, run_tuner
 
-    ta = parse(args, "tune")
+    ta = parse(args, "tune", TuneArgs)
     total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, hdesc = host_budget(ta)
     w, _ = workload(ta)
@@ -561,7 +666,7 @@ def lookup_cmd(args: list[str]) -> None:
     """``sam2tune lookup [workload.model=sam2.1_large] [host_budget=64GiB] [out=results/lookup]``."""
     from sam2tune.tune.recommend import lookup_table, write_lookup
 
-    ta = parse(args, "lookup")
+    ta = parse(args, "lookup", LookupArgs)
     hb, hdesc = host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)")
     _, preset = workload(ta)
     model, path = load_model(ta)
