@@ -237,18 +237,25 @@ def _select(t: int, conds: list[int], cap: int) -> list[int]:
     return sorted(sel)
 
 
-def _read_at(t: int, start: int, conds: list[int], cap: int, arch) -> tuple[int, int]:
+def _read_at(
+    t: int, start: int, conds: list[int], cap: int, arch, cset: set[int] | None = None
+) -> tuple[int, int]:
     """(memory frames, object pointers) non-conditioning frame ``t`` reads (forward)."""
-    sel = _select(t, conds, cap)
-    sset = set(sel)
-    frames = len(sel)
+    if cap == -1 or len(conds) <= cap:  # every conditioning frame is selected
+        sset = cset if cset is not None else set(conds)
+        n_sel, past_sel = len(conds), bisect.bisect_right(conds, t)
+    else:
+        sel = _select(t, conds, cap)
+        sset = set(sel)
+        n_sel, past_sel = len(sel), sum(1 for c in sel if c <= t)
+    frames = n_sel
     s = arch.temporal_stride
     for t_pos in range(1, arch.num_maskmem):
         t_rel = arch.num_maskmem - t_pos
         prev = t - 1 if t_rel == 1 else ((t - 2) // s) * s - (t_rel - 2) * s
         if start <= prev < t and prev not in sset:
             frames += 1
-    ptrs = sum(1 for c in sel if c <= t)
+    ptrs = past_sel
     for d in range(1, arch.max_obj_ptrs):
         p = t - d
         if p < start:
@@ -273,7 +280,7 @@ def _max_read(n: int, start: int, conds: tuple[int, ...], cap: int, arch) -> tup
     for t in sorted(ts):
         if t in cset or t <= start:
             continue
-        f, p = _read_at(t, start, cl, cap, arch)
+        f, p = _read_at(t, start, cl, cap, arch, cset)
         best = max(best, (f, p, 0))
     return best[0], best[1]
 
