@@ -414,6 +414,7 @@ def predict(
     host_terms: dict[str, int] = {"baseline": int(host_baseline), "masks_kept": int(masks_kept)}
     if device_kind == "cpu":  # everything lives in host RAM
         host_terms["device_side"] = int(device_peak)
+        host_terms["offloaded"] = int((frames - frames_dev) + (state - state_dev))
         host_terms["allocator"] = int(
             k.get("h_0", 0.0) + k.get("h_act", 0.0) * act["peak"] + k.get("h_px", 0.0) * S * S
         )
