@@ -159,31 +159,35 @@ def _rel_lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """a_enc, a_q, a_tok, a_out: the max of two linear phases, fitted by alternating assignment
+    """a_enc, a_q, a_out: the max of two phases (the memory tokens' bytes fixed by SAM 2's code),
+    fitted by alternating assignment
     (each run to the phase the current coefficients say is larger)."""
     f32 = [r for r in rows if r["candidate"].dtype == "float32"] or rows
     F = [activation_features(r["workload"], r["candidate"]) for r in f32]
     enc = np.array([f["enc"] for f in F])
-    mem = np.array([[f["q"], f["tok"], f["tokb"], f["out"]] for f in F])
+    mem = np.array([[f["q"], f["out"], f["bq"], f["btok"]] for f in F])
+    fixed = np.array([f["tok_bytes"] for f in F])  # sized from SAM 2's code, not fitted
+    has_mem = fixed > 0
     y = np.array([r["activation_bytes"] for r in f32], float)
     a_enc = float(np.percentile(y / enc, 20))
-    is_enc = (y <= 1.03 * a_enc * enc) | (mem[:, 1] == 0)
+    is_enc = (y <= 1.03 * a_enc * enc) | ~has_mem
     m = np.zeros(4)
     for _ in range(50):
         if is_enc.any():
             a_enc = float(_rel_lstsq(enc[is_enc, None], y[is_enc])[0])
-        if (~is_enc).sum() >= 4:
-            m = _rel_lstsq(mem[~is_enc], y[~is_enc])
-        new = (a_enc * enc >= mem @ m) | (mem[:, 1] == 0)
+        sel = ~is_enc
+        if sel.sum() >= 2:
+            m = _nnls(mem[sel] / y[sel, None], (y[sel] - fixed[sel]) / y[sel])
+        new = (a_enc * enc >= mem @ m + fixed) | ~has_mem
         if (new == is_enc).all():
             break
         is_enc = new
     k = {
         "a_enc": a_enc,
         "a_q": float(m[0]),
-        "a_tok": float(m[1]),
-        "a_tokb": float(m[2]) if mem[~is_enc, 2].any() else float(m[1]),
-        "a_out": float(m[3]),
+        "a_out": float(m[1]),
+        "a_bq": float(m[2]),
+        "a_btok": float(m[3]),
     }
     bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
     if bf:

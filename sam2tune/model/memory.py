@@ -25,10 +25,11 @@ squares, with the runs they came from):
 * cached features ``c_feat x S^2``;
 * one step's activation peak = the larger of two phases:
   image encoder ``a_enc x E x S^2`` (E = the Hiera trunk's embed_dim: 96 tiny/small, 112 base+,
-  144 large) and memory attention ``a_q x B x S^2 + a_tok x tokens + a_tokb x (B-1) x tokens +
-  a_out x (K-1) x S^2`` (K/V projections and rotary copies are sized by the memory tokens; B =
-  objects per batch: 1 per-object, K legacy batched; the other objects' outputs held in a
-  per-object step); x ``bf16_enc`` / ``bf16_mem`` under bfloat16 autocast;
+  144 large) and memory attention ``a_q x S^2 + tokens x 5,120 B + a_out x (K-1) x S^2`` (per
+  object) ``+ (B-1) x (a_bq x S^2 + a_btok x tokens)`` (legacy batch of B). The per-token bytes
+  are *not* fitted: they are the K/V projections, rotary copies and concatenated memory SAM 2's
+  code allocates per memory token (:attr:`sam2tune.adapter.arch.Arch.token_bytes`); x
+  ``bf16_enc`` / ``bf16_mem`` under bfloat16 autocast;
 * host: the run process's baseline is *measured on the machine that predicts*
   (:mod:`sam2tune.model.baseline`), plus exact host-resident terms and ``h_act x activations +
   h_px x S^2`` (CPU: the allocator's and oneDNN's share beyond the tracked tensors).
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 STREAM_WINDOW = 2
-REQUIRED_COEFFS = ("a_enc", "a_q", "a_tok", "a_out", "c_feat")
+REQUIRED_COEFFS = ("a_enc", "a_q", "a_out", "c_feat")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
 
 
@@ -320,11 +321,13 @@ def activation_features(w: Workload, c: Candidate) -> dict[str, float]:
     r = memory_read(w, c, S)
     return {
         "enc": float(_arch(w.model).embed_dim * S * S),  # x a_enc
-        "q": float(r["batch"] * S * S) if r["frames"] else 0.0,  # x a_q
-        "tok": float(r["tokens"]),  # x a_tok
-        # legacy batched: each further object in the batch adds its own K/V copies, while the
-        # rotary frequencies and the bank's positional encodings are shared
-        "tokb": float((r["batch"] - 1) * r["tokens"]),  # x a_tokb
+        "q": float(S * S) if r["frames"] else 0.0,  # x a_q
+        # bytes the memory tokens take at the attention peak, sized from SAM 2's code (float32)
+        "tok_bytes": float(_arch(w.model).token_bytes * r["tokens"]),
+        # legacy batched: what each further object of the batch adds (fitted: the rotary
+        # frequencies and the backbone features are shared across the batch)
+        "bq": float((r["batch"] - 1) * S * S) if r["frames"] else 0.0,  # x a_bq
+        "btok": float((r["batch"] - 1) * r["tokens"]),  # x a_btok
         "out": float(max(w.num_objects - 1, 0) * S * S)
         if r["frames"] and c.predictor == "per_object"
         else 0.0,  # x a_out
@@ -337,9 +340,12 @@ def activations(w: Workload, c: Candidate, k: dict[str, float]) -> dict[str, int
     enc = k["a_enc"] * f["enc"]
     mem = (
         k["a_q"] * f["q"]
-        + k["a_tok"] * f["tok"]
-        + k.get("a_tokb", k["a_tok"]) * f["tokb"]
+        + f["tok_bytes"]
         + k["a_out"] * f["out"]
+        + k.get("a_bq", 0.0) * f["bq"]
+        + k.get("a_btok", 0.0) * f["btok"]
+        if f["tok_bytes"]
+        else 0.0
     )
     if c.dtype == "bfloat16":  # autocast: the two phases scale differently (rotary in fp32)
         enc *= k.get("bf16_enc", k.get("bf16_factor", 1.0))
