@@ -38,3 +38,19 @@ class Arch:
         concatenated memory and positional encodings and the per-frame encodings (mem_dim each).
         4 x (4 x 256 + 4 x 64) = 5,120 B."""
         return 4 * (4 * self.d_model + 4 * self.mem_dim)
+
+
+@cache
+def arch_of(config_file: str) -> Arch:
+    """The architecture of a packaged SAM 2 config (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    text = (importlib.resources.files("sam2") / config_file).read_text()
+    m = yaml.safe_load(text)["model"]
+    trunk = m["image_encoder"]["trunk"]
+    return Arch(
+        embed_dim=int(trunk.get("embed_dim", 96)),
+        num_maskmem=int(m.get("num_maskmem", 7)),
+        max_obj_ptrs=int(m.get("max_obj_ptrs_in_encoder", 16)),
+        mem_dim=int(m.get("memory_encoder", {}).get("out_dim", 64)),
+        d_model=int(m.get("memory_attention", {}).get("d_model", 256)),
+        temporal_stride=int(m.get("memory_temporal_stride_for_eval", 1)),
+    )
