@@ -430,14 +430,16 @@ def print_errors(ev, summary) -> None:
             f"  {r.axis:24s} {r.model} {r.image_size}px {r.num_frames}f {r.num_objects}obj "
             f"mem={r.memory_frames} {r.knobs}: device {fmt_bytes(r.device_pred)} vs "
             f"{fmt_bytes(r.device_actual)} ({r.device_err:+.1%}), host {fmt_bytes(r.host_pred)} "
-            f"vs {fmt_bytes(r.host_actual)} ({r.host_err:+.1%})"
+            f"vs {fmt_bytes(r.host_actual)} ({r.host_err:+.1%}); activations "
+            f"{fmt_bytes(r.act_pred)} vs {fmt_bytes(r.act_actual)} ({r.act_err:+.1%})"
         )
     for kind, axes in summary.items():
         for axis, s in axes.items():
             print(
                 f"  [{kind}] {axis:24s} {s['runs']:3d} runs: device median {s['device_median']:.1%} "
                 f"max {s['device_max']:.1%}; host median {s['host_median']:.1%} "
-                f"max {s['host_max']:.1%}"
+                f"max {s['host_max']:.1%}; activations alone median "
+                f"{s['activations_median']:.1%} max {s['activations_max']:.1%}"
             )
 
 
