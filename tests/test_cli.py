@@ -245,3 +245,28 @@ def test_the_run_process_dies_with_its_parent_and_leaves_nothing(sig, tmp_path, 
     assert "Traceback" not in err and p.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert not [f for f in (res / ".tmp").rglob("*") if f.is_file()] if (res / ".tmp").exists() else True
+
+
+COMMANDS = ["run", "study", "report", "predict", "calibrate", "fit", "tune", "recommend",
+            "lookup", "download"]
+
+
+def test_top_level_help_lists_every_command_and_each_answers_help():
+    p = subprocess.run(sam2tune_cmd() + ["--help"], capture_output=True, text=True)
+    listed = {ln.split()[0] for ln in p.stdout.splitlines() if ln.startswith("  ") and ln.split()}
+    assert set(COMMANDS) <= listed
+    for cmd in COMMANDS[2:]:  # run's --help is Hydra's own
+        q = subprocess.run(sam2tune_cmd() + [cmd, "--help"], capture_output=True, text=True)
+        assert q.returncode == 0 and "Traceback" not in q.stderr, (cmd, q.stderr)
+        assert f"sam2tune {cmd}" in q.stdout
+    for cmd, arg in (("predict", "budget="), ("tune", "n_trials="), ("recommend", "gpu="),
+                     ("lookup", "out="), ("fit", "validation_dir="), ("calibrate", "design=")):
+        q = subprocess.run(sam2tune_cmd() + [cmd, "--help"], capture_output=True, text=True)
+        assert arg in q.stdout, (cmd, q.stdout)
+
+
+def test_help_piped_into_head_ends_quietly():
+    p = subprocess.run(
+        f"{' '.join(sam2tune_cmd())} --help | head -1", shell=True, capture_output=True, text=True
+    )
+    assert p.returncode == 0 and "Traceback" not in p.stderr and p.stdout.startswith("usage")

@@ -244,3 +244,20 @@ def test_a_host_slope_from_two_lengths_is_not_stated_as_a_finding():
                  "peak_host_rss_bytes": 5000 * 24 + 7})
     text = " ".join(length_conclusions(pd.DataFrame(rows)))
     assert "not enough data" not in text and "MiB per 100 frames, measured" in text
+
+
+def test_the_report_lists_unreadable_records(swept, tmp_path):
+    import shutil
+
+    from sam2tune.analysis.report import build_report
+
+    results, _ = swept
+    res = tmp_path / "r"
+    runs = sorted((results / "runs").iterdir())
+    shutil.copytree(runs[0], res / "runs" / runs[0].name)
+    bad = res / "runs" / "20990101-000000-deadbeef"
+    bad.mkdir()
+    (bad / "report.json").write_text('{"row": {"status": "ok"')  # truncated
+    _, md = build_report(res, tmp_path / "out")
+    text = md.read_text()
+    assert "Unreadable records (1" in text and str(bad / "report.json") in text
