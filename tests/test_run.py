@@ -4,7 +4,6 @@ import json
 import subprocess
 
 import numpy as np
-
 import pytest
 from conftest import small_run_cmd
 

@@ -26,8 +26,8 @@ from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
 from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir
 from sam2tune.record import make_row
-from sam2tune.units import fmt_bytes
 from sam2tune.scenario import make_prompts
+from sam2tune.units import fmt_bytes
 from sam2tune.video.sources import resolve_video
 
 __all__ = ["RunOutcome", "run_isolated", "REPORT_SCHEMA"]
