@@ -34,11 +34,13 @@ __all__ = ["RunOutcome", "run_isolated", "REPORT_SCHEMA"]
 
 REPORT_SCHEMA = 1
 
-#: glibc malloc settings fixed in every run process, so host RSS does not depend on machine load:
-#: by default glibc gives threads that find an arena locked a new arena (up to 8 per core), so the
-#: same run's peak RSS grew 0.95 -> 1.15 GiB while other heavy processes ran. One arena, and a
-#: fixed mmap threshold (large tensors are mmapped and returned to the system when freed instead
-#: of the threshold adapting to the run's history). Recorded in each report's environment.
+#: glibc malloc settings fixed in every run process, so host RSS does not depend on machine load
+#: or history: by default glibc gives a thread that finds its arena locked a new arena (up to 8
+#: per core), the likely reason one run's peak RSS was once seen at 0.95 GiB idle and 1.15 GiB
+#: beside other heavy processes. One arena, and fixed mmap / trim thresholds (large tensors are
+#: mmapped and returned when freed instead of the threshold adapting). Measured with these:
+#: run-to-run spread 0.1 % idle, 0.3 % loaded (experiments/bench_host_stability.py). Recorded
+#: in each report's environment (allocator_env).
 RUN_ALLOCATOR_ENV = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
