@@ -16,8 +16,8 @@ import statistics
 import tempfile
 import time
 
+from sam2tune.config.store import compose_run
 from sam2tune.runner import launcher
-from sam2tune.tune.cli import compose_run
 
 
 def _burn(stop) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from sam2tune.config.store import CONF_DIR, register
+from sam2tune.config.store import CONF_DIR, check_override_keys, register
 from sam2tune.errors import InputError
 
 __all__ = ["main"]
@@ -61,38 +61,6 @@ def _choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _known_keys() -> set[str]:
-    """Every ``key`` a run override may set: RunConfig's fields, dotted."""
-    import dataclasses
-
-    from sam2tune.config.schema import RunConfig
-
-    keys: set[str] = set()
-    for f in dataclasses.fields(RunConfig):
-        keys.add(f.name)
-        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub):
-            keys.update(f"{f.name}.{g.name}" for g in dataclasses.fields(sub))
-    return keys | {"experiment"}
-
-
-def check_override_keys(overrides: list[str]) -> None:
-    """Refuse an unknown key in one line with the closest valid key, with or without ``+``
-    (Hydra would print a page without ``+``, and silently add the typo with it)."""
-    import difflib
-
-    known = _known_keys()
-    for ov in overrides:
-        if ov.startswith("-") or "=" not in ov:
-            continue
-        key = ov.split("=", 1)[0].lstrip("+~")
-        if key in known or key.startswith("hydra") or "/" in key:
-            continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else " (see `sam2tune run --help`)"
-        raise InputError(f"{key}: unknown setting{hint}")
-
-
 def _check_group_choices(overrides: list[str]) -> None:
     """One clear line for an unknown config-group option (Hydra's own message is a page)."""
     for ov in overrides:
@@ -109,9 +77,9 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 def _validate_sweep(overrides: list[str]) -> None:
     """Every sweep point's config and inputs, checked before the first point runs."""
+    from sam2tune.config.store import compose_run
     from sam2tune.paths import cache_dir
     from sam2tune.sweep import expand_sweep
-    from sam2tune.tune.cli import compose_run
     from sam2tune.video.sources import resolve_video
 
     try:
@@ -140,7 +108,8 @@ def _run(overrides: list[str]) -> None:
     except InputError as e:
         _fail(str(e))
     _check_group_choices(overrides)
-    if "-m" in overrides or "--multirun" in overrides:
+    multirun = "-m" in overrides or "--multirun" in overrides
+    if multirun:
         _validate_sweep(overrides)
     register()
 
@@ -178,7 +147,7 @@ def _run(overrides: list[str]) -> None:
     try:
         _main()
     except KeyboardInterrupt:
-        if "-m" in overrides or "--multirun" in overrides:
+        if multirun:
             _interrupted_summary(overrides, started)
         raise
 

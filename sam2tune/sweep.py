@@ -35,28 +35,16 @@ def already_done(cfg: RunConfig) -> str | None:
     return None if hit.empty else str(hit.iloc[-1]["run_id"])
 
 
-def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """Every point of ``sam2tune run -m <overrides>`` as its own override list (the command
-    line's sweeps, and an experiment preset's ``hydra.sweeper.params``; command line wins)."""
-    import itertools
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _sweep_axes(
+    task_overrides: list[str], sweeper_params: dict[str, Any] | None
+) -> list[list[str]]:
+    """One list of ``key=value`` per key of a basic-sweeper multirun (command line beats an
+    experiment preset's ``hydra.sweeper.params``); a plain override is a one-value axis."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from sam2tune.config.store import CONF_DIR, register
-
+    by_key: dict[str, str] = {str(k): f"{k}={v}" for k, v in (sweeper_params or {}).items()}
     parser = OverridesParser.create()
-    parsed = parser.parse_overrides([o for o in overrides if not o.startswith("-")])
-    plain = [o.input_line or "" for o in parsed if not o.is_sweep_override()]
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
-        hc = compose("run", overrides=[o for o in plain if not o.startswith("hydra")],
-                     return_hydra_config=True)
-    params = dict(hc.hydra.sweeper.get("params") or {})
-    by_key: dict[str, str] = {str(k): f"{k}={v}" for k, v in params.items()}
-    for ov in parsed:
+    for ov in parser.parse_overrides(list(task_overrides)):
         by_key[ov.get_key_element()] = ov.input_line or ""
     axes = []
     for ov in parser.parse_overrides(list(by_key.values())):
@@ -65,21 +53,31 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
             axes.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
         else:
             axes.append([ov.input_line or ""])
-    return [list(p) for p in itertools.product(*axes)]
+    return axes
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Every point of ``sam2tune run -m <overrides>`` as its own override list (the command
+    line's sweeps, and an experiment preset's ``hydra.sweeper.params``; command line wins)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sam2tune.config.store import compose
+
+    task = [o for o in overrides if not o.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(task)
+    plain = [o.input_line or "" for o in parsed if not o.is_sweep_override()]
+    hc = compose([o for o in plain if not o.startswith("hydra")], return_hydra_config=True)
+    params = dict(hc.hydra.sweeper.get("params") or {})
+    return [list(p) for p in itertools.product(*_sweep_axes(task, params))]
 
 
 def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int:
     """How many points a basic-sweeper multirun has (command line beats preset params)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    by_key: dict[str, str] = {str(k): f"{k}={v}" for k, v in (sweeper_params or {}).items()}
-    parser = OverridesParser.create()
-    for ov in parser.parse_overrides(list(task_overrides)):
-        by_key[ov.get_key_element()] = ov.input_line or ""
     total = 1
-    for ov in parser.parse_overrides(list(by_key.values())):
-        if ov.is_sweep_override():
-            total *= len(list(ov.sweep_string_iterator()))
+    for axis in _sweep_axes(task_overrides, sweeper_params):
+        total *= len(axis)
     return total
 
 

@@ -9,7 +9,18 @@ from functools import cache
 
 import yaml
 
-__all__ = ["Arch", "arch_of"]
+__all__ = ["Arch", "arch_of", "horizon_back"]
+
+
+def horizon_back(num_maskmem: int, max_obj_ptrs: int, stride: int) -> int:
+    """How many frames back forward propagation still reads non-conditioning outputs.
+
+    ``_prepare_memory_conditioned_features`` reads the maskmem of the previous frame and of
+    ``num_maskmem - 2`` more frames every ``stride`` frames (the oldest at most
+    ``1 + (num_maskmem - 2) * stride`` frames back) and the object pointers of the last
+    ``max_obj_ptrs_in_encoder - 1`` frames.
+    """
+    return max(max_obj_ptrs - 1, 1 + (num_maskmem - 2) * stride)
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,11 @@ class Arch:
     @property
     def ptr_tokens(self) -> int:
         return self.d_model // self.mem_dim
+
+    @property
+    def horizon_back(self) -> int:
+        """Frames back that forward propagation still reads (see :func:`horizon_back`)."""
+        return horizon_back(self.num_maskmem, self.max_obj_ptrs, self.temporal_stride)
 
     @property
     def token_bytes(self) -> int:

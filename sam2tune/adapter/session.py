@@ -32,15 +32,15 @@ class ReleasedFrameError(RuntimeError):
 
 
 def release_horizon_back(predictor: torch.nn.Module) -> int:
-    """How many frames back forward propagation still reads non-conditioning outputs.
+    """How many frames back forward propagation still reads non-conditioning outputs, from a
+    built predictor's settings (:func:`sam2tune.adapter.arch.horizon_back`)."""
+    from sam2tune.adapter.arch import horizon_back
 
-    ``_prepare_memory_conditioned_features`` reads the maskmem of the previous frame and of
-    ``num_maskmem - 2`` more frames every ``stride`` frames (the oldest at most
-    ``1 + (num_maskmem - 2) * stride`` frames back) and the object pointers of the last
-    ``max_obj_ptrs_in_encoder - 1`` frames.
-    """
-    stride = predictor.memory_temporal_stride_for_eval
-    return max(predictor.max_obj_ptrs_in_encoder - 1, 1 + (predictor.num_maskmem - 2) * stride)
+    return horizon_back(
+        predictor.num_maskmem,
+        predictor.max_obj_ptrs_in_encoder,
+        predictor.memory_temporal_stride_for_eval,
+    )
 
 
 class Session:

@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from sam2tune.config.schema import RunConfig
 
-__all__ = ["CONF_DIR", "register"]
+__all__ = ["CONF_DIR", "register", "compose", "compose_run", "check_override_keys"]
 
 #: the repository's ``conf/`` folder (the package is installed editable from the repository)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -18,3 +18,73 @@ def register() -> None:
     """Register ``run_schema`` (the typed RunConfig) that ``conf/run.yaml`` starts from."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False):
+    """``conf/run.yaml`` composed with ``overrides`` (a DictConfig), outside any Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    GlobalHydra.instance().clear()  # `import sam2` initialises Hydra's global state
+    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
+        return hydra_compose(
+            "run", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+
+
+def compose_run(overrides: list[str]) -> RunConfig:
+    """The typed :class:`RunConfig` that ``sam2tune run <overrides>`` would run (validated).
+
+    Raises:
+        InputError: an unknown key or a bad value, in one line.
+    """
+    from omegaconf import OmegaConf
+
+    from sam2tune.errors import InputError
+
+    check_override_keys(list(overrides))
+    try:
+        cfg = OmegaConf.to_object(compose(overrides))
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise InputError(str(cause).splitlines()[0]) from None
+    assert isinstance(cfg, RunConfig)
+    return cfg
+
+
+def known_keys() -> set[str]:
+    """Every ``key`` a run override may set: RunConfig's fields, dotted."""
+    import dataclasses
+
+    keys: set[str] = set()
+    for f in dataclasses.fields(RunConfig):
+        keys.add(f.name)
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            keys.update(f"{f.name}.{g.name}" for g in dataclasses.fields(sub))
+    return keys | {"experiment"}
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse an unknown key in one line with the closest valid key, with or without ``+``
+    (Hydra would print a page without ``+``, and silently add the typo with it).
+
+    Raises:
+        InputError: the unknown key and the closest valid one.
+    """
+    import difflib
+
+    from sam2tune.errors import InputError
+
+    known = known_keys()
+    for ov in overrides:
+        if ov.startswith("-") or "=" not in ov:
+            continue
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key in known or key.startswith("hydra") or "/" in key:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else " (see `sam2tune run --help`)"
+        raise InputError(f"{key}: unknown setting{hint}")

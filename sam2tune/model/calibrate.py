@@ -195,20 +195,11 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
         # by least relative squares on a grid (the phases scale differently under autocast)
         from sam2tune.model.memory import activations
 
-        ph = np.array(
-            [
-                [
-                    (
-                        a := activations(
-                            r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k
-                        )
-                    )["image_encoder"],
-                    a["memory_attention"],
-                ]
-                for r in bf
-            ],
-            float,
-        )
+        phases = [
+            activations(r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k)
+            for r in bf
+        ]
+        ph = np.array([[a["image_encoder"], a["memory_attention"]] for a in phases], float)
         yb = np.array([r["activation_bytes"] for r in bf], float)
         grid = np.arange(0.4, 1.6, 0.005)
         fe, fm = np.meshgrid(grid, grid, indexing="ij")
@@ -258,7 +249,7 @@ def fit(
     if host_baseline is None:
         from sam2tune.model.baseline import host_baseline as measure
 
-        host_baseline = int(measure("cpu")["rss_bytes"])
+        host_baseline = int(measure(device_kind)["rss_bytes"])
     k["h_0"], k["h_act"], k["h_px"] = 0.0, 0.0, 0.0
     if device_kind == "cpu":
         m = MemoryModel({device_kind: k})
@@ -304,14 +295,10 @@ def fit(
     return k, info
 
 
-def _cond_per_object(w: Workload) -> int:
-    return max(len(fs) for fs in w.prompted())
-
-
 #: extrapolation axis -> the calibration subset the fit may use
 _SUBSETS = {
     "image_size": lambda r, v: (r["candidate"].image_size or r["workload"].image_size) <= v,
-    "cond_frames": lambda r, v: _cond_per_object(r["workload"]) <= v,
+    "cond_frames": lambda r, v: r["workload"].cond_per_object() <= v,
     "num_objects": lambda r, v: r["workload"].num_objects <= v,
     "num_frames": lambda r, v: r["workload"].num_frames <= v,
 }
@@ -373,8 +360,8 @@ def evaluate(
 def _axis_tags(results_dir: str | Path, seed: int = 0) -> dict[str, tuple[str, dict[str, int]]]:
     """config_hash -> (axis, fit_on) for the validation design's points."""
     from sam2tune.config.schema import config_hash
+    from sam2tune.config.store import compose_run
     from sam2tune.model.design import validation_points
-    from sam2tune.tune.cli import compose_run
 
     tags = {}
     for pt in validation_points(seed):

@@ -55,6 +55,16 @@ def _p(axis: str, s: str, **fit_on: int) -> Point:
 
 
 _T = "model=sam2.1_tiny"
+
+
+def _tiny(axis: str, rows: tuple[tuple[int, int, int, str], ...]) -> list[Point]:
+    """SAM 2.1 tiny points from (image_size, frames, objects, other overrides) rows."""
+    return [
+        _p(axis, f"{_T} model.image_size={s} video.num_frames={n} video.num_objects={k} {o}")
+        for s, n, k, o in rows
+    ]
+
+
 CALIBRATION: list[Point] = [
     # base: resolution x length x objects, stock, per-object predictor
     *[
@@ -135,28 +145,28 @@ CALIBRATION: list[Point] = [
         for s, k, e in ((256, 1, 0), (384, 2, 3), (512, 1, 2))
     ],
     # offload
-    *[
-        _p("offload", f"{_T} model.image_size={s} video.num_frames={n} video.num_objects={k} {o}")
-        for s, n, k, o in (
+    *_tiny(
+        "offload",
+        (
             (256, 24, 2, "knobs.offload_video_to_cpu=true"),
             (512, 8, 1, "knobs.offload_video_to_cpu=true"),
             (256, 24, 2, "knobs.offload_state_to_cpu=true"),
             (384, 12, 1, "knobs.offload_state_to_cpu=true scenario.reannotate_every=3"),
             (256, 12, 3, "knobs.offload_state_to_cpu=true knobs.offload_video_to_cpu=true"),
-        )
-    ],
+        ),
+    ),
     # bounded-memory strategies and segments
-    *[
-        _p("strategy", f"{_T} model.image_size={s} video.num_frames={n} video.num_objects={k} {o}")
-        for s, n, k, o in (
+    *_tiny(
+        "strategy",
+        (
             (256, 40, 2, "knobs.strategy=release"),
             (256, 40, 2, "knobs.strategy=stream"),
             (384, 24, 1, "knobs.strategy=stream"),
             (512, 12, 2, "knobs.strategy=release knobs.offload_video_to_cpu=true"),
             (256, 24, 1, "knobs.strategy=stream scenario.reannotate_every=4"),
             (256, 32, 2, "knobs.segment_frames=12"),
-        )
-    ],
+        ),
+    ),
 ]
 
 #: one extrapolation test per axis: the run, and the calibration subset the fit may use

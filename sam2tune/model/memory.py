@@ -117,6 +117,10 @@ class Workload:
             object_frames=None if self.object_frames is None else self.num_objects * n,
         )
 
+    def cond_per_object(self) -> int:
+        """The most prompted (conditioning) frames any one object has."""
+        return max(len(fs) for fs in self.prompted())
+
     def prompted(self) -> list[list[int]]:
         """Prompted frames of each object."""
         if self.cond_frames is not None:
@@ -277,13 +281,12 @@ def _max_read(n: int, start: int, conds: tuple[int, ...], cap: int, arch) -> tup
     if len(cl) > 1 and gap > window:
         for c in cl:
             ts |= set(range(c, min(n, c + window)))
-    best = (0, 0, 0)
+    best = (0, 0)
     for t in sorted(ts):
         if t in cset or t <= start:
             continue
-        f, p = _read_at(t, start, cl, cap, arch, cset)
-        best = max(best, (f, p, 0))
-    return best[0], best[1]
+        best = max(best, _read_at(t, start, cl, cap, arch, cset))
+    return best
 
 
 def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, int]:
@@ -315,10 +318,13 @@ def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, in
     return {"frames": frames, "pointers": ptrs, "tokens": tokens, "batch": batch}
 
 
-def activation_features(w: Workload, c: Candidate) -> dict[str, float]:
-    """The structural quantities the activation coefficients multiply."""
+def activation_features(
+    w: Workload, c: Candidate, read: dict[str, int] | None = None
+) -> dict[str, float]:
+    """The structural quantities the activation coefficients multiply (``read``: the
+    :func:`memory_read` of ``(w, c)`` when the caller has it)."""
     S = c.image_size or w.image_size
-    r = memory_read(w, c, S)
+    r = read or memory_read(w, c, S)
     return {
         "enc": float(_arch(w.model).embed_dim * S * S),  # x a_enc
         "q": float(S * S) if r["frames"] else 0.0,  # x a_q
@@ -334,9 +340,11 @@ def activation_features(w: Workload, c: Candidate) -> dict[str, float]:
     }
 
 
-def activations(w: Workload, c: Candidate, k: dict[str, float]) -> dict[str, int]:
+def activations(
+    w: Workload, c: Candidate, k: dict[str, float], read: dict[str, int] | None = None
+) -> dict[str, int]:
     """One step's activation peak: the larger of the image-encoder and memory-attention phases."""
-    f = activation_features(w, c)
+    f = activation_features(w, c, read)
     enc = k["a_enc"] * f["enc"]
     mem = (
         k["a_q"] * f["q"]
@@ -348,8 +356,8 @@ def activations(w: Workload, c: Candidate, k: dict[str, float]) -> dict[str, int
         else 0.0
     )
     if c.dtype == "bfloat16":  # autocast: the two phases scale differently (rotary in fp32)
-        enc *= k.get("bf16_enc", k.get("bf16_factor", 1.0))
-        mem *= k.get("bf16_mem", k.get("bf16_factor", 1.0))
+        enc *= k.get("bf16_enc", 1.0)
+        mem *= k.get("bf16_mem", 1.0)
     return {"image_encoder": int(enc), "memory_attention": int(mem), "peak": int(max(enc, mem))}
 
 
@@ -382,10 +390,9 @@ def predict(
     obj_frames = w.object_frames if w.object_frames is not None else K * N
     obj_frames = min(obj_frames, K * span)
     per_full = z["maskmem"] + z["masks"] + z["ptr"]
-    read_window = max(arch.max_obj_ptrs - 1, 1 + (arch.num_maskmem - 2) * arch.temporal_stride)
     if c.strategy in ("release", "stream"):
-        cond = min(max(len(fs) for fs in w.prompted()), span)
-        window = min(read_window + 1, span)
+        cond = min(w.cond_per_object(), span)
+        window = min(arch.horizon_back + 1, span)
         n_full = min(obj_frames, K * cond)
         n_window = min(obj_frames - n_full, K * window)
         state_host_part = n_full * (z["maskmem"] + z["masks"]) + n_window * z["maskmem"]
@@ -394,7 +401,7 @@ def predict(
         state_host_part = obj_frames * (z["maskmem"] + z["masks"])
         state = obj_frames * per_full + z["pos_enc"]
     read = memory_read(w, c, S)
-    act = activations(w, c, k)
+    act = activations(w, c, k, read)
     cached = k["c_feat"] * S * S
     # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem)
     bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
@@ -442,7 +449,7 @@ def predict(
         "memory_read": read,
         "calibrated_on": model.calibration.get(source.split(" ")[0], {}).get("summary", {})
         | {"coefficients": source},
-        "trust": trust_region(w, c, model.calibration.get(source.split(" ")[0], {})),
+        "trust": trust_region(w, c, model.calibration.get(source.split(" ")[0], {}), read),
         "image_size": S,
     }
 
@@ -462,9 +469,9 @@ TRUST_AXES = (
 )
 
 
-def workload_axes(w: Workload, c: Candidate) -> dict[str, Any]:
+def workload_axes(w: Workload, c: Candidate, read: dict[str, int] | None = None) -> dict[str, Any]:
     """A (workload, knobs) pair as the trust region's axes."""
-    r = memory_read(w, c)
+    r = read or memory_read(w, c)
     return {
         "image_size": c.image_size or w.image_size,
         "num_frames": w.num_frames,
@@ -479,7 +486,9 @@ def workload_axes(w: Workload, c: Candidate) -> dict[str, Any]:
     }
 
 
-def trust_region(w: Workload, c: Candidate, calibration: dict[str, Any]) -> dict[str, Any]:
+def trust_region(
+    w: Workload, c: Candidate, calibration: dict[str, Any], read: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Whether the workload lies inside what the model was calibrated on, axis by axis.
 
     Returns:
@@ -492,7 +501,7 @@ def trust_region(w: Workload, c: Candidate, calibration: dict[str, Any]) -> dict
         return {"inside": False, "axes": {}, "statement": "no calibration region recorded"}
     axes: dict[str, Any] = {}
     notes = []
-    for name, v in workload_axes(w, c).items():
+    for name, v in workload_axes(w, c, read).items():
         cal = region.get(name)
         if cal is None:
             continue
@@ -543,19 +552,18 @@ def max_frames_within_budget(
             at a frame that depends on ``n``).
     """
     make = w if callable(w) else w.with_frames
-    n0 = w(64).num_frames if callable(w) else max(w.num_frames, 64)
-
-    def fits(n: int) -> bool:
-        p = predict(make(n), c, model, device_kind, host_baseline)
-        return p["device_peak_bytes"] <= budget and (
-            host_budget is None or p["host_peak_bytes"] <= host_budget
-        )
+    n0 = 64 if callable(w) else max(w.num_frames, 64)
 
     def peaks(n: int) -> tuple[int, int]:
         p = predict(make(n), c, model, device_kind, host_baseline)
         return p["device_peak_bytes"], p["host_peak_bytes"] if host_budget is not None else 0
 
-    if peaks(limit) <= peaks(n0):
+    def fits(n: int) -> bool:
+        dev, host = peaks(n)
+        return dev <= budget and (host_budget is None or host <= host_budget)
+
+    (dev_max, host_max), (dev_0, host_0) = peaks(limit), peaks(n0)
+    if dev_max <= dev_0 and host_max <= host_0:  # the peaks do not grow with frames
         return None if fits(limit) else 0
     if not fits(1):
         return 0

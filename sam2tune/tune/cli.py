@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sam2tune.config.store import compose_run
 from sam2tune.errors import InputError
 from sam2tune.model.memory import Workload
 from sam2tune.units import GiB, fmt_bytes
@@ -232,26 +233,6 @@ def host_budget(ta: TuneArgs) -> tuple[int, str]:
     if b is None:
         raise InputError("host_budget: give a size such as 64GiB")
     return b, fmt_bytes(b)
-
-
-def compose_run(overrides: list[str]):
-    """The typed :class:`RunConfig` that ``sam2tune run <overrides>`` would run (validated)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from sam2tune.cli import check_override_keys
-    from sam2tune.config.store import CONF_DIR, register
-
-    check_override_keys(list(overrides))
-    register()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
-            return OmegaConf.to_object(compose("run", overrides=list(overrides)))
-    except Exception as e:
-        cause = e.__cause__ or e
-        raise InputError(str(cause).splitlines()[0]) from None
 
 
 def calibrate_cmd(args: list[str]) -> None:
