@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -39,7 +40,8 @@ def git_commit() -> str | None:
             timeout=5,
         )
         if sha.returncode != 0:
-            return None
+            # a copy of the tree without .git (e.g. shipped to a GPU machine): the shipper says
+            return os.environ.get("SAM2TUNE_COMMIT") or None
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
@@ -48,7 +50,7 @@ def git_commit() -> str | None:
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("SAM2TUNE_COMMIT") or None
 
 
 def environment(device: Any = None) -> dict[str, Any]:

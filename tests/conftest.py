@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ def has_cuda() -> bool:
 
 
 def sam2tune_cmd() -> list[str]:
-    return [SAM2TUNE] if os.path.exists(SAM2TUNE) else ["python", "-m", "sam2tune"]
+    return [SAM2TUNE] if os.path.exists(SAM2TUNE) else [sys.executable, "-m", "sam2tune"]
 
 
 SMALL_RUN = ["device=cpu", "video.num_frames=3", "video.height=64", "video.width=64"]

@@ -289,7 +289,9 @@ def fit(
             if r.get("cuda_max_reserved_bytes") and r["device_target"]
         ]
         if ctx:
-            info["cuda_context_bytes"] = int(np.median(ctx))
+            # total - free at a run's start: its own context plus whatever other processes held
+            # (calibrate jobs>1 shares the GPU); others only add, so the minimum is the context
+            info["cuda_context_bytes"] = int(np.min(ctx))
         if rr:
             info["cuda_reserved_over_allocated"] = float(np.max(rr))
     return k, info

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -118,6 +119,19 @@ def _wait_with_progress(
         print(file=sys.stderr)
 
 
+_STOPPING = threading.Event()
+
+
+def stop_runs() -> None:
+    """Stop every run process of this process (runs started from worker threads, which Ctrl-C
+    does not reach): they leave nothing, as an interrupted sequential run does."""
+    import psutil
+
+    _STOPPING.set()
+    for child in psutil.Process().children(recursive=True):
+        child.terminate()
+
+
 def run_isolated(cfg: RunConfig) -> RunOutcome:
     """Validate, run in an isolated process, record. Returns the row and where it was written.
 
@@ -168,6 +182,9 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
             proc.wait()
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
+    if _STOPPING.is_set() and proc.returncode != 0:  # stopped by stop_runs(): as Ctrl-C above
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise KeyboardInterrupt
     msg = None
     if not timed_out and (tmp_dir / "result.pkl").is_file():
         with open(tmp_dir / "result.pkl", "rb") as f:

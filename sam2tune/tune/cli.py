@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sam2tune.config.store import compose_run
 from sam2tune.errors import InputError
@@ -118,6 +119,11 @@ class CalibrateArgs:
 
     design: str = _h("calibration", "calibration | validation (sam2tune/model/design.py)")
     seed: int = _h(0, "seed of the validation set's random draw")
+    jobs: int = _h(
+        1,
+        "isolated runs at once (one GPU shared: allocator figures stay per process; "
+        "NVML device-wide figures and free-at-start then include the other runs)",
+    )
 
 
 COMMAND_ARGS = {
@@ -242,7 +248,7 @@ def calibrate_cmd(args: list[str]) -> None:
     from tqdm import tqdm
 
     from sam2tune.model.design import design_points
-    from sam2tune.runner.launcher import run_isolated
+    from sam2tune.runner.launcher import run_isolated, stop_runs
     from sam2tune.sweep import already_done
 
     ca, extra = split_args(args, "calibrate", CalibrateArgs)
@@ -253,20 +259,37 @@ def calibrate_cmd(args: list[str]) -> None:
     except ValueError as e:
         raise InputError(str(e)) from None
     cfgs = [(pt, compose_run(pt.args() + extra)) for pt in points]  # validate every point first
+    if ca.jobs < 1:
+        raise InputError(f"jobs: must be >= 1, got {ca.jobs}")
     counts: dict[str, int] = {}
-    bar = tqdm(cfgs, desc="calibrate", unit="run", file=sys.stderr)
-    for pt, cfg in bar:
-        bar.set_postfix_str(pt.axis)
+    todo = []
+    for pt, cfg in cfgs:
         if already_done(cfg) is not None:
             counts["skipped"] = counts.get("skipped", 0) + 1
-            continue
-        out = run_isolated(cfg)
-        st = out.row["status"]
-        counts[st] = counts.get(st, 0) + 1
-        if st != "ok":
-            tqdm.write(
-                f"  {st}: {' '.join(pt.overrides)}: {out.row.get('error')}", file=sys.stderr
-            )
+        else:
+            todo.append((pt, cfg))
+    bar = tqdm(total=len(todo), desc="calibrate", unit="run", file=sys.stderr)
+
+    def one(item: tuple[Any, Any]) -> None:
+        pt, cfg = item
+        st = run_isolated(cfg).row
+        counts[st["status"]] = counts.get(st["status"], 0) + 1
+        if st["status"] != "ok":
+            tqdm.write(f"  {st['status']}: {' '.join(pt.overrides)}: {st.get('error')}", file=sys.stderr)
+        bar.set_postfix_str(pt.axis)
+        bar.update()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=ca.jobs)  # each run is its own process
+    try:
+        list(pool.map(one, todo))
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM reach this thread only: stop the runs too
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_runs()
+        raise
+    pool.shutdown()
+    bar.close()
     print(
         f"{len(cfgs)} points ({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))}) "
         f"in {cfgs[0][1].results_dir if cfgs else '-'}"
