@@ -36,6 +36,29 @@ def test_offload_on_cuda_is_lossless_and_moves_measured_bytes(small, tmp_path):
 @needs_cuda
 def test_device_budget_emulates_a_smaller_gpu(small, tmp_path):
     r = run_isolated(small("device=cuda", "limits.device_memory_budget=64MiB")).row
-    assert r["status"] == "oom"
+    assert r["status"] == "oom", r["error"]
     ok = run_isolated(small("device=cuda")).row
     assert ok["status"] == "ok"
+
+
+@needs_cuda
+def test_memory_snapshot_is_written_and_linked_from_the_report(small, tmp_path):
+    import pickle
+
+    from sam2tune.analysis.report import build_report
+
+    out = run_isolated(small("device=cuda", "probe.memory_snapshot=true", results=tmp_path / "r"))
+    r = out.row
+    assert r["status"] == "ok", r["error"]
+    snap = out.report_path.parent / "memory_snapshot.pickle"
+    with open(snap, "rb") as f:
+        data = pickle.load(f)
+    # PyTorch's recorder: the allocator's segments (with the weights among them) and the trace
+    assert data["device_traces"] and data["device_traces"][0]
+    held = sum(seg["total_size"] for seg in data["segments"])
+    assert held >= r["weights_bytes"]
+    allocs = [e for e in data["device_traces"][0] if e["action"] == "alloc"]
+    assert max(e["size"] for e in allocs) <= r["cuda_max_allocated_bytes"]
+    html_path, md_path = build_report(tmp_path / "r", tmp_path / "rep")
+    assert "memory_snapshot.pickle" in md_path.read_text()
+    assert "memory_snapshot.pickle" in html_path.read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -139,6 +140,23 @@ def export_table(df: pd.DataFrame, out: Path) -> None:
         pass
 
 
+_SNAP_NOTE = (
+    "PyTorch's allocator history (probe.memory_snapshot=true); open a file at "
+    "https://pytorch.org/memory_viz (the file stays on your machine)."
+)
+
+
+def _snapshots(results_dir: Path, out: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, link relative to the report) for each run that wrote a CUDA memory snapshot."""
+    found = []
+    for r in df.to_dict("records"):
+        f = results_dir / "runs" / str(r["run_id"]) / "memory_snapshot.pickle"
+        if f.is_file():
+            label = f"{r['run_id']}: {r['model']} {r['image_size']} px, {r['num_frames']} frames"
+            found.append((label, os.path.relpath(f, out)))
+    return found
+
+
 def build_report(
     results_dir: str | Path,
     out: str | Path,
@@ -187,6 +205,10 @@ def build_report(
         md += ["", f"## Unreadable records ({len(bad)}, left out of every figure and table)", ""]
         md += [f"- {b}" for b in bad_lines]
     md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
+    snaps = _snapshots(results_dir, out, df)
+    if snaps:
+        md += ["", "## CUDA memory snapshots", "", _SNAP_NOTE, ""]
+        md += [f"- [{label}]({href})" for label, href in snaps]
     if lookup is not None:
         md += ["", "## Per-GPU lookup (predicted)", "", lookup[0], "", _md_table(lookup[1])]
     md += [
@@ -220,6 +242,10 @@ def build_report(
         f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>'
         for n, b in figs
     ]
+    if snaps:
+        body.append(f"<h2>CUDA memory snapshots</h2><p>{e(_SNAP_NOTE)}</p><ul>")
+        body += [f'<li><a href="{e(h)}">{e(label)}</a></li>' for label, h in snaps]
+        body.append("</ul>")
     if lookup is not None:
         body.append(f"<h2>Per-GPU lookup (predicted)</h2><p>{e(lookup[0])}</p>")
         body.append(lookup[1].to_html(index=False, na_rep="", border=0, classes="runs"))

@@ -228,6 +228,9 @@ class ProbeConfig:
     # the reference's image_size (None = the run's own); a resolution study compares against a
     # higher resolution, masks compared at the video's own resolution
     reference_image_size: int | None = None
+    # CUDA only: record PyTorch's allocator history and write runs/<id>/memory_snapshot.pickle
+    # (open it at https://pytorch.org/memory_viz)
+    memory_snapshot: bool = False
 
     def __post_init__(self) -> None:
         if self.track_frames < 1:
@@ -286,4 +289,6 @@ def config_hash(cfg: RunConfig) -> str:
     for k in ("results_dir", "cache_dir", "force"):
         d.pop(k)
     d["limits"].pop("timeout_s")
+    if not d["probe"]["memory_snapshot"]:  # off: the hash of configs from before the option
+        d["probe"].pop("memory_snapshot")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

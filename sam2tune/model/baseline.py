@@ -25,14 +25,14 @@ _PROBE = r"""
 import json, sys
 import sam2tune.runner.child  # everything a run process imports
 from sam2tune.probes import peak_rss_bytes, rss_bytes
-out = {"rss_bytes": peak_rss_bytes()}
+out = {"rss_bytes": peak_rss_bytes(), "resident_bytes": rss_bytes()}
 if sys.argv[1] == "cuda":
     import torch
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")
         free, total = torch.cuda.mem_get_info()
-        out.update(rss_bytes=peak_rss_bytes(), cuda_context_bytes=int(total - free),
-                   cuda_total_bytes=int(total))
+        out.update(rss_bytes=peak_rss_bytes(), resident_bytes=rss_bytes(),
+                   cuda_context_bytes=int(total - free), cuda_total_bytes=int(total))
 print(json.dumps(out))
 """
 

@@ -111,6 +111,13 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
         )
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})
+        env = rep.get("environment") or {}
+        fixed = None
+        if cuda:  # what the allocator held beyond weights, census, measured step peak and copy
+            fixed = r["cuda_max_allocated_bytes"] - sum(
+                int(est.get(t) or 0)
+                for t in ("weights_bytes", "resident_max_bytes", "cuda_step_peak_bytes")
+            ) - int(est.get("bank_copy_bytes") or 0)
         out.append(
             {
                 "run_id": r["run_id"],
@@ -129,10 +136,13 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
                     r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]
                 ),
                 "cuda_max_reserved_bytes": r.get("cuda_max_reserved_bytes"),
-                "cuda_context_bytes": (rep.get("environment") or {}).get("cuda_total_bytes", 0)
-                - (rep.get("environment") or {}).get("cuda_free_at_start_bytes", 0)
+                "cuda_context_bytes": env.get("cuda_total_bytes", 0)
+                - env.get("cuda_free_at_start_bytes", 0)
                 if cuda
                 else None,
+                "cuda_fixed_bytes": fixed,
+                "baseline_rss_bytes": env.get("baseline_rss_bytes"),
+                "baseline_resident_bytes": env.get("baseline_resident_bytes"),
             }
         )
     return out
@@ -226,7 +236,10 @@ def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fit(
-    rows: list[dict[str, Any]], device_kind: str, host_baseline: int | None = None
+    rows: list[dict[str, Any]],
+    device_kind: str,
+    host_baseline: int | None = None,
+    host_resident: int | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Coefficients from recorded runs of one device kind, and what they were fitted on.
 
@@ -246,31 +259,51 @@ def fit(
             ]
         )
     )
-    if host_baseline is None:
+    recorded = [r for r in rows if r.get("baseline_rss_bytes")]
+    if host_baseline is None and len(recorded) == len(rows):
+        # each run recorded its own baseline: the machine the runs ran on, wherever we fit
+        host_baseline = int(np.median([r["baseline_rss_bytes"] for r in rows]))
+        host_resident = int(
+            np.median([r.get("baseline_resident_bytes") or r["baseline_rss_bytes"] for r in rows])
+        )
+        baseline_source = "median of the runs' recorded baselines"
+    elif host_baseline is None:
         from sam2tune.model.baseline import host_baseline as measure
 
-        host_baseline = int(measure(device_kind)["rss_bytes"])
+        base = measure(device_kind)
+        host_baseline = int(base["rss_bytes"])
+        host_resident = int(base.get("resident_bytes") or host_baseline)
+        baseline_source = "measured on the fitting machine"
+    else:
+        baseline_source = "given"
+    host_resident = host_baseline if host_resident is None else host_resident
     k["h_0"], k["h_act"], k["h_px"] = 0.0, 0.0, 0.0
-    if device_kind == "cpu":
-        m = MemoryModel({device_kind: k})
-        X, resid = [], []
-        for r in rows:
-            p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline)
-            S = r["candidate"].image_size or r["workload"].image_size
-            X.append([p["activation_phases"]["peak"], S * S])
-            resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
-        Xa, ra = np.array(X, float), np.array(resid, float)
-        yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
-        # the run process beyond the import baseline: a constant, the allocator's share of the
-        # activations and a per-pixel part (relative least squares, non-negative)
-        A = np.column_stack([np.ones(len(rows)), Xa]) / yy[:, None]
-        c = _nnls(A, ra / yy)
-        k["h_0"], k["h_act"], k["h_px"] = float(c[0]), float(c[1]), float(c[2])
+    if device_kind == "cuda":
+        # allocator-visible bytes no term names (library workspaces and the like): a constant,
+        # measured per run from the census and the measured step peak, not fitted jointly
+        fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
+        k["d_0"] = float(np.median(fixed)) if fixed else 0.0
+    m = MemoryModel({device_kind: k})
+    X, resid = [], []
+    for r in rows:
+        p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline, host_resident)
+        S = r["candidate"].image_size or r["workload"].image_size
+        X.append([p["activation_phases"]["peak"], S * S])
+        resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
+    Xa, ra = np.array(X, float), np.array(resid, float)
+    yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
+    # the run process beyond the import baseline: a constant, the allocator's share of the
+    # activations and a per-pixel part (relative least squares, non-negative)
+    A = np.column_stack([np.ones(len(rows)), Xa]) / yy[:, None]
+    c = _nnls(A, ra / yy)
+    k["h_0"], k["h_act"], k["h_px"] = float(c[0]), float(c[1]), float(c[2])
     info = {
         "device_kind": device_kind,
         "runs": len(rows),
         "run_ids": [r["run_id"] for r in rows],
         "host_baseline_bytes": int(host_baseline),
+        "host_resident_bytes": int(host_resident),
+        "host_baseline_source": baseline_source,
         "region": region_of(rows),
         "summary": {
             "runs": len(rows),
@@ -336,12 +369,13 @@ def evaluate(
     valid: list[dict[str, Any]],
     axis_of: dict[str, tuple[str, dict[str, int]]],
     kind: str,
-    host_baseline: int,
 ) -> pd.DataFrame:
     """Errors of the held-out runs: random ones against the fit on every calibration run,
-    extrapolation ones against the fit on the subset their axis allows."""
+    extrapolation ones against the fit on the subset their axis allows. The held-out runs ran
+    on the calibration machine, so they are predicted with its baseline."""
     evals = []
-    k, info = fit(calib, kind, host_baseline)
+    k, info = fit(calib, kind)
+    base, resident = info["host_baseline_bytes"], info["host_resident_bytes"]
     full = MemoryModel({kind: k}, {kind: info})
     for r in valid:
         axis, fit_on = axis_of.get(r["config_hash"], ("random", {}))
@@ -352,22 +386,24 @@ def evaluate(
                 sub = [c for c in calib if c["workload"].model != r["workload"].model]
             else:
                 sub = [c for c in calib if _SUBSETS[name](c, v)]
-            ks, infos = fit(sub, kind, host_baseline)
+            ks, infos = fit(sub, kind, base, resident)
             m, n_fit = MemoryModel({kind: ks}, {kind: infos}), len(sub)
-        p = predict(r["workload"], r["candidate"], m, kind, host_baseline)
+        p = predict(r["workload"], r["candidate"], m, kind, base, resident)
         evals.append(_err_row(r, p, axis, n_fit))
     return pd.DataFrame(evals)
 
 
-def _axis_tags(results_dir: str | Path, seed: int = 0) -> dict[str, tuple[str, dict[str, int]]]:
-    """config_hash -> (axis, fit_on) for the validation design's points."""
+def _axis_tags(
+    results_dir: str | Path, seed: int = 0, device: str = "cpu"
+) -> dict[str, tuple[str, dict[str, int]]]:
+    """config_hash -> (axis, fit_on) for the validation design's points (run on ``device``)."""
     from sam2tune.config.schema import config_hash
     from sam2tune.config.store import compose_run
     from sam2tune.model.design import validation_points
 
     tags = {}
     for pt in validation_points(seed):
-        cfg = compose_run(pt.args() + [f"results_dir={results_dir}", "device=cpu"])
+        cfg = compose_run(pt.args() + [f"results_dir={results_dir}", f"device={device}"])
         tags[config_hash(cfg)] = (pt.axis, pt.fit_on)
     return tags
 
@@ -391,14 +427,13 @@ def fit_and_evaluate(
     frames = []
     summary: dict[str, Any] = {}
     for kind in sorted({r["device_kind"] for r in rows}):
-        base = int(host_baseline(kind)["rss_bytes"]) if kind == "cpu" else 0
         cal = [r for r in rows if r["device_kind"] == kind]
-        k, info = fit(cal, kind, base)
+        k, info = fit(cal, kind)
         model.coeffs[kind], model.calibration[kind] = k, info
         val = [r for r in valid if r["device_kind"] == kind]
         if val:
-            tags = _axis_tags(validation_dir, seed)  # type: ignore[arg-type]
-            ev = evaluate(cal, val, tags, kind, base).assign(device_kind=kind)
+            tags = _axis_tags(validation_dir, seed, kind)  # type: ignore[arg-type]
+            ev = evaluate(cal, val, tags, kind).assign(device_kind=kind)
             frames.append(ev)
             summary[kind] = summarize(ev)
     ev = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

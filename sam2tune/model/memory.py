@@ -367,12 +367,17 @@ def predict(
     model: MemoryModel,
     device_kind: str = "cuda",
     host_baseline: int | None = None,
+    host_resident: int | None = None,
 ) -> dict[str, Any]:
     """Predicted peaks, term by term (integer bytes), for workload ``w`` under knobs ``c``.
 
     Args:
-        host_baseline: the run process's baseline RSS on the machine that predicts (default:
-            measured once and cached, see :func:`sam2tune.model.baseline.host_baseline`).
+        host_baseline: the run process's peak RSS before SAM 2 allocates, on the machine that
+            predicts (default: measured once and cached, see
+            :func:`sam2tune.model.baseline.host_baseline`).
+        host_resident: its resident RSS at that point (default: ``host_baseline``). On CUDA the
+            peak includes a transient of the context's start that later phases may not exceed:
+            host peak = max(baseline peak, resident + the run's host terms).
 
     Returns:
         ``{"terms": {term: device bytes}, "host_terms": {...}, "device_peak_bytes",
@@ -415,22 +420,31 @@ def predict(
         "activations": act["peak"],
         "bank_copy": int(bank),
     }
+    if device_kind == "cuda":  # allocator-visible library workspaces (measured constant)
+        terms["cuda_fixed"] = int(k.get("d_0", 0.0))
     device_peak = sum(terms.values())
     if host_baseline is None:
         from sam2tune.model.baseline import host_baseline as measure
 
-        host_baseline = measure(device_kind)["rss_bytes"]
+        base = measure(device_kind)
+        host_baseline = int(base["rss_bytes"])
+        host_resident = int(base.get("resident_bytes") or host_baseline)
+    if host_resident is None:
+        host_resident = host_baseline
     masks_kept = (
         0 if c.strategy == "stream" else obj_frames * math.ceil(w.video_height * w.video_width / 8)
     )
     decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
-    host_terms: dict[str, int] = {"baseline": int(host_baseline), "masks_kept": int(masks_kept)}
+    base_now = host_baseline if device_kind == "cpu" else host_resident
+    host_terms: dict[str, int] = {"baseline": int(base_now), "masks_kept": int(masks_kept)}
+    # the run process's allocator beyond the baseline (fitted: constant, share of the
+    # activations on CPU, per pixel)
+    host_terms["allocator"] = int(
+        k.get("h_0", 0.0) + k.get("h_act", 0.0) * act["peak"] + k.get("h_px", 0.0) * S * S
+    )
     if device_kind == "cpu":  # everything lives in host RAM
         host_terms["device_side"] = int(device_peak)
         host_terms["offloaded"] = int((frames - frames_dev) + (state - state_dev))
-        host_terms["allocator"] = int(
-            k.get("h_0", 0.0) + k.get("h_act", 0.0) * act["peak"] + k.get("h_px", 0.0) * S * S
-        )
         host_terms["decode"] = int(decode) if c.strategy != "stream" else 0
     else:
         run_phase = (frames - frames_dev) + (state - state_dev)
@@ -439,6 +453,13 @@ def predict(
         host_terms["frames"] = int(frames - frames_dev)
         host_terms["state"] = int(state - state_dev)
         host_terms["loading_transient"] = int(max(0, load_phase - run_phase))
+        # SAM 2 builds the model on the host, then moves it: the weights' host copy is the
+        # first phase's peak
+        host_terms["build_transient"] = int(
+            max(0, w.weights_bytes - max(load_phase, run_phase))
+        )
+    if device_kind != "cpu":  # the context's start transient, where later phases stay below
+        host_terms["baseline_transient"] = int(max(0, host_baseline - sum(host_terms.values())))
     host_peak = sum(host_terms.values())
     return {
         "terms": terms,

@@ -49,6 +49,10 @@ _OOM_TEXT = (
     "allocation failed",
     "memory allocation",
     "not enough memory",
+    # CUDA libraries that allocate through PyTorch's allocator (workspaces) under a budget
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+    "cusolver_status_alloc_failed",
 )
 
 

@@ -305,8 +305,17 @@ def run_experiment(
     t_start = time.perf_counter()
     context = {} if context is None else context
     dev = resolve_device(cfg.device)
-    env = environment(dev)
+    env = environment(dev)  # on CUDA this creates the context (mem_get_info)
+    # the process before SAM 2 allocates anything: what the memory model calls the host baseline
+    # (peak so far, and resident now: on CUDA the peak includes a transient of the context's start)
+    env["baseline_rss_bytes"] = peak_rss_bytes()
+    env["baseline_resident_bytes"] = rss_bytes()
     context.update(device=dev.type, device_name=env.get("device_name"))
+    snapshot = cfg.probe.memory_snapshot
+    if snapshot and dev.type != "cuda":
+        raise InputError(f"probe.memory_snapshot=true: needs a CUDA device (this run: {dev.type})")
+    if snapshot:  # PyTorch's allocator recorder, for its memory_viz viewer
+        torch.cuda.memory._record_memory_history(max_entries=200_000)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         budget = cfg.limits.device_budget_bytes
@@ -328,6 +337,10 @@ def run_experiment(
             progress=True,
         )
     total_s = time.perf_counter() - t_start
+    if snapshot:
+        if work_dir is not None:
+            torch.cuda.memory._dump_snapshot(str(work_dir / "memory_snapshot.pickle"))
+        torch.cuda.memory._record_memory_history(enabled=None)
     measures: dict[str, Any] = {
         "device": dev.type,
         "device_name": env.get("device_name"),

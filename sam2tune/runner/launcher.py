@@ -139,6 +139,14 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         InputError: bad input (nothing is written).
     """
     predictor_target(cfg.knobs)  # validates knob combinations
+    if cfg.probe.memory_snapshot and not cfg.device.startswith("cuda"):
+        import torch
+
+        if cfg.device != "auto" or not torch.cuda.is_available():
+            raise InputError(
+                f"probe.memory_snapshot=true: needs a CUDA device (device={cfg.device}"
+                + (", and no CUDA device here)" if cfg.device == "auto" else ")")
+            )
     cache_root = cache_dir(cfg.cache_dir)
     results = Path(cfg.results_dir).expanduser()
     check_writable_dir(results, "results_dir")
