@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,12 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
                 if cuda
                 else None,
                 "cuda_fixed_bytes": fixed,
+                # device memory of the process outside PyTorch's allocator: the context, loaded
+                # kernels and library handles (NVML's per-process figure minus reserved)
+                "cuda_outside_allocator_bytes": r["nvml_peak_process_bytes"]
+                - r["cuda_max_reserved_bytes"]
+                if cuda and r.get("nvml_peak_process_bytes") and r.get("cuda_max_reserved_bytes")
+                else None,
                 "baseline_rss_bytes": env.get("baseline_rss_bytes"),
                 "baseline_resident_bytes": env.get("baseline_resident_bytes"),
             }
@@ -277,7 +284,7 @@ def fit(
     else:
         baseline_source = "given"
     host_resident = host_baseline if host_resident is None else host_resident
-    k["h_0"], k["h_act"], k["h_px"] = 0.0, 0.0, 0.0
+    k["h_0"], k["h_act"], k["h_w"], k["h_px"] = 0.0, 0.0, 0.0, 0.0
     if device_kind == "cuda":
         # allocator-visible bytes no term names (library workspaces and the like): a constant,
         # measured per run from the census and the measured step peak, not fitted jointly
@@ -288,15 +295,18 @@ def fit(
     for r in rows:
         p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline, host_resident)
         S = r["candidate"].image_size or r["workload"].image_size
-        X.append([p["activation_phases"]["peak"], S * S])
+        # CPU: activations live in host RAM; CUDA: the weights are built on the host first
+        share = p["activation_phases"]["peak"] if device_kind == "cpu" else r["workload"].weights_bytes
+        X.append([share, S * S])
         resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
     Xa, ra = np.array(X, float), np.array(resid, float)
     yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
-    # the run process beyond the import baseline: a constant, the allocator's share of the
-    # activations and a per-pixel part (relative least squares, non-negative)
+    # the run process beyond the import baseline: a constant, a share (above) and a per-pixel
+    # part (relative least squares, non-negative)
     A = np.column_stack([np.ones(len(rows)), Xa]) / yy[:, None]
     c = _nnls(A, ra / yy)
-    k["h_0"], k["h_act"], k["h_px"] = float(c[0]), float(c[1]), float(c[2])
+    k["h_0"], k["h_px"] = float(c[0]), float(c[2])
+    k["h_act" if device_kind == "cpu" else "h_w"] = float(c[1])
     info = {
         "device_kind": device_kind,
         "runs": len(rows),
@@ -321,10 +331,17 @@ def fit(
             for r in rows
             if r.get("cuda_max_reserved_bytes") and r["device_target"]
         ]
-        if ctx:
+        outside = [r["cuda_outside_allocator_bytes"] for r in rows]
+        if all(outside):
+            # what the process holds beyond the allocator at its peak (kernels loaded lazily
+            # after the start included): the largest seen
+            info["cuda_context_bytes"] = int(np.max(outside))
+            info["cuda_context_source"] = "NVML process peak - allocator reserved (max over runs)"
+        elif ctx:
             # total - free at a run's start: its own context plus whatever other processes held
             # (calibrate jobs>1 shares the GPU); others only add, so the minimum is the context
             info["cuda_context_bytes"] = int(np.min(ctx))
+            info["cuda_context_source"] = "total - free at the runs' start (min over runs)"
         if rr:
             info["cuda_reserved_over_allocated"] = float(np.max(rr))
     return k, info
@@ -393,9 +410,7 @@ def evaluate(
     return pd.DataFrame(evals)
 
 
-def _axis_tags(
-    results_dir: str | Path, seed: int = 0, device: str = "cpu"
-) -> dict[str, tuple[str, dict[str, int]]]:
+def _axis_tags(seed: int = 0, device: str = "cpu") -> dict[str, tuple[str, dict[str, int]]]:
     """config_hash -> (axis, fit_on) for the validation design's points (run on ``device``)."""
     from sam2tune.config.schema import config_hash
     from sam2tune.config.store import compose_run
@@ -403,26 +418,33 @@ def _axis_tags(
 
     tags = {}
     for pt in validation_points(seed):
-        cfg = compose_run(pt.args() + [f"results_dir={results_dir}", f"device={device}"])
+        cfg = compose_run(pt.args() + [f"device={device}"])  # results_dir: not in the hash
         tags[config_hash(cfg)] = (pt.axis, pt.fit_on)
     return tags
 
 
+def _dirs(d: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    if d is None:
+        return []
+    return [Path(d)] if isinstance(d, (str, Path)) else [Path(x) for x in d]
+
+
 def fit_and_evaluate(
-    results_dir: str | Path, validation_dir: str | Path | None = None, seed: int = 0
+    results_dir: str | Path | Sequence[str | Path],
+    validation_dir: str | Path | Sequence[str | Path] | None = None,
+    seed: int = 0,
 ) -> tuple[MemoryModel, pd.DataFrame, dict[str, Any]]:
-    """Fit per device kind on ``results_dir`` and, with ``validation_dir``, measure the error on
-    its runs (random held-out + extrapolation per axis).
+    """Fit per device kind on the runs of ``results_dir`` (one folder or several, e.g. a CPU and
+    a CUDA calibration) and, with ``validation_dir``, measure the error on its runs (random
+    held-out + extrapolation per axis).
 
     Returns:
         (model fitted on every calibration run, per-run errors, summary per kind and axis).
     """
-    from sam2tune.model.baseline import host_baseline
-
-    rows = run_inputs(results_dir)
+    rows = [r for d in _dirs(results_dir) for r in run_inputs(d)]
     if not rows:
         raise ValueError(f"results_dir: no ok runs under {str(results_dir)!r} to fit")
-    valid = run_inputs(validation_dir) if validation_dir else []
+    valid = [r for d in _dirs(validation_dir) for r in run_inputs(d)]
     model = MemoryModel()
     frames = []
     summary: dict[str, Any] = {}
@@ -432,7 +454,7 @@ def fit_and_evaluate(
         model.coeffs[kind], model.calibration[kind] = k, info
         val = [r for r in valid if r["device_kind"] == kind]
         if val:
-            tags = _axis_tags(validation_dir, seed, kind)  # type: ignore[arg-type]
+            tags = _axis_tags(seed, kind)
             ev = evaluate(cal, val, tags, kind).assign(device_kind=kind)
             frames.append(ev)
             summary[kind] = summarize(ev)

@@ -437,10 +437,14 @@ def predict(
     decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
     base_now = host_baseline if device_kind == "cpu" else host_resident
     host_terms: dict[str, int] = {"baseline": int(base_now), "masks_kept": int(masks_kept)}
-    # the run process's allocator beyond the baseline (fitted: constant, share of the
-    # activations on CPU, per pixel)
+    # the run process beyond the baseline (fitted): a constant (on CUDA, mostly the host side of
+    # cuDNN / cuBLAS, loaded at first use), a share of the activations (CPU) or of the weights'
+    # build on the host (CUDA: what the heap keeps of it), and a part per pixel
     host_terms["allocator"] = int(
-        k.get("h_0", 0.0) + k.get("h_act", 0.0) * act["peak"] + k.get("h_px", 0.0) * S * S
+        k.get("h_0", 0.0)
+        + k.get("h_act", 0.0) * act["peak"]
+        + k.get("h_w", 0.0) * w.weights_bytes
+        + k.get("h_px", 0.0) * S * S
     )
     if device_kind == "cpu":  # everything lives in host RAM
         host_terms["device_side"] = int(device_peak)
@@ -453,11 +457,6 @@ def predict(
         host_terms["frames"] = int(frames - frames_dev)
         host_terms["state"] = int(state - state_dev)
         host_terms["loading_transient"] = int(max(0, load_phase - run_phase))
-        # SAM 2 builds the model on the host, then moves it: the weights' host copy is the
-        # first phase's peak
-        host_terms["build_transient"] = int(
-            max(0, w.weights_bytes - max(load_phase, run_phase))
-        )
     if device_kind != "cpu":  # the context's start transient, where later phases stay below
         host_terms["baseline_transient"] = int(max(0, host_baseline - sum(host_terms.values())))
     host_peak = sum(host_terms.values())

@@ -284,7 +284,7 @@ def _lift_limits(dev: torch.device) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
     resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
     if dev.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(1.0, dev)
+        torch.cuda.set_per_process_memory_fraction(1.0, dev.index or 0)
 
 
 def run_experiment(
@@ -321,7 +321,7 @@ def run_experiment(
         budget = cfg.limits.device_budget_bytes
         if budget:
             total = torch.cuda.get_device_properties(dev).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), dev)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), dev.index or 0)
     built = build_predictor(cfg.model, cfg.knobs, dev, cache_root)
     context.update(weights=built.weights, weights_bytes=built.weights_bytes)
     sampler = NvmlSampler(dev.index or 0) if dev.type == "cuda" else nullcontext()

@@ -108,8 +108,10 @@ class PredictArgs:
 class FitArgs:
     """``sam2tune fit``."""
 
-    results_dir: str = _h("results", "calibration runs to fit on")
-    validation_dir: str | None = _h(None, "held-out runs: error per axis (random + extrapolation)")
+    results_dir: str = _h("results", "calibration runs to fit on (several: A,B)")
+    validation_dir: str | None = _h(
+        None, "held-out runs: error per axis (random + extrapolation; several: A,B)"
+    )
     out: str | None = _h(None, "model file (default results_dir/memory_model.json)")
 
 
@@ -402,12 +404,17 @@ def fit_cmd(args: list[str]) -> None:
     from sam2tune.model.calibrate import fit_and_evaluate
 
     fa = parse(args, "fit", FitArgs)
-    results = fa.results_dir
+    results = fa.results_dir.split(",")
+    for d in results + (fa.validation_dir.split(",") if fa.validation_dir else []):
+        if not Path(d).is_dir():
+            raise InputError(f"results_dir / validation_dir: no such folder {d!r}")
     try:
-        model, ev, summary = fit_and_evaluate(results, fa.validation_dir)
+        model, ev, summary = fit_and_evaluate(
+            results, fa.validation_dir.split(",") if fa.validation_dir else None
+        )
     except ValueError as e:
         raise InputError(str(e)) from None
-    out = Path(fa.out or Path(results) / "memory_model.json")
+    out = Path(fa.out or Path(results[0]) / "memory_model.json")
     model.calibration["held_out"] = summary
     try:
         model.save(out)
