@@ -12,7 +12,8 @@ stock, stock + offload_video_to_cpu, release, stream; then prints
   3 x S^2 x 4 B; maskmem 64 x (S/16)^2 x 2 B + masks (S/4)^2 x 4 B + pointer per object-frame)
   plus the measured fixed part and activations scaled by (1024/S)^2.
 
-    .venv/bin/python experiments/bench_bounded_memory.py [--frames 200] [--image-size 512] [--objects 3]
+    .venv/bin/python experiments/bench_bounded_memory.py \
+[--frames 200] [--image-size 512] [--objects 3]
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def main() -> None:
         f"{off['peak_host_rss_bytes'] / st['peak_host_rss_bytes']:.2f}x"
     )
     print(
-        f"fps [measured]: stream {st['fps']:.3f} / stock {s['fps']:.3f} = {st['fps'] / s['fps']:.3f} "
+        f"fps [measured]: stream {st['fps']:.3f} / stock {s['fps']:.3f} = "
+        f"{st['fps'] / s['fps']:.3f} "
         f"(release {rel['fps'] / s['fps']:.3f})"
     )
     print(
@@ -129,17 +131,17 @@ def main() -> None:
     sl = {k: slope(reports[k]["timeline"], "device_resident_bytes", warm) for k in reports}
     hs = {k: slope(reports[k]["timeline"], "host_rss_bytes", warm) for k in reports}
     print(
-        "per-frame slope after frame %d, device-resident bytes/frame [measured census]: %s"
-        % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in sl.items()))
+        f"per-frame slope after frame {warm:d}, device-resident bytes/frame [measured census]: "
+        f"{', '.join(f'{k} {v:,.0f}' for k, v in sl.items())}"
     )
     print(
-        "  release/stock = %.4f, stream/stock = %.4f (stock's frames are loaded up front, so its "
-        "census slope is the per-frame state only)"
-        % (sl["release"] / sl["stock"], sl["stream"] / sl["stock"])
+        f"  release/stock = {sl['release'] / sl['stock']:.4f}, "
+        f"stream/stock = {sl['stream'] / sl['stock']:.4f} (stock's frames are loaded up front, "
+        "so its census slope is the per-frame state only)"
     )
     print(
-        "per-frame slope after frame %d, host RSS bytes/frame [measured]: %s"
-        % (warm, ", ".join(f"{k} {v:,.0f}" for k, v in hs.items()))
+        f"per-frame slope after frame {warm:d}, host RSS bytes/frame [measured]: "
+        f"{', '.join(f'{k} {v:,.0f}' for k, v in hs.items())}"
     )
     # projection to a long video
     S1, N1, K1, S0 = 1024, 3600, 5, a.image_size

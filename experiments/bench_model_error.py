@@ -8,7 +8,8 @@ measured here). Goal: device median <= 3 %, max <= 8 %; host median <= 5 %, max 
 
     sam2tune calibrate design=calibration results_dir=results/cpu-calibration   # ~30 min
     sam2tune calibrate design=validation results_dir=results/cpu-validation     # ~20 min
-    .venv/bin/python experiments/bench_model_error.py results/cpu-calibration results/cpu-validation
+    .venv/bin/python experiments/bench_model_error.py results/cpu-calibration \
+results/cpu-validation
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sam2tune.adapter.build import build_predictor
-from sam2tune.adapter.session import Session
+from sam2tune.adapter.session import FrameStep, Session
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.provenance import cpu_name
 from sam2tune.runner.experiment import propagate, resolve_device
@@ -38,7 +38,7 @@ def plain_fps(predictor, video, prompts, knobs, skip_last: int) -> float:
             ev = next(events)
         except StopIteration:
             break
-        if ev[0] == "frame":
+        if isinstance(ev, FrameStep):
             times.append(time.perf_counter() - t0)
     kept = times[: len(times) - skip_last]
     return len(kept) / sum(kept)

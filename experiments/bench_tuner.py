@@ -73,8 +73,14 @@ def main() -> None:
     def rank_key(cfg, q, speed):
         return (-round(q, 4), escalation(candidate_of(cfg.knobs), w), -speed)
 
-    feas = [(c, r) for c, r in zip(cfgs, rows) if r["status"] == "ok" and peak(r) <= budget]
-    base_fps = next(r["fps"] for c, r in zip(cfgs, rows) if not c.knobs.memory_saving())
+    feas = [
+        (c, r)
+        for c, r in zip(cfgs, rows, strict=True)
+        if r["status"] == "ok" and peak(r) <= budget
+    ]
+    base_fps = next(
+        r["fps"] for c, r in zip(cfgs, rows, strict=True) if not c.knobs.memory_saving()
+    )
     grid_best = min(
         feas, key=lambda cr: rank_key(cr[0], cr[1]["iou_ref_mean"], cr[1]["fps"] / base_fps)
     )
@@ -106,16 +112,20 @@ def main() -> None:
         f"of the measured peaks; {rows[0]['device']}, weights {rows[0]['weights']})"
     )
     print(
-        f"grid's best feasible: {' '.join(candidate_of(grid_best[0].knobs).overrides(w)[2:]) or 'stock'}"
+        "grid's best feasible: "
+        f"{' '.join(candidate_of(grid_best[0].knobs).overrides(w)[2:]) or 'stock'}"
         f" (agreement {grid_best[1]['iou_ref_mean']:.3f}, peak {fmt_bytes(peak(grid_best[1]))})"
     )
+    found_s = (
+        " ".join(candidate_of(found.knobs).overrides(w)[2:]) or "stock" if found else "nothing"
+    )
     print(
-        f"tuner: {runs} real run(s) to confirm "
-        f"{' '.join(candidate_of(found.knobs).overrides(w)[2:]) or 'stock' if found else 'nothing'}"
+        f"tuner: {runs} real run(s) to confirm {found_s}"
         f" -> same as the grid's best: {same}"
     )
     print(
-        f"tuner real runs / grid real runs = {runs}/{len(cfgs)} = {runs / len(cfgs):.0%} (goal <= 25 %)"
+        f"tuner real runs / grid real runs = {runs}/{len(cfgs)} = {runs / len(cfgs):.0%} "
+        "(goal <= 25 %)"
     )
 
 

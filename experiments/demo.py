@@ -1,4 +1,5 @@
-"""Study `demo` (the README's main job): a small sweep on the embedded default, its table and report.
+"""Study `demo` (the README's main job): a small sweep on the embedded default, its table
+and report.
 
 sam2tune study demo
 """

@@ -42,7 +42,8 @@ commands:
 
 examples:
   sam2tune run
-  sam2tune run model=sam2.1_small model.image_size=512 video.num_frames=60 knobs.offload_video_to_cpu=true
+  sam2tune run model=sam2.1_small model.image_size=512 video.num_frames=60 \
+knobs.offload_video_to_cpu=true
   sam2tune run -m knobs.offload_video_to_cpu=false,true video.num_frames=8,16
   sam2tune study demo
   sam2tune report results_dir=results out=results/report
@@ -71,7 +72,8 @@ def _check_group_choices(overrides: list[str]) -> None:
         for value in values.split(","):
             if value and value != "null" and value not in _choices(group):
                 _fail(
-                    f"{group}: unknown {group} {value!r} (choose from {', '.join(_choices(group))})"
+                    f"{group}: unknown {group} {value!r} "
+                    f"(choose from {', '.join(_choices(group))})"
                 )
 
 
@@ -210,7 +212,8 @@ def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, s
         key, eq, value = a.partition("=")
         if not eq or key not in allowed:
             _fail(
-                f"{command}: unexpected argument {a!r} (expected {', '.join(sorted(k + '=...' for k in allowed))})"
+                f"{command}: unexpected argument {a!r} "
+                f"(expected {', '.join(sorted(k + '=...' for k in allowed))})"
             )
         out[key] = value
     return out

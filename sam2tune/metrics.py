@@ -5,6 +5,8 @@ Convention (DAVIS's J): a frame where both masks are empty scores 1.0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["iou", "iou_vs_labels", "MaskSet", "MaskDir", "agreement"]
@@ -74,11 +76,11 @@ class MaskSet:
 
     def save(self, path, key: str = "") -> None:
         """Save compressed; ``key`` (what defines these masks) is stored and checked on load."""
-        arrays = {}
+        arrays: dict[str, Any] = {"_shape": np.array(self.shape), "_key": np.array(key)}
         for t, (ids, packed) in self._frames.items():
             arrays[f"f{t}"] = packed
             arrays[f"i{t}"] = np.array(ids, np.int64)
-        np.savez_compressed(path, _shape=np.array(self.shape), _key=np.array(key), **arrays)
+        np.savez_compressed(path, **arrays)
 
     @classmethod
     def load(cls, path, key: str | None = None) -> MaskSet:

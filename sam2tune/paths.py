@@ -12,7 +12,8 @@ __all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "check_writabl
 
 
 def cache_dir(override: str | None = None) -> Path:
-    """The cache root: ``override``, else ``$XDG_CACHE_HOME/sam2tune``, else ``~/.cache/sam2tune``."""
+    """The cache root: ``override``, else ``$XDG_CACHE_HOME/sam2tune``, else
+    ``~/.cache/sam2tune``."""
     if override:
         return Path(override).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -170,6 +170,10 @@ _SETTINGS = {
 }
 
 
+#: what a run's measures may set (identity columns are the launcher's)
+_MEASURE_KEYS = {c.name for c in COLUMNS} - {"run_id", "config_hash", "status", "error"}
+
+
 def make_row(
     cfg: RunConfig,
     *,
@@ -182,7 +186,11 @@ def make_row(
     measures: dict[str, Any],
     version: str,
 ) -> dict[str, Any]:
-    """One flat row: every column of ``COLUMNS`` present (null where not measured)."""
+    """One flat row: every column of ``COLUMNS`` present (null where not measured).
+
+    Raises:
+        ValueError: a measure that is not a column (it would be dropped silently otherwise).
+    """
     if status not in STATUSES:
         raise ValueError(f"status {status!r} not in {STATUSES}")
     d = cfg.to_dict()
@@ -201,7 +209,8 @@ def make_row(
         num_cond_frames=num_cond_frames,
         results_version=version,
     )
-    for k, v in measures.items():
-        if k in row and k not in ("run_id", "config_hash", "status", "error"):
-            row[k] = v
+    unknown = sorted(set(measures) - _MEASURE_KEYS)
+    if unknown:  # a figure nobody declared would vanish from the table: refuse it
+        raise ValueError(f"make_row: measures not in COLUMNS: {', '.join(unknown)}")
+    row.update(measures)
     return row

@@ -23,8 +23,10 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"  model   {r['model']} @ {r['image_size']} px, weights={r['weights']}"
         + ("  (random-init: memory and speed are faithful; masks are not)" if random_init else ""),
         f"  video   {r['num_frames']} frames x {r['num_objects']} objects, "
-        f"{r['num_cond_frames']} conditioning frames; device={r['device']} ({r.get('device_name')})",
-        f"  knobs   offload_video={r['offload_video_to_cpu']} offload_state={r['offload_state_to_cpu']}"
+        f"{r['num_cond_frames']} conditioning frames; "
+        f"device={r['device']} ({r.get('device_name')})",
+        f"  knobs   offload_video={r['offload_video_to_cpu']} "
+        f"offload_state={r['offload_state_to_cpu']}"
         f" max_cond_frames_in_attn={r['max_cond_frames_in_attn']} dtype={r['dtype']}"
         f" predictor={r['predictor']} strategy={r.get('strategy')}"
         + (f" segment_frames={r['segment_frames']}" if r.get("segment_frames") else ""),
@@ -47,7 +49,8 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         + (
             " (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"
         ),
-        f"  speed   {_num(r.get('fps'), '{:.2f}')} fps propagation, init {_num(r.get('init_s'), '{:.2f}')}"
+        f"  speed   {_num(r.get('fps'), '{:.2f}')} fps propagation, "
+        f"init {_num(r.get('init_s'), '{:.2f}')}"
         f" s, total {_num(r.get('total_s'), '{:.1f}')} s [measured]",
         "  (sizes in binary units: MiB = 2^20 bytes, GiB = 2^30 bytes)",
     ]

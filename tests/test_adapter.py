@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sam2tune.adapter.build import build_predictor
-from sam2tune.adapter.session import Session
+from sam2tune.adapter.session import FrameStep, Session
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.probes import TensorTracker
 from sam2tune.scenario import make_prompts
@@ -57,7 +57,7 @@ def test_census_counts_frames_exactly_and_splits_by_knob(
     assert c0.frames_device_bytes == (0 if offload_video else c0.frames_bytes)
     states = []
     for ev in sess.track(make_prompts(video, ScenarioConfig(), video.num_frames)):
-        if ev[0] == "frame":
+        if isinstance(ev, FrameStep):
             states.append(sess.census())
     assert [s.state_bytes for s in states] == sorted(s.state_bytes for s in states)
     assert states[-1].state_bytes > states[0].state_bytes  # per-object outputs accumulate

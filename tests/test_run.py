@@ -39,7 +39,7 @@ def test_record_is_complete_and_plausible(small):
     assert set(rep["per_object"]) == {"1", "2"}
     env = rep["environment"]
     assert env["torch"] and env["sam2"] == "1.1.0" and env["sam2tune"] and env["cpu"]
-    assert rep["memory_provenance"]["est_device_peak_bytes"] == "estimated"
+    assert rep["memory_provenance"]["est_device_peak_bytes"].startswith("estimated")
     assert rep["memory_provenance"]["peak_host_rss_bytes"].startswith("measured")
     assert "census" in rep["estimate"]["method"]
     assert (out.report_path.parent / "config.json").is_file()

@@ -49,7 +49,7 @@ def test_multirun_records_every_point_with_progress_and_summary(swept):
     results, p = swept
     df = sam2tune.load_results(results)
     assert len(df) == 4 and set(df.status) == {"ok"}
-    assert sorted(zip(df.num_frames, df.offload_video_to_cpu)) == [
+    assert sorted(zip(df.num_frames, df.offload_video_to_cpu, strict=True)) == [
         (3, False),
         (3, True),
         (6, False),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import yaml
 
-__all__ = ["Arch", "arch_of", "horizon_back"]
+__all__ = ["Arch", "arch_of", "arch_of_predictor", "horizon_back"]
 
 
 def horizon_back(num_maskmem: int, max_obj_ptrs: int, stride: int) -> int:
@@ -58,7 +59,8 @@ class Arch:
 
 @cache
 def arch_of(config_file: str) -> Arch:
-    """The architecture of a packaged SAM 2 config (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    """The architecture of a packaged SAM 2 config (e.g.
+    ``configs/sam2.1/sam2.1_hiera_t.yaml``), without building the model."""
     text = (importlib.resources.files("sam2") / config_file).read_text()
     m = yaml.safe_load(text)["model"]
     trunk = m["image_encoder"]["trunk"]
@@ -69,4 +71,16 @@ def arch_of(config_file: str) -> Arch:
         mem_dim=int(m.get("memory_encoder", {}).get("out_dim", 64)),
         d_model=int(m.get("memory_attention", {}).get("d_model", 256)),
         temporal_stride=int(m.get("memory_temporal_stride_for_eval", 1)),
+    )
+
+
+def arch_of_predictor(predictor: Any) -> Arch:
+    """The same constants read from a built predictor (what the session actually runs)."""
+    return Arch(
+        embed_dim=int(predictor.image_encoder.trunk.patch_embed.proj.out_channels),
+        num_maskmem=int(predictor.num_maskmem),
+        max_obj_ptrs=int(predictor.max_obj_ptrs_in_encoder),
+        mem_dim=int(predictor.mem_dim),
+        d_model=int(predictor.hidden_dim),
+        temporal_stride=int(predictor.memory_temporal_stride_for_eval),
     )

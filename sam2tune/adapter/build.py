@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,9 +34,14 @@ _POSTPROCESSING = [
 ]
 
 
+#: SAM 2's ``SAM2VideoPredictor`` (an ``nn.Module``; sam2 ships no type information, so its
+#: attributes - ``num_maskmem``, ``init_state``, ... - are typed as Any)
+Predictor = Any
+
+
 @dataclass
 class BuiltPredictor:
-    predictor: torch.nn.Module
+    predictor: Predictor
     weights: str  # "random-init" or "sha256:<hex>"
     checkpoint_path: str | None
     weights_bytes: int
@@ -59,6 +64,20 @@ def sam2_overrides(model: ModelConfig, knobs: KnobsConfig) -> list[str]:
     if knobs.max_cond_frames_in_attn != -1:
         ov.append(f"++model.max_cond_frames_in_attn={knobs.max_cond_frames_in_attn}")
     return ov
+
+
+def needs_own_predictor(
+    model: ModelConfig, knobs: KnobsConfig, ref_model: ModelConfig, ref_knobs: KnobsConfig
+) -> bool:
+    """Whether a predictor built for (``model``, ``knobs``) cannot serve (``ref_model``,
+    ``ref_knobs``): a different class, compiled encoder, build-time override or model. The other
+    knobs (offloads, strategy, dtype, segments) act at ``init_state`` / propagation time."""
+    return (
+        predictor_target(knobs) != predictor_target(ref_knobs)
+        or knobs.vos_optimized != ref_knobs.vos_optimized
+        or sam2_overrides(model, knobs) != sam2_overrides(ref_model, ref_knobs)
+        or model != ref_model
+    )
 
 
 def _apply(cfg, override: str) -> None:

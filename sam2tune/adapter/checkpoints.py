@@ -42,7 +42,8 @@ def resolve_checkpoint(model: ModelConfig, cache_root: Path) -> Path | None:
 
 
 def sha256_file(path: Path, cache_root: Path | None = None) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so a 900 MB checkpoint is hashed once."""
+    """sha256 of a file, remembered by (path, size, mtime) so a 900 MB checkpoint is hashed
+    once."""
     st = path.stat()
     key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     memo = Path(cache_root) / "sha256.json" if cache_root else None

@@ -1,11 +1,12 @@
 """Frames decoded on demand for ``knobs.strategy=stream``.
 
-SAM 2's ``init_state`` loads the whole video (``load_video_frames``) into one tensor. For streaming,
-the adapter hands ``init_state`` a :class:`StreamingFrames` instead (the module-level loader is
-swapped only for the duration of that call): an indexable sequence that decodes frame ``t`` when
-SAM 2 asks for it, with SAM 2's own JPEG reader (``sam2.utils.misc._load_img_as_tensor``) or decord
-as SAM 2's mp4 loader uses it, normalised in float32 exactly as SAM 2 does (so masks stay
-bit-identical), and keeps only the last ``window`` frames.
+SAM 2's ``init_state`` loads the whole video (``load_video_frames``) into one tensor. For
+streaming, the adapter hands ``init_state`` a :class:`StreamingFrames` instead (the module-level
+loader is swapped only for the duration of that call): an indexable sequence that decodes frame
+``t`` when SAM 2 asks for it, with SAM 2's own JPEG reader
+(``sam2.utils.misc._load_img_as_tensor``) or decord as SAM 2's mp4 loader uses it, normalised in
+float32 exactly as SAM 2 does (so masks stay bit-identical), and keeps only the last ``window``
+frames.
 """
 
 from __future__ import annotations

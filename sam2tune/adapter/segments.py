@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sam2tune.adapter.census import Census
-from sam2tune.adapter.session import Session
+from sam2tune.adapter.session import FrameStep, SegmentStart, Session, Step
 from sam2tune.scenario import Prompt
 
 if TYPE_CHECKING:
-    import torch
-
+    from sam2tune.adapter.build import Predictor
     from sam2tune.config.schema import KnobsConfig
 
 __all__ = ["SegmentedSession"]
@@ -31,7 +30,7 @@ class SegmentedSession:
 
     def __init__(
         self,
-        predictor: torch.nn.Module,
+        predictor: Predictor,
         video_path: str,
         knobs: KnobsConfig,
         num_frames: int,
@@ -60,7 +59,9 @@ class SegmentedSession:
     def frames(self):
         return self.current.frames if self.current is not None else None
 
-    def track(self, prompts: list[Prompt]) -> Iterator[tuple]:
+    def track(self, prompts: list[Prompt]) -> Iterator[Step]:
+        """As :meth:`Session.track`, segment by segment (a :class:`SegmentStart` as each
+        segment's session starts), frames numbered in the whole video."""
         n = self._num_frames
         a = min(p.frame for p in prompts)
         last: dict[int, np.ndarray] | None = None
@@ -84,7 +85,7 @@ class SegmentedSession:
             if not local:  # every object lost and none prompted here: nothing to track
                 for t in range(a, b):
                     self.next_is_prompt = False
-                    yield ("frame", t, [], np.zeros((0, 1, 1), bool))
+                    yield FrameStep(t, [], np.zeros((0, 1, 1), bool))
                 a = b
                 continue
             self.current = Session(
@@ -93,20 +94,20 @@ class SegmentedSession:
             self.current.init()
             self.init_s += self.current.init_s
             self.next_is_prompt = True
-            yield ("init", lo)
+            yield SegmentStart(lo)
             for ev in self.current.track(local):
-                if ev[0] == "prompt":
+                if not isinstance(ev, FrameStep):
                     self.next_is_prompt = self.current.next_is_prompt
                     yield ev
                     continue
-                _, f, ids, m = ev
+                f, ids, m = ev.frame_idx, ev.obj_ids, ev.masks
                 g = f + lo
                 if g == b - 1:
                     last = dict(zip(ids, m, strict=True))
                 if seeded and f == 0:
                     continue  # the overlap frame: yielded by the previous segment
                 self.next_is_prompt = self.current.next_is_prompt and not (g == b - 1 and b < n)
-                yield ("frame", g, ids, m)
+                yield FrameStep(g, ids, m)
             self.current.close()
             a = b
 

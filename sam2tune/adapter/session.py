@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,26 +22,51 @@ from sam2tune.adapter.census import Census, take_census
 from sam2tune.adapter.frames import StreamingFrames, frames_loader_swapped
 
 if TYPE_CHECKING:
+    from sam2tune.adapter.build import Predictor
     from sam2tune.config.schema import KnobsConfig
     from sam2tune.scenario import Prompt
 
 __all__ = ["Session", "ReleasedFrameError", "release_horizon_back"]
 
 
+@dataclass(frozen=True)
+class PromptStep:
+    """A prompt was given to SAM 2."""
+
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class SegmentStart:
+    """A segment's SAM 2 session started (``knobs.segment_frames``): ``frame`` is its first."""
+
+    frame: int
+
+
+@dataclass(frozen=True)
+class FrameStep:
+    """One propagated frame: ``masks`` is a bool array (objects, H, W) at the video's
+    resolution, already on the host."""
+
+    frame_idx: int
+    obj_ids: list[int]
+    masks: np.ndarray
+
+
+#: what :meth:`Session.track` yields
+Step = PromptStep | SegmentStart | FrameStep
+
+
 class ReleasedFrameError(RuntimeError):
     """A prompt on a frame whose outputs a bounded-memory strategy already released."""
 
 
-def release_horizon_back(predictor: torch.nn.Module) -> int:
+def release_horizon_back(predictor: Predictor) -> int:
     """How many frames back forward propagation still reads non-conditioning outputs, from a
     built predictor's settings (:func:`sam2tune.adapter.arch.horizon_back`)."""
-    from sam2tune.adapter.arch import horizon_back
+    from sam2tune.adapter.arch import arch_of_predictor
 
-    return horizon_back(
-        predictor.num_maskmem,
-        predictor.max_obj_ptrs_in_encoder,
-        predictor.memory_temporal_stride_for_eval,
-    )
+    return arch_of_predictor(predictor).horizon_back
 
 
 class Session:
@@ -52,7 +78,7 @@ class Session:
 
     def __init__(
         self,
-        predictor: torch.nn.Module,
+        predictor: Predictor,
         video_path: str,
         knobs: KnobsConfig,
         frame_range: tuple[int, int] | None = None,
@@ -144,7 +170,7 @@ class Session:
                 out["pred_masks"] = None  # yielded already; only re-prompting would read it
         self.released_below = max(self.released_below, horizon)
 
-    def track(self, prompts: list[Prompt]) -> Iterator[tuple]:
+    def track(self, prompts: list[Prompt]) -> Iterator[Step]:
         """Prompt and propagate forward through the video, one unit of work per step.
 
         Objects are added when propagation reaches the frame where they first appear, as SAM 2
@@ -157,9 +183,8 @@ class Session:
         prompt is given before propagation.
 
         Yields:
-            ``("prompt", prompt)`` after each prompt, and ``("frame", frame_idx, obj_ids, masks)``
-            after each frame, ``masks`` a bool array (objects, H, W) at the video's resolution,
-            copied to the host at once so no mask stays on the device.
+            a :class:`PromptStep` after each prompt and a :class:`FrameStep` after each frame
+            (its masks copied to the host at once, so no mask stays on the device).
         """
         first: dict[int, int] = {}
         for p in prompts:
@@ -172,7 +197,7 @@ class Session:
             for k, p in enumerate(group):
                 self.add_prompt(p)
                 self.next_is_prompt = k + 1 < len(group)
-                yield ("prompt", p)
+                yield PromptStep(p)
             end = starts[i + 1] - 1 if i + 1 < len(starts) else self.num_frames - 1
             for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(
                 self.state, start_frame_idx=start, max_frame_num_to_track=end - start
@@ -182,7 +207,7 @@ class Session:
                 if self.bounded:
                     self._release(frame_idx)
                 self.next_is_prompt = frame_idx == end and i + 1 < len(starts)
-                yield ("frame", int(frame_idx), list(obj_ids), masks)
+                yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks)
 
     def census(self) -> Census:
         assert self.state is not None

@@ -85,7 +85,10 @@ def length_conclusions(df: pd.DataFrame) -> list[str]:
             f"({r.bytes_per_frame:,.0f} B/frame, {r.kind}; host RSS "
             + (
                 f"{r.host_bytes_per_frame * 100 / MiB:.1f} MiB per 100 frames, measured"
-                if r.host_bytes_per_frame is not None and r.host_bytes_per_frame == r.host_bytes_per_frame
+                if (
+                    r.host_bytes_per_frame is not None
+                    and r.host_bytes_per_frame == r.host_bytes_per_frame
+                )
                 else f"slope: not enough data ({r.lengths} lengths; it needs {MIN_HOST_LENGTHS})"
             )
             + f"; {r.n} runs)."
@@ -167,8 +170,9 @@ def object_conclusions(df: pd.DataFrame) -> list[str]:
         fps = g.groupby("num_objects")["fps"].median()
         out.append(
             f"{pred} predictor at image_size {int(size)}: each extra object cost "
-            f"{per_obj / MiB:.1f} MiB of accelerator peak ({_kind(g)}); fps {fps.iloc[0]:.2f} with "
-            f"{int(fps.index[0])} object(s) -> {fps.iloc[-1]:.2f} with {int(fps.index[-1])} (measured)."
+            f"{per_obj / MiB:.1f} MiB of accelerator peak ({_kind(g)}); "
+            f"fps {fps.iloc[0]:.2f} with {int(fps.index[0])} object(s) -> "
+            f"{fps.iloc[-1]:.2f} with {int(fps.index[-1])} (measured)."
         )
     return out
 

@@ -89,13 +89,15 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
         ),
         (
             "versions",
-            f"sam2tune {vals('sam2tune')}, torch {vals('torch')}, sam2 {vals('sam2')}, python {vals('python')}",
+            f"sam2tune {vals('sam2tune')}, torch {vals('torch')}, sam2 {vals('sam2')}, "
+            f"python {vals('python')}",
         ),
         ("git commit", vals("git_commit")),
         ("CPU", vals("cpu")),
         (
             "memory figures",
-            "device peak = CUDA max allocated (measured) where a GPU ran, else the census+tracked-activations estimate; host RSS measured (ru_maxrss)",
+            "device peak = CUDA max allocated (measured) where a GPU ran, else the "
+            "census+tracked-activations estimate; host RSS measured (ru_maxrss)",
         ),
         ("units", "MiB = 2^20 bytes, GiB = 2^30 bytes"),
     ]
@@ -239,7 +241,8 @@ def build_report(
     body += [f"<li>{e(c)}</li>" for c in concl]
     body.append("</ul><h2>Figures</h2>")
     body += [
-        f'<figure><img alt="{n}" src="data:image/png;base64,{b}"><figcaption>{n}</figcaption></figure>'
+        f'<figure><img alt="{n}" src="data:image/png;base64,{b}">'
+        f"<figcaption>{n}</figcaption></figure>"
         for n, b in figs
     ]
     if snaps:

@@ -113,7 +113,8 @@ class ScenarioConfig:
     prompt: str = "box"
     # re-prompt each visible object every K frames after its first prompt (0 = only first
     # appearance). Every prompted frame becomes a conditioning frame, which memory attention reads
-    # on every later frame unless knobs.max_cond_frames_in_attn caps it: the case that grows memory.
+    # on every later frame unless knobs.max_cond_frames_in_attn caps it: the case that grows
+    # memory.
     reannotate_every: int = 0
     # an object "appears" on the first frame where at least this many of its pixels are visible
     min_prompt_area: int = 64

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "Point",
@@ -248,7 +249,7 @@ ISSUE_TABLE: list[Point] = [
 ]
 
 # values the calibration never uses, to keep random points off its grid
-_OFF = {
+_OFF: dict[str, tuple[Any, ...]] = {
     "image_size": (320, 448, 576, 640),
     "num_frames": (5, 7, 10, 14, 18, 30),
     "num_objects": (1, 2, 3, 4, 6),

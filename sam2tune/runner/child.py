@@ -34,6 +34,7 @@ from sam2tune.config.schema import RunConfig
 from sam2tune.errors import InputError
 from sam2tune.probes import peak_rss_bytes
 from sam2tune.runner.experiment import run_experiment
+from sam2tune.runner.limits import lift_limits
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
 
@@ -74,11 +75,6 @@ def classify_failure(exc: BaseException, host_budget: bool = False) -> str:
     return "error"
 
 
-def _lift_host_limit() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
     return f"{type(exc).__name__}: {text}"[:500]
@@ -108,7 +104,7 @@ def child_main(
     except InputError as e:
         msg = {"kind": "input_error", "message": str(e)}
     except BaseException as e:  # noqa: BLE001 - every failure becomes a recorded status
-        _lift_host_limit()
+        lift_limits()
         tb = traceback.format_exc()
         print(tb, file=log)
         status = classify_failure(e, host_budget=bool(budget))
@@ -122,7 +118,7 @@ def child_main(
             "traceback": tb[-8000:],
             "measures": {**context, **_partial_measures()},
         }
-    _lift_host_limit()
+    lift_limits()
     return msg
 
 
@@ -154,8 +150,8 @@ def main() -> None:
     _die_with_parent()
     run_dir = Path(sys.argv[1])
     with open(run_dir / "input.pkl", "rb") as f:
-        args = pickle.load(f)
-    msg = child_main(*args, run_dir=str(run_dir))
+        cfg_dict, video, prompts, refs_dir, cache_root = pickle.load(f)
+    msg = child_main(cfg_dict, video, prompts, refs_dir, cache_root, run_dir=str(run_dir))
     tmp = run_dir / ".result.pkl.tmp"
     with open(tmp, "wb") as f:
         pickle.dump(msg, f)

@@ -117,7 +117,8 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
         "import torch",
         "from sam2.build_sam import build_sam2_video_predictor",
         target.rstrip("\n") if target else None,
-        f'predictor = build_sam2_video_predictor("{config_file}", "checkpoints/{checkpoint_name}",',
+        f'predictor = build_sam2_video_predictor("{config_file}", '
+        f'"checkpoints/{checkpoint_name}",',
         f"                                       hydra_overrides_extra={extra!r})",
         "state = predictor.init_state(video_path,",
         f"                             offload_video_to_cpu={c.offload_video_to_cpu},",
@@ -129,13 +130,16 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
         )
     if c.strategy != "stock" or c.segment_frames:
         lines += [
-            f"# knobs.strategy={c.strategy}, knobs.segment_frames={c.segment_frames} are sam2tune's "
-            "bounded-memory modes (not SAM 2 options): drive SAM 2 through sam2tune's session:",
+            f"# knobs.strategy={c.strategy}, knobs.segment_frames={c.segment_frames} are "
+            "sam2tune's bounded-memory modes (not SAM 2 options): drive SAM 2 through "
+            "sam2tune's session:",
             "from sam2tune.adapter.session import Session",
             "from sam2tune.config.schema import KnobsConfig",
             f"session = Session(predictor, video_path, KnobsConfig(strategy={c.strategy!r}, "
-            f"offload_video_to_cpu={c.offload_video_to_cpu}, offload_state_to_cpu={c.offload_state_to_cpu}))",
-            "session.init(); events = session.track(prompts)  # yields ('frame', idx, obj_ids, masks)",
+            f"offload_video_to_cpu={c.offload_video_to_cpu}, "
+            f"offload_state_to_cpu={c.offload_state_to_cpu}))",
+            "session.init(); events = session.track(prompts)  "
+            "# yields ('frame', idx, obj_ids, masks)",
         ]
     lines += ["", "# the same with sam2tune", "sam2tune run " + " ".join(c.overrides(w))]
     return "\n".join(x for x in lines if x is not None)
@@ -193,7 +197,8 @@ def nothing_fits(
         msg.append(f"Smallest change: a GPU with more memory (e.g. {fits_gpu[0][1]}).")
     if best_dev.prediction["host_peak_bytes"] > host:
         msg.append(
-            f"That configuration would also need {fmt_bytes(best_dev.prediction['host_peak_bytes'])}"
+            "That configuration would also need "
+            f"{fmt_bytes(best_dev.prediction['host_peak_bytes'])}"
             f" of host RAM (host budget {fmt_bytes(host)})."
         )
     return " ".join(msg)

@@ -148,7 +148,10 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
             qs = f"measured IoU vs ground truth ({len(real)} runs, relative to stock)"
         elif not lossless and not same.empty and same["iou_ref_mean"].notna().any():
             q = float(same["iou_ref_mean"].median())
-            qs = f"measured agreement with the reference ({len(same)} runs; random-init: not accuracy)"
+            qs = (
+                f"measured agreement with the reference ({len(same)} runs; "
+                "random-init: not accuracy)"
+            )
         if not same.empty and not base.empty and same["fps"].notna().any():
             sp = float(same["fps"].median() / base["fps"].median())
             sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
