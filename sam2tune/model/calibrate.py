@@ -37,17 +37,8 @@ __all__ = [
 
 
 def candidate_of(src: Any) -> Candidate:
-    """Knobs of a row (dict) or a RunConfig's ``knobs``."""
-    get = src.get if isinstance(src, dict) else (lambda k, d=None: getattr(src, k, d))
-    return Candidate(
-        offload_video_to_cpu=bool(get("offload_video_to_cpu", False)),
-        offload_state_to_cpu=bool(get("offload_state_to_cpu", False)),
-        max_cond_frames_in_attn=int(get("max_cond_frames_in_attn", -1)),
-        dtype=str(get("dtype", "float32")),
-        predictor=str(get("predictor", "per_object")),
-        strategy=str(get("strategy", "stock") or "stock"),
-        segment_frames=int(get("segment_frames", 0) or 0),
-    )
+    """Knobs of a row (dict) or a RunConfig's ``knobs`` (see :meth:`Candidate.from_knobs`)."""
+    return Candidate.from_knobs(src)
 
 
 def _synthetic_prompts(n: int, k: int, every: int) -> list[list[int]]:
@@ -82,7 +73,7 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
         df = load_results(results_dir)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
-    out = []
+    out: list[dict[str, Any]] = []
     if df.empty:
         return out
     for r in df[df["status"] == "ok"].to_dict("records"):
@@ -296,7 +287,8 @@ def fit(
         p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline, host_resident)
         S = r["candidate"].image_size or r["workload"].image_size
         # CPU: activations live in host RAM; CUDA: the weights are built on the host first
-        share = p["activation_phases"]["peak"] if device_kind == "cpu" else r["workload"].weights_bytes
+        w = r["workload"]
+        share = p["activation_phases"]["peak"] if device_kind == "cpu" else w.weights_bytes
         X.append([share, S * S])
         resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
     Xa, ra = np.array(X, float), np.array(resid, float)

@@ -13,9 +13,9 @@ K = objects):
   (release / stream); maskmem and masks on the host with ``offload_state_to_cpu``;
 * weights: parameters + buffers (the model preset's ``weights_bytes``);
 * **memory tokens** one step's memory attention reads, from SAM 2's own selection
-  (``_prepare_memory_conditioned_features``): the conditioning frames ``select_closest_cond_frames``
-  keeps under ``max_cond_frames_in_attn`` + the ``num_maskmem - 1`` previous frames that are not
-  selected conditioning frames, T tokens each, + 4 tokens per object pointer (selected past
+  (``_prepare_memory_conditioned_features``): the conditioning frames
+  ``select_closest_cond_frames`` keeps under ``max_cond_frames_in_attn`` + the
+  ``num_maskmem - 1`` previous frames that are not selected conditioning frames, T tokens each, + 4 tokens per object pointer (selected past
   conditioning frames + the 15 previous frames). Per object (per-object predictor) or for the
   batch (legacy batched predictor), maximised over the video's non-conditioning frames.
 
@@ -45,7 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sam2tune.config.schema import KnobsConfig
 
 __all__ = [
     "Workload",
@@ -136,7 +139,9 @@ class Workload:
 
 @dataclass(frozen=True)
 class Candidate:
-    """The knobs a recommendation chooses."""
+    """The knobs a recommendation chooses: a subset of :class:`~sam2tune.config.schema.KnobsConfig`
+    (same names, same defaults; checked by a test) plus the input resolution. Converted with
+    :meth:`from_knobs` / :meth:`knobs`, never field by field."""
 
     offload_video_to_cpu: bool = False
     offload_state_to_cpu: bool = False
@@ -146,6 +151,27 @@ class Candidate:
     strategy: str = "stock"
     segment_frames: int = 0
     image_size: int | None = None  # None = the workload's
+
+    @classmethod
+    def from_knobs(cls, src: Any, image_size: int | None = None) -> Candidate:
+        """The candidate of a ``KnobsConfig``, a results row or Optuna params (a mapping or an
+        object with the knob attributes; missing or null knobs take their defaults)."""
+        get = src.get if isinstance(src, dict) else (lambda k, d=None: getattr(src, k, d))
+        vals: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "image_size":
+                continue
+            v = get(f.name, None)
+            typ: Any = type(f.default)  # bool / int / str, as KnobsConfig declares them
+            vals[f.name] = f.default if v is None or v != v else typ(v)  # NaN: null
+        return cls(**vals, image_size=image_size)
+
+    def knobs(self) -> KnobsConfig:
+        """The run's ``knobs`` config for this candidate."""
+        from sam2tune.config.schema import KnobsConfig
+
+        names = [f.name for f in dataclasses.fields(self) if f.name != "image_size"]
+        return KnobsConfig(**{n: getattr(self, n) for n in names})
 
     def overrides(self, w: Workload) -> list[str]:
         """The equivalent ``sam2tune run`` overrides."""

@@ -158,7 +158,7 @@ def command_help(command: str) -> str:
 
     for f in dataclasses.fields(cls):
         if f.name == "workload":
-            default = f.default_factory()  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc,operator]
             for wf in dataclasses.fields(Workload):
                 if wf.name in ("weights_bytes", "cond_frames", "object_frames"):
                     continue  # filled by sam2tune
@@ -197,7 +197,7 @@ def parse(args: list[str], command: str, cls: type = TuneArgs):
     return ta
 
 
-def load_model(ta: TuneArgs):
+def load_model(ta: ModelArgs):
     from sam2tune.model.memory import DEFAULT_MODEL_PATH, MemoryModel
 
     candidates = (
@@ -235,12 +235,12 @@ def host_budget(ta: TuneArgs) -> tuple[int, str]:
         b = int(psutil.virtual_memory().total)
         return b, f"{fmt_bytes(b)} (this machine's RAM)"
     try:
-        b = parse_bytes(ta.host_budget, name="host_budget")
+        parsed = parse_bytes(ta.host_budget, name="host_budget")
     except ValueError as e:
         raise InputError(str(e)) from None
-    if b is None:
+    if parsed is None:
         raise InputError("host_budget: give a size such as 64GiB")
-    return b, fmt_bytes(b)
+    return parsed, fmt_bytes(parsed)
 
 
 def calibrate_cmd(args: list[str]) -> None:
@@ -277,7 +277,8 @@ def calibrate_cmd(args: list[str]) -> None:
         st = run_isolated(cfg).row
         counts[st["status"]] = counts.get(st["status"], 0) + 1
         if st["status"] != "ok":
-            tqdm.write(f"  {st['status']}: {' '.join(pt.overrides)}: {st.get('error')}", file=sys.stderr)
+            what = " ".join(pt.overrides)
+            tqdm.write(f"  {st['status']}: {what}: {st.get('error')}", file=sys.stderr)
         bar.set_postfix_str(pt.axis)
         bar.update()
 
@@ -340,7 +341,8 @@ def predict_cmd(args: list[str]) -> None:
     p["model_file"] = str(path)
     p["figure"] = "predicted"
     fits: dict[str, int | None] = {}
-    if budgets.get("budget"):
+    dev_budget = budgets.get("budget")
+    if dev_budget:
 
         def make(n: int):
             return workload_of(cfg, n)
@@ -354,11 +356,11 @@ def predict_cmd(args: list[str]) -> None:
         p["budget_bytes"] = budgets["budget"]
         p["host_budget_bytes"] = budgets.get("host_budget")
         p["max_frames_within_budget"] = max_frames_within_budget(
-            make, c, model, ta.device_kind, budgets["budget"], budgets.get("host_budget")
+            make, c, model, ta.device_kind, dev_budget, budgets.get("host_budget")
         )
         for name, cv in variants.items():
             fits[name] = max_frames_within_budget(
-                make, cv, model, ta.device_kind, budgets["budget"], budgets.get("host_budget")
+                make, cv, model, ta.device_kind, dev_budget, budgets.get("host_budget")
             )
         p["max_frames_within_budget_by_strategy"] = fits
     if pa.format == "json":
@@ -367,7 +369,8 @@ def predict_cmd(args: list[str]) -> None:
     r = p["memory_read"]
     print(
         f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
-        f"objects, {w.num_cond_frames} prompted frames; knobs {' '.join(c.overrides(w)[2:]) or 'stock'}"
+        f"objects, {w.num_cond_frames} prompted frames; knobs "
+        f"{' '.join(c.overrides(w)[2:]) or 'stock'}"
     )
     print(f"accelerator ({ta.device_kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
     for k, v in p["terms"].items():
@@ -376,7 +379,8 @@ def predict_cmd(args: list[str]) -> None:
     print(
         f"  (activations: image encoder {fmt_bytes(ph['image_encoder'])}, memory attention "
         f"{fmt_bytes(ph['memory_attention'])} reading {r['frames']} memory frames + "
-        f"{r['pointers']} object pointers = {r['tokens']} tokens x {r['batch']} object(s) per batch)"
+        f"{r['pointers']} object pointers = {r['tokens']} tokens x {r['batch']} object(s) "
+        "per batch)"
     )
     print(
         f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
@@ -388,12 +392,12 @@ def predict_cmd(args: list[str]) -> None:
         within = f"{fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
         print(f"frames that fit within {within} [predicted]:")
         for name, n in fits.items():
-            print(
-                f"  {name:14s} {'no limit (the peak does not grow with frames)' if n is None else n}"
-            )
+            limit = "no limit (the peak does not grow with frames)" if n is None else n
+            print(f"  {name:14s} {limit}")
     cal = p["calibrated_on"]
     print(
-        f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} devices={cal.get('devices')} "
+        f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} "
+        f"devices={cal.get('devices')} "
         f"weights={cal.get('weights')} (model file {path})"
     )
 
@@ -447,7 +451,8 @@ def print_errors(ev, summary) -> None:
     for kind, axes in summary.items():
         for axis, s in axes.items():
             print(
-                f"  [{kind}] {axis:24s} {s['runs']:3d} runs: device median {s['device_median']:.1%} "
+                f"  [{kind}] {axis:24s} {s['runs']:3d} runs: device median "
+                f"{s['device_median']:.1%} "
                 f"max {s['device_max']:.1%}; host median {s['host_median']:.1%} "
                 f"max {s['host_max']:.1%}; activations alone median "
                 f"{s['activations_median']:.1%} max {s['activations_max']:.1%}"
@@ -463,7 +468,8 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
         f"{fmt_bytes(margin)} ({margin / budget:.0%} of the budget) [predicted]",
         f"  predicted host peak {fmt_bytes(p['host_peak_bytes'])} of {fmt_bytes(hb)} [predicted]",
         f"  expected speed {ch.speed:.2f}x stock fps [{ch.speed_source}]",
-        f"  expected quality: agreement {ch.quality:.3f} with the full-quality run [{ch.quality_source}]",
+        f"  expected quality: agreement {ch.quality:.3f} with the full-quality run "
+        f"[{ch.quality_source}]",
     ]
 
 
@@ -487,7 +493,8 @@ def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
     out = [
         f"  attention: each step reads {r['frames']} memory frames + {r['pointers']} object "
         f"pointers ({r['tokens']} tokens x {r['batch']} object(s)); activations "
-        f"{fmt_bytes(p['terms']['activations'])} (memory attention {fmt_bytes(ph['memory_attention'])}, "
+        f"{fmt_bytes(p['terms']['activations'])} (memory attention "
+        f"{fmt_bytes(ph['memory_attention'])}, "
         f"image encoder {fmt_bytes(ph['image_encoder'])}) [predicted]"
     ]
     checks = []
@@ -526,6 +533,22 @@ def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
     return out
 
 
+def recorded_runs(results_dir: str) -> Any:
+    """The recorded runs under ``results_dir`` prepared for scoring quality and speed (None when
+    there are none): ``tune``, ``recommend`` and ``lookup`` score with the same data."""
+    import warnings
+
+    from sam2tune.analysis.table import prepare
+    from sam2tune.results import InvalidRecordWarning, load_results
+
+    if not Path(results_dir).is_dir():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InvalidRecordWarning)  # `sam2tune report` lists them
+        df = load_results(results_dir)
+    return prepare(df) if not df.empty else None
+
+
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
     from sam2tune.model.memory import Candidate
@@ -548,21 +571,25 @@ def recommend_cmd(args: list[str]) -> None:
     print(f"sam2tune recommendation for {desc}; host RAM {hdesc}")
     print(f"budget: {udesc}")
     print(
-        f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, {w.num_objects} objects, "
+        f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, "
+        f"{w.num_objects} objects, "
         f"{w.num_cond_frames} prompted frame(s)"
     )
     lk = from_lookup(
         Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
     )
+    data = recorded_runs(ta.results_dir)
     if lk is not None:
-        best = evaluate(w, Candidate(**lk["candidate"]), budget, hb, model, ta.device_kind)
+        c = Candidate(**lk["candidate"])
+        best = evaluate(w, c, budget, hb, model, ta.device_kind, data)
         source = "per-GPU lookup table"
     else:
-        best, choices = recommend(w, budget, hb, model, ta.device_kind)
+        found, choices = recommend(w, budget, hb, model, ta.device_kind, data)
         source = f"memory model screen of the knob space ({len(choices)} candidates)"
-        if best is None:
+        if found is None:
             print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
             sys.exit(1)
+        best = found
     print(f"answer from: {source}; memory model calibrated on {cal} ({path})")
     for line in _describe(best, w, budget, hb):
         print(line)
@@ -575,9 +602,8 @@ def recommend_cmd(args: list[str]) -> None:
 def tune_cmd(args: list[str]) -> None:
     """``sam2tune tune budget=24GiB [host_budget=64GiB] workload.*=... [n_trials=60] [confirm=2]
     [storage=URL] [study_name=NAME]``."""
-    from sam2tune.results import load_results
     from sam2tune.tune.recommend import nothing_fits, resolve_budget
-    from sam2tune.tune.tuner import TuneSpec, choose, run_tuner
+    from sam2tune.tune.tuner import TuneSpec, choose, ranked, run_tuner
 
     ta = parse(args, "tune", TuneArgs)
     total, desc = resolve_budget(ta.budget, ta.gpu)
@@ -586,9 +612,7 @@ def tune_cmd(args: list[str]) -> None:
     model, path = load_model(ta)
     budget, udesc = _usable(total, model, ta.device_kind)
     print(f"budget: {udesc}")
-    from sam2tune.analysis.frame import prepare
-
-    data = prepare(load_results(ta.results_dir)) if Path(ta.results_dir).is_dir() else None
+    data = recorded_runs(ta.results_dir)
     spec = TuneSpec(
         w,
         budget,
@@ -607,11 +631,10 @@ def tune_cmd(args: list[str]) -> None:
         f"study {study.study_name}: {len(study.trials)} trials stored "
         f"({ta.storage or Path(ta.results_dir) / 'tune' / 'optuna_journal.log'})"
     )
-    feas = sorted(
-        [c for c in choices if c.feasible], key=lambda c: (-c.quality, c.escalation, -c.speed)
-    )
+    feas = ranked(choices)
     print(
-        f"{len(choices)} distinct configurations screened, {len(feas)} within {desc} and host {hdesc}"
+        f"{len(choices)} distinct configurations screened, {len(feas)} within {desc} and "
+        f"host {hdesc}"
     )
     print(
         f"{'quality':>8s} {'speed':>6s} {'device peak':>12s} {'host peak':>12s} confirmed  config"
@@ -676,17 +699,21 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
 
 
 def lookup_cmd(args: list[str]) -> None:
-    """``sam2tune lookup [workload.model=sam2.1_large] [host_budget=64GiB] [out=results/lookup]``."""
+    """``sam2tune lookup [workload.model=sam2.1_large] [host_budget=64GiB]
+    [out=results/lookup]``."""
     from sam2tune.tune.recommend import lookup_table, write_lookup
 
     ta = parse(args, "lookup", LookupArgs)
     hb, hdesc = host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)")
     _, preset = workload(ta)
     model, path = load_model(ta)
-    rows = lookup_table(model, preset.name, preset.weights_bytes, hb, ta.device_kind)
+    rows = lookup_table(
+        model, preset.name, preset.weights_bytes, hb, ta.device_kind, recorded_runs(ta.results_dir)
+    )
     csv, md = write_lookup(rows, Path(ta.out or Path(ta.results_dir) / "lookup"), hb)
     fits = sum(r["candidate"] is not None for r in rows)
     print(
-        f"{len(rows)} cells ({fits} with a configuration that fits), host RAM {hdesc}, model file {path}"
+        f"{len(rows)} cells ({fits} with a configuration that fits), host RAM {hdesc}, "
+        f"model file {path}"
     )
     print(f"lookup: {csv}\n        {md}")

@@ -12,14 +12,13 @@ import yaml
 from sam2tune.config.store import CONF_DIR
 from sam2tune.errors import InputError
 from sam2tune.model.memory import Candidate, MemoryModel, Workload
-from sam2tune.tune.space import candidates
-from sam2tune.tune.tuner import Choice, choose, evaluate
+from sam2tune.tune.tuner import Choice, choose, screen
 from sam2tune.units import GiB, fmt_bytes, gb_to_bytes, parse_bytes
 
 __all__ = ["catalog", "resolve_budget", "recommend", "snippet", "lookup_table", "CLASSES"]
 
 #: workload classes of the lookup table: 30 fps video lengths x objects x input resolution
-CLASSES = {
+CLASSES: dict[str, Any] = {
     "frames": {"10 s": 300, "1 min": 1800, "2 min": 3600, "10 min": 18000},
     "objects": [1, 3, 10],
     "image_size": [512, 1024],
@@ -96,12 +95,6 @@ def usable_memory(total: int, model: MemoryModel) -> tuple[int, str]:
     )
 
 
-def _screen(
-    w: Workload, budget: int, host: int, model: MemoryModel, kind: str, data=None
-) -> list[Choice]:
-    return [evaluate(w, c, budget, host, model, kind, data) for c in candidates(w, kind)]
-
-
 def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -> str:
     """Ready-to-paste SAM 2 calls and the equivalent sam2tune overrides."""
     extra = [f"++model.image_size={c.image_size or w.image_size}"]
@@ -139,7 +132,7 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
             f"offload_video_to_cpu={c.offload_video_to_cpu}, "
             f"offload_state_to_cpu={c.offload_state_to_cpu}))",
             "session.init(); events = session.track(prompts)  "
-            "# yields ('frame', idx, obj_ids, masks)",
+            "# yields PromptStep(prompt) and FrameStep(frame_idx, obj_ids, masks)",
         ]
     lines += ["", "# the same with sam2tune", "sam2tune run " + " ".join(c.overrides(w))]
     return "\n".join(x for x in lines if x is not None)
@@ -153,8 +146,9 @@ def recommend(
     device_kind: str = "cuda",
     data=None,
 ) -> tuple[Choice | None, list[Choice]]:
-    """The best feasible configuration (model-screened over the whole knob space)."""
-    choices = _screen(w, budget, host_budget, model, device_kind, data)
+    """The best feasible configuration (model-screened over the whole knob space; ``data``:
+    recorded runs scoring quality and speed, as ``tune`` uses them)."""
+    choices = screen(w, budget, host_budget, model, device_kind, data)
     return choose(choices), choices
 
 
@@ -210,6 +204,7 @@ def lookup_table(
     weights_bytes: int,
     host_budget: int,
     device_kind: str = "cuda",
+    data=None,
 ) -> list[dict[str, Any]]:
     """Recommended config per catalog GPU x workload class (predicted by the model)."""
     rows = []
@@ -220,7 +215,7 @@ def lookup_table(
             for k in CLASSES["objects"]:
                 for s in CLASSES["image_size"]:
                     w = Workload(model_name, s, n, k, 1, None, weights_bytes)
-                    best, _ = recommend(w, budget, host_budget, model, device_kind)
+                    best, _ = recommend(w, budget, host_budget, model, device_kind, data)
                     rows.append(
                         {
                             "gpu": gpu,

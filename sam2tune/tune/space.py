@@ -87,7 +87,7 @@ class Scores:
 
 
 def _setting(c: Candidate) -> str:
-    from sam2tune.analysis.frame import setting_label
+    from sam2tune.analysis.table import setting_label
 
     return setting_label(
         {

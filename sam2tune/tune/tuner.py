@@ -8,6 +8,7 @@ resumes without losing a completed trial and several workers can share one study
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -20,9 +21,18 @@ import pandas as pd
 from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.space import candidates, escalation, image_sizes, score
 
-__all__ = ["TuneSpec", "run_tuner", "choose", "evaluate", "open_study", "Choice"]
+__all__ = [
+    "TuneSpec",
+    "run_tuner",
+    "choose",
+    "ranked",
+    "rank_key",
+    "screen",
+    "evaluate",
+    "open_study",
+    "Choice",
+]
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 _HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
 
 
@@ -76,32 +86,57 @@ def evaluate(
     p = predict(w, c, model, device_kind)
     s = score(c, w, data)
     ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host_budget
-    return Choice(
-        c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok
-    )
+    return Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok)
 
 
 def _evaluate(spec: TuneSpec, c: Candidate, model: MemoryModel) -> Choice:
     return evaluate(
-        spec.workload, c, spec.budget_bytes, spec.host_budget_bytes, model, spec.device_kind,
+        spec.workload,
+        c,
+        spec.budget_bytes,
+        spec.host_budget_bytes,
+        model,
+        spec.device_kind,
         spec.data,
     )
 
 
-def choose(choices: list[Choice]) -> Choice | None:
-    """Best feasible: highest quality, then least escalation, then fastest, then least memory."""
-    feas = [c for c in choices if c.feasible]
-    if not feas:
-        return None
-    return min(
-        feas,
-        key=lambda c: (
-            -round(c.quality, 6),
-            c.escalation,
-            -round(c.speed, 4),
-            c.prediction["device_peak_bytes"],
-        ),
+def screen(
+    w: Workload,
+    budget: int,
+    host_budget: int,
+    model: MemoryModel,
+    device_kind: str,
+    data: pd.DataFrame | None = None,
+) -> list[Choice]:
+    """Every candidate of the knob space, evaluated (the one screen ``tune``, ``recommend`` and
+    the lookup use; ``data``: recorded runs that score quality and speed)."""
+    return [
+        evaluate(w, c, budget, host_budget, model, device_kind, data)
+        for c in candidates(w, device_kind)
+    ]
+
+
+def rank_key(c: Choice) -> tuple[float, int, float, int]:
+    """The one ranking: highest quality, then least escalation, then fastest, then least
+    predicted accelerator memory."""
+    return (
+        -round(c.quality, 6),
+        c.escalation,
+        -round(c.speed, 4),
+        int(c.prediction["device_peak_bytes"]),
     )
+
+
+def ranked(choices: list[Choice]) -> list[Choice]:
+    """The feasible choices, best first (:func:`rank_key`)."""
+    return sorted((c for c in choices if c.feasible), key=rank_key)
+
+
+def choose(choices: list[Choice]) -> Choice | None:
+    """The best feasible choice, or None."""
+    best = ranked(choices)
+    return best[0] if best else None
 
 
 def default_study_name(spec: TuneSpec) -> str:
@@ -114,6 +149,7 @@ def default_study_name(spec: TuneSpec) -> str:
 
 def open_study(spec: TuneSpec) -> optuna.Study:
     """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are summarised by the CLI
     if spec.storage:
         storage: Any = spec.storage
     else:
@@ -162,16 +198,10 @@ def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
 
 
 def _candidate_from_params(p: dict[str, Any]) -> Candidate:
-    return Candidate(
-        offload_video_to_cpu=bool(p["offload_video_to_cpu"]) and p["strategy"] != "stream",
-        offload_state_to_cpu=bool(p["offload_state_to_cpu"]),
-        max_cond_frames_in_attn=int(p["max_cond_frames_in_attn"]),
-        dtype=p["dtype"],
-        predictor=p["predictor"],
-        strategy=p["strategy"],
-        segment_frames=int(p["segment_frames"]),
-        image_size=int(p["image_size"]),
-    )
+    c = Candidate.from_knobs(p, image_size=int(p["image_size"]))
+    if c.strategy == "stream":  # stream never holds the whole video: the offload is moot
+        c = dataclasses.replace(c, offload_video_to_cpu=False)
+    return c
 
 
 def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]:
@@ -271,16 +301,23 @@ def run_tuner(
             ch = by_candidate[c]
             ch.confirmed = t.user_attrs["confirmed"]
             ch.feasible = ch.feasible and ch.confirmed.get("status") == "ok"
+    # the model screen is instant: every candidate the search did not reach is evaluated too, so
+    # the answer does not depend on the sampler's coverage (and equals `recommend`'s)
+    for ch in screen(
+        spec.workload,
+        spec.budget_bytes,
+        spec.host_budget_bytes,
+        model,
+        spec.device_kind,
+        spec.data,
+    ):
+        by_candidate.setdefault(ch.candidate, ch)
     choices = list(by_candidate.values())
     if spec.confirm:
         # make sure the best `confirm` feasible candidates are confirmed by real runs; one that
         # fails (OOM, over budget) drops out and the next is confirmed instead
-        ranked = sorted(
-            [c for c in choices if c.feasible],
-            key=lambda c: (-round(c.quality, 6), c.escalation, -c.speed),
-        )
         confirmed_ok = 0
-        for ch in ranked:
+        for ch in ranked(choices):
             if confirmed_ok >= spec.confirm:
                 break
             if ch.confirmed is None:
