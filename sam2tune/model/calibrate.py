@@ -67,6 +67,34 @@ def workload_of(cfg: RunConfig, num_frames: int | None = None) -> Workload:
     )
 
 
+def _recorded_workload(r: dict[str, Any], rep: dict[str, Any]) -> Workload:
+    """The workload a recorded run ran: its exact prompted frames per object, from its report."""
+    n = int(r["num_frames"])
+    per_obj: dict[int, list[int]] = {}
+    for p in rep["prompts"]:
+        per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
+    conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
+    if r["predictor"] == "legacy_batched":  # every object from the first prompted frame
+        s0 = min(fs[0] for fs in conds)
+        obj_frames = len(conds) * (n - s0)
+    else:
+        obj_frames = sum(n - fs[0] for fs in conds)
+    vid = rep.get("config", {}).get("video", {})
+    w = Workload(
+        model=r["model"],
+        image_size=int(r["image_size"]),
+        num_frames=n,
+        num_objects=int(r["num_objects"]),
+        num_cond_frames=int(r["num_cond_frames"]),
+        object_frames=obj_frames,
+        weights_bytes=int(r["weights_bytes"]),
+        video_height=int(vid.get("height") or 270),
+        video_width=int(vid.get("width") or 480),
+        cond_frames=conds,
+    )
+    return w
+
+
 def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every ok run as model inputs and targets (exact prompted frames from its report)."""
     try:
@@ -78,38 +106,20 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
         return out
     for r in df[df["status"] == "ok"].to_dict("records"):
         rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
-        n = int(r["num_frames"])
-        per_obj: dict[int, list[int]] = {}
-        for p in rep["prompts"]:
-            per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
-        conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
-        if r["predictor"] == "legacy_batched":  # every object from the first prompted frame
-            s0 = min(fs[0] for fs in conds)
-            obj_frames = len(conds) * (n - s0)
-        else:
-            obj_frames = sum(n - fs[0] for fs in conds)
-        vid = rep.get("config", {}).get("video", {})
-        w = Workload(
-            model=r["model"],
-            image_size=int(r["image_size"]),
-            num_frames=n,
-            num_objects=int(r["num_objects"]),
-            num_cond_frames=int(r["num_cond_frames"]),
-            object_frames=obj_frames,
-            weights_bytes=int(r["weights_bytes"]),
-            video_height=int(vid.get("height") or 270),
-            video_width=int(vid.get("width") or 480),
-            cond_frames=conds,
-        )
+        w = _recorded_workload(r, rep)
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})
         env = rep.get("environment") or {}
         fixed = None
         if cuda:  # what the allocator held beyond weights, census, measured step peak and copy
-            fixed = r["cuda_max_allocated_bytes"] - sum(
-                int(est.get(t) or 0)
-                for t in ("weights_bytes", "resident_max_bytes", "cuda_step_peak_bytes")
-            ) - int(est.get("bank_copy_bytes") or 0)
+            fixed = (
+                r["cuda_max_allocated_bytes"]
+                - sum(
+                    int(est.get(t) or 0)
+                    for t in ("weights_bytes", "resident_max_bytes", "cuda_step_peak_bytes")
+                )
+                - int(est.get("bank_copy_bytes") or 0)
+            )
         out.append(
             {
                 "run_id": r["run_id"],
@@ -233,58 +243,35 @@ def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return region
 
 
-def fit(
-    rows: list[dict[str, Any]],
-    device_kind: str,
-    host_baseline: int | None = None,
-    host_resident: int | None = None,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Coefficients from recorded runs of one device kind, and what they were fitted on.
-
-    Args:
-        host_baseline: the run-process baseline RSS of the machine the runs were recorded on
-            (default: measured here; calibrate and fit on the same machine).
-    """
-    if not rows:
-        raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
-    k = _fit_activations(rows)
-    k["c_feat"] = float(
-        np.median(
-            [
-                r["cached_features_bytes"]
-                / ((r["candidate"].image_size or r["workload"].image_size) ** 2)
-                for r in rows
-            ]
-        )
-    )
-    recorded = [r for r in rows if r.get("baseline_rss_bytes")]
-    if host_baseline is None and len(recorded) == len(rows):
+def _baseline(
+    rows: list[dict[str, Any]], device_kind: str, baseline: int | None, resident: int | None
+) -> tuple[int, int, str]:
+    """(peak, resident, source) of the run process's host baseline on the runs' machine."""
+    if baseline is not None:
+        return baseline, baseline if resident is None else resident, "given"
+    if all(r.get("baseline_rss_bytes") for r in rows):
         # each run recorded its own baseline: the machine the runs ran on, wherever we fit
-        host_baseline = int(np.median([r["baseline_rss_bytes"] for r in rows]))
-        host_resident = int(
+        peak = int(np.median([r["baseline_rss_bytes"] for r in rows]))
+        now = int(
             np.median([r.get("baseline_resident_bytes") or r["baseline_rss_bytes"] for r in rows])
         )
-        baseline_source = "median of the runs' recorded baselines"
-    elif host_baseline is None:
-        from sam2tune.model.baseline import host_baseline as measure
+        return peak, now, "median of the runs' recorded baselines"
+    from sam2tune.model.baseline import host_baseline as measure
 
-        base = measure(device_kind)
-        host_baseline = int(base["rss_bytes"])
-        host_resident = int(base.get("resident_bytes") or host_baseline)
-        baseline_source = "measured on the fitting machine"
-    else:
-        baseline_source = "given"
-    host_resident = host_baseline if host_resident is None else host_resident
+    base = measure(device_kind)
+    peak = int(base["rss_bytes"])
+    return peak, int(base.get("resident_bytes") or peak), "measured on the fitting machine"
+
+
+def _fit_host(
+    rows: list[dict[str, Any]], k: dict[str, float], device_kind: str, base: int, resident: int
+) -> None:
+    """The host terms beyond the baseline (``h_0``, ``h_act`` or ``h_w``, ``h_px``) in ``k``."""
     k["h_0"], k["h_act"], k["h_w"], k["h_px"] = 0.0, 0.0, 0.0, 0.0
-    if device_kind == "cuda":
-        # allocator-visible bytes no term names (library workspaces and the like): a constant,
-        # measured per run from the census and the measured step peak, not fitted jointly
-        fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
-        k["d_0"] = float(np.median(fixed)) if fixed else 0.0
     m = MemoryModel({device_kind: k})
     X, resid = [], []
     for r in rows:
-        p = predict(r["workload"], r["candidate"], m, device_kind, host_baseline, host_resident)
+        p = predict(r["workload"], r["candidate"], m, device_kind, base, resident)
         S = r["candidate"].image_size or r["workload"].image_size
         # CPU: activations live in host RAM; CUDA: the weights are built on the host first
         w = r["workload"]
@@ -299,6 +286,65 @@ def fit(
     c = _nnls(A, ra / yy)
     k["h_0"], k["h_px"] = float(c[0]), float(c[2])
     k["h_act" if device_kind == "cpu" else "h_w"] = float(c[1])
+
+
+def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """The CUDA process's memory outside the allocator and the reserved:allocated headroom."""
+    ctx = [r["cuda_context_bytes"] for r in rows if r.get("cuda_context_bytes")]
+    rr = [
+        r["cuda_max_reserved_bytes"] / r["device_target"]
+        for r in rows
+        if r.get("cuda_max_reserved_bytes") and r["device_target"]
+    ]
+    outside = [r["cuda_outside_allocator_bytes"] for r in rows]
+    if all(outside):
+        # what the process holds beyond the allocator at its peak (kernels loaded lazily
+        # after the start included): the largest seen
+        info["cuda_context_bytes"] = int(np.max(outside))
+        info["cuda_context_source"] = "NVML process peak - allocator reserved (max over runs)"
+    elif ctx:
+        # total - free at a run's start: its own context plus whatever other processes held
+        # (calibrate jobs>1 shares the GPU); others only add, so the minimum is the context
+        info["cuda_context_bytes"] = int(np.min(ctx))
+        info["cuda_context_source"] = "total - free at the runs' start (min over runs)"
+    if rr:
+        info["cuda_reserved_over_allocated"] = float(np.max(rr))
+
+
+def fit(
+    rows: list[dict[str, Any]],
+    device_kind: str,
+    host_baseline: int | None = None,
+    host_resident: int | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Coefficients from recorded runs of one device kind, and what they were fitted on.
+
+    Args:
+        host_baseline, host_resident: the run process's baseline RSS (peak, resident) on the
+            machine the runs were recorded on (default: the runs' own records, else measured
+            here).
+    """
+    if not rows:
+        raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
+    k = _fit_activations(rows)
+    k["c_feat"] = float(
+        np.median(
+            [
+                r["cached_features_bytes"]
+                / ((r["candidate"].image_size or r["workload"].image_size) ** 2)
+                for r in rows
+            ]
+        )
+    )
+    host_baseline, host_resident, baseline_source = _baseline(
+        rows, device_kind, host_baseline, host_resident
+    )
+    if device_kind == "cuda":
+        # allocator-visible bytes no term names (library workspaces and the like): a constant,
+        # measured per run from the census and the measured step peak, not fitted jointly
+        fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
+        k["d_0"] = float(np.median(fixed)) if fixed else 0.0
+    _fit_host(rows, k, device_kind, host_baseline, host_resident)
     info = {
         "device_kind": device_kind,
         "runs": len(rows),
@@ -317,25 +363,7 @@ def fit(
         },
     }
     if device_kind == "cuda":
-        ctx = [r["cuda_context_bytes"] for r in rows if r.get("cuda_context_bytes")]
-        rr = [
-            r["cuda_max_reserved_bytes"] / r["device_target"]
-            for r in rows
-            if r.get("cuda_max_reserved_bytes") and r["device_target"]
-        ]
-        outside = [r["cuda_outside_allocator_bytes"] for r in rows]
-        if all(outside):
-            # what the process holds beyond the allocator at its peak (kernels loaded lazily
-            # after the start included): the largest seen
-            info["cuda_context_bytes"] = int(np.max(outside))
-            info["cuda_context_source"] = "NVML process peak - allocator reserved (max over runs)"
-        elif ctx:
-            # total - free at a run's start: its own context plus whatever other processes held
-            # (calibrate jobs>1 shares the GPU); others only add, so the minimum is the context
-            info["cuda_context_bytes"] = int(np.min(ctx))
-            info["cuda_context_source"] = "total - free at the runs' start (min over runs)"
-        if rr:
-            info["cuda_reserved_over_allocated"] = float(np.max(rr))
+        _cuda_allocator(rows, info)
     return k, info
 
 

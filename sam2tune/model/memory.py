@@ -15,8 +15,9 @@ K = objects):
 * **memory tokens** one step's memory attention reads, from SAM 2's own selection
   (``_prepare_memory_conditioned_features``): the conditioning frames
   ``select_closest_cond_frames`` keeps under ``max_cond_frames_in_attn`` + the
-  ``num_maskmem - 1`` previous frames that are not selected conditioning frames, T tokens each, + 4 tokens per object pointer (selected past
-  conditioning frames + the 15 previous frames). Per object (per-object predictor) or for the
+  ``num_maskmem - 1`` previous frames that are not selected conditioning frames, T tokens
+  each, + 4 tokens per object pointer (selected past conditioning frames + the 15 previous
+  frames). Per object (per-object predictor) or for the
   batch (legacy batched predictor), maximised over the video's non-conditioning frames.
 
 Fitted from recorded runs where the code does not fix a size (per device kind, relative least
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sam2tune.adapter.arch import Arch
     from sam2tune.config.schema import KnobsConfig
 
 __all__ = [
@@ -412,37 +414,17 @@ def predict(
     k, source = model.kind(device_kind)
     S = c.image_size or w.image_size
     arch = _arch(w.model)
-    z = _sizes(S, arch.mem_dim)
-    N, K = w.num_frames, w.num_objects
-    seg = c.segment_frames if c.segment_frames and c.segment_frames < N else 0
-    span = seg or N  # frames one session holds
-    loaded = STREAM_WINDOW if c.strategy == "stream" else span
-    frames = loaded * z["frame"]
-    obj_frames = w.object_frames if w.object_frames is not None else K * N
-    obj_frames = min(obj_frames, K * span)
-    per_full = z["maskmem"] + z["masks"] + z["ptr"]
-    if c.strategy in ("release", "stream"):
-        cond = min(w.cond_per_object(), span)
-        window = min(arch.horizon_back + 1, span)
-        n_full = min(obj_frames, K * cond)
-        n_window = min(obj_frames - n_full, K * window)
-        state_host_part = n_full * (z["maskmem"] + z["masks"]) + n_window * z["maskmem"]
-        state = n_full * per_full + n_window * (z["maskmem"] + z["ptr"]) + z["pos_enc"]
-    else:
-        state_host_part = obj_frames * (z["maskmem"] + z["masks"])
-        state = obj_frames * per_full + z["pos_enc"]
+    res = _resident(w, c, S, arch)
     read = memory_read(w, c, S)
     act = activations(w, c, k, read)
-    cached = k["c_feat"] * S * S
+    z = _sizes(S, arch.mem_dim)
     # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem)
     bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
-    frames_dev = 0 if c.offload_video_to_cpu else frames
-    state_dev = state - state_host_part if c.offload_state_to_cpu else state
     terms = {
         "weights": int(w.weights_bytes),
-        "frames": int(frames_dev),
-        "state": int(state_dev),
-        "cached_features": int(cached),
+        "frames": int(res.frames_dev),
+        "state": int(res.state_dev),
+        "cached_features": int(k["c_feat"] * S * S),
         "activations": act["peak"],
         "bank_copy": int(bank),
     }
@@ -455,49 +437,116 @@ def predict(
         base = measure(device_kind)
         host_baseline = int(base["rss_bytes"])
         host_resident = int(base.get("resident_bytes") or host_baseline)
-    if host_resident is None:
-        host_resident = host_baseline
-    masks_kept = (
-        0 if c.strategy == "stream" else obj_frames * math.ceil(w.video_height * w.video_width / 8)
+    host_terms = _host_terms(
+        w,
+        c,
+        k,
+        S,
+        res,
+        act["peak"],
+        device_peak,
+        device_kind,
+        host_baseline,
+        host_baseline if host_resident is None else host_resident,
     )
-    decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
-    base_now = host_baseline if device_kind == "cpu" else host_resident
-    host_terms: dict[str, int] = {"baseline": int(base_now), "masks_kept": int(masks_kept)}
-    # the run process beyond the baseline (fitted): a constant (on CUDA, mostly the host side of
-    # cuDNN / cuBLAS, loaded at first use), a share of the activations (CPU) or of the weights'
-    # build on the host (CUDA: what the heap keeps of it), and a part per pixel
-    host_terms["allocator"] = int(
-        k.get("h_0", 0.0)
-        + k.get("h_act", 0.0) * act["peak"]
-        + k.get("h_w", 0.0) * w.weights_bytes
-        + k.get("h_px", 0.0) * S * S
-    )
-    if device_kind == "cpu":  # everything lives in host RAM
-        host_terms["device_side"] = int(device_peak)
-        host_terms["offloaded"] = int((frames - frames_dev) + (state - state_dev))
-        host_terms["decode"] = int(decode) if c.strategy != "stream" else 0
-    else:
-        run_phase = (frames - frames_dev) + (state - state_dev)
-        # SAM 2's loader builds the whole frame cache on the host, then moves it to the device
-        load_phase = 0 if c.strategy == "stream" else frames + decode
-        host_terms["frames"] = int(frames - frames_dev)
-        host_terms["state"] = int(state - state_dev)
-        host_terms["loading_transient"] = int(max(0, load_phase - run_phase))
-    if device_kind != "cpu":  # the context's start transient, where later phases stay below
-        host_terms["baseline_transient"] = int(max(0, host_baseline - sum(host_terms.values())))
-    host_peak = sum(host_terms.values())
+    cal = model.calibration.get(source.split(" ")[0], {})
     return {
         "terms": terms,
         "host_terms": host_terms,
         "device_peak_bytes": int(device_peak),
-        "host_peak_bytes": int(host_peak),
+        "host_peak_bytes": int(sum(host_terms.values())),
         "activation_phases": act,
         "memory_read": read,
-        "calibrated_on": model.calibration.get(source.split(" ")[0], {}).get("summary", {})
-        | {"coefficients": source},
-        "trust": trust_region(w, c, model.calibration.get(source.split(" ")[0], {}), read),
+        "calibrated_on": cal.get("summary", {}) | {"coefficients": source},
+        "trust": trust_region(w, c, cal, read),
         "image_size": S,
     }
+
+
+@dataclass(frozen=True)
+class _Resident:
+    """What one session keeps: the frame cache and the per-object state, in total and the part
+    that stays on the device under the offload knobs; ``obj_frames`` = objects x frames held."""
+
+    frames: int
+    frames_dev: int
+    state: int
+    state_dev: int
+    obj_frames: int
+
+
+def _resident(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
+    z = _sizes(S, arch.mem_dim)
+    N, K = w.num_frames, w.num_objects
+    seg = c.segment_frames if c.segment_frames and c.segment_frames < N else 0
+    span = seg or N  # frames one session holds
+    frames = (STREAM_WINDOW if c.strategy == "stream" else span) * z["frame"]
+    obj_frames = w.object_frames if w.object_frames is not None else K * N
+    obj_frames = min(obj_frames, K * span)
+    per_full = z["maskmem"] + z["masks"] + z["ptr"]
+    if c.strategy in ("release", "stream"):  # conditioning frames kept, the rest a window
+        n_full = min(obj_frames, K * min(w.cond_per_object(), span))
+        n_window = min(obj_frames - n_full, K * min(arch.horizon_back + 1, span))
+        host_part = n_full * (z["maskmem"] + z["masks"]) + n_window * z["maskmem"]
+        state = n_full * per_full + n_window * (z["maskmem"] + z["ptr"]) + z["pos_enc"]
+    else:
+        host_part = obj_frames * (z["maskmem"] + z["masks"])
+        state = obj_frames * per_full + z["pos_enc"]
+    return _Resident(
+        frames=frames,
+        frames_dev=0 if c.offload_video_to_cpu else frames,
+        state=state,
+        state_dev=state - host_part if c.offload_state_to_cpu else state,
+        obj_frames=obj_frames,
+    )
+
+
+def _host_terms(
+    w: Workload,
+    c: Candidate,
+    k: dict[str, float],
+    S: int,
+    res: _Resident,
+    act_peak: int,
+    device_peak: int,
+    device_kind: str,
+    baseline: int,
+    resident: int,
+) -> dict[str, int]:
+    """The host peak, term by term (see :func:`predict`)."""
+    masks_kept = (
+        0
+        if c.strategy == "stream"
+        else res.obj_frames * math.ceil(w.video_height * w.video_width / 8)
+    )
+    decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
+    t: dict[str, int] = {
+        "baseline": int(baseline if device_kind == "cpu" else resident),
+        "masks_kept": int(masks_kept),
+        # the run process beyond the baseline (fitted): a constant (on CUDA, mostly the host side
+        # of cuDNN / cuBLAS, loaded at first use), a share of the activations (CPU) or of the
+        # weights' build on the host (CUDA: what the heap keeps of it), and a part per pixel
+        "allocator": int(
+            k.get("h_0", 0.0)
+            + k.get("h_act", 0.0) * act_peak
+            + k.get("h_w", 0.0) * w.weights_bytes
+            + k.get("h_px", 0.0) * S * S
+        ),
+    }
+    offloaded = (res.frames - res.frames_dev) + (res.state - res.state_dev)
+    if device_kind == "cpu":  # everything lives in host RAM
+        t["device_side"] = int(device_peak)
+        t["offloaded"] = int(offloaded)
+        t["decode"] = int(decode) if c.strategy != "stream" else 0
+        return t
+    # SAM 2's loader builds the whole frame cache on the host, then moves it to the device
+    load_phase = 0 if c.strategy == "stream" else res.frames + decode
+    t["frames"] = int(res.frames - res.frames_dev)
+    t["state"] = int(res.state - res.state_dev)
+    t["loading_transient"] = int(max(0, load_phase - offloaded))
+    # the context's start transient, where later phases stay below it
+    t["baseline_transient"] = int(max(0, baseline - sum(t.values())))
+    return t
 
 
 #: axes of the trust region: how a workload is placed against what the model was calibrated on

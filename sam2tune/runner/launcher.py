@@ -66,7 +66,8 @@ def _version() -> str:
     return __version__
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A unique run id: start time + a random suffix (sorts by time)."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
@@ -132,12 +133,19 @@ def stop_runs() -> None:
         child.terminate()
 
 
-def run_isolated(cfg: RunConfig) -> RunOutcome:
-    """Validate, run in an isolated process, record. Returns the row and where it was written.
+@dataclass
+class _Prepared:
+    """A run's inputs, resolved and validated in the parent before any process starts."""
 
-    Raises:
-        InputError: bad input (nothing is written).
-    """
+    cfg: RunConfig
+    results: Path
+    cache_root: Path
+    weights: str
+    video: Any
+    prompts: list[Any]
+
+
+def _prepare(cfg: RunConfig) -> _Prepared:
     predictor_target(cfg.knobs)  # validates knob combinations
     if cfg.probe.memory_snapshot and not cfg.device.startswith("cuda"):
         import torch
@@ -158,18 +166,18 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     weights = "random-init" if ckpt is None else "sha256:" + sha256_file(ckpt, ckpt.parent)
     video = resolve_video(cfg.video, cache_root)
     prompts = make_prompts(video, cfg.scenario, video.num_frames)
-    num_objects = len({p.obj_id for p in prompts})
-    num_cond = len({p.frame for p in prompts})
+    return _Prepared(cfg, results, cache_root, weights, video, prompts)
 
-    run_id = _new_run_id()
-    tmp_dir = results / ".tmp" / run_id
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+
+def _launch(
+    pre: _Prepared, tmp_dir: Path, run_id: str
+) -> tuple[dict[str, Any] | None, bool, int | None]:
+    """Start the run process and wait for it: (its message, timed out, return code)."""
+    cfg = pre.cfg
     log_path = tmp_dir / "run.log"
+    refs = str(pre.results / ".cache" / "refs")
     with open(tmp_dir / "input.pkl", "wb") as f:
-        pickle.dump(
-            (cfg.to_dict(), video, prompts, str(results / ".cache" / "refs"), str(cache_root)), f
-        )
-    t0 = time.perf_counter()
+        pickle.dump((cfg.to_dict(), pre.video, pre.prompts, refs, str(pre.cache_root)), f)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sam2tune.runner.child", str(tmp_dir)],
@@ -199,14 +207,17 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
             msg = pickle.load(f)
     for name in ("input.pkl", "result.pkl"):
         (tmp_dir / name).unlink(missing_ok=True)
-    wall_s = time.perf_counter() - t0
+    return msg, timed_out, proc.returncode
 
+
+def _outcome(
+    pre: _Prepared, msg: dict[str, Any] | None, timed_out: bool, code: int | None
+) -> tuple[str, str | None, dict[str, Any], dict[str, Any], str | None]:
+    """(status, error, body, measures, traceback) of a finished run process."""
+    cfg = pre.cfg
     body: dict[str, Any] = {}
     measures: dict[str, Any] = {}
     traceback_text = None
-    if msg is not None and msg["kind"] == "input_error":
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise InputError(msg["message"])
     if msg is not None and msg["kind"] == "ok":
         status, error = "ok", None
         body = msg["body"]
@@ -227,16 +238,14 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         traceback_text = msg.get("traceback")
     elif timed_out:
         status, error = "timeout", f"no result within limits.timeout_s={cfg.limits.timeout_s:g} s"
+    elif code is not None and code < 0:
+        sig = signal.Signals(-code).name
+        status = "oom" if (sig == "SIGKILL" and cfg.limits.host_budget_bytes) else "crashed"
+        error = f"run process killed by {sig}"
+        if sig == "SIGKILL":
+            error += " (the kernel's OOM killer, or an external kill)"
     else:
-        code = proc.returncode
-        if code is not None and code < 0:
-            sig = signal.Signals(-code).name
-            status = "oom" if (sig == "SIGKILL" and cfg.limits.host_budget_bytes) else "crashed"
-            error = f"run process killed by {sig}"
-            if sig == "SIGKILL":
-                error += " (the kernel's OOM killer, or an external kill)"
-        else:
-            status, error = "crashed", f"run process exited with code {code} and no result"
+        status, error = "crashed", f"run process exited with code {code} and no result"
     if status != "ok":
         dev = cfg.device
         if dev == "auto":  # what the run would have used
@@ -244,15 +253,36 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
 
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         measures.setdefault("device", dev)
-        measures.setdefault("weights", weights)
+        measures.setdefault("weights", pre.weights)
+    return status, error, body, measures, traceback_text
+
+
+def run_isolated(cfg: RunConfig) -> RunOutcome:
+    """Validate, run in an isolated process, record. Returns the row and where it was written.
+
+    Raises:
+        InputError: bad input (nothing is written).
+    """
+    pre = _prepare(cfg)
+    video, prompts = pre.video, pre.prompts
+    run_id = new_run_id()
+    tmp_dir = pre.results / ".tmp" / run_id
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    msg, timed_out, code = _launch(pre, tmp_dir, run_id)
+    wall_s = time.perf_counter() - t0
+    if msg is not None and msg["kind"] == "input_error":
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise InputError(msg["message"])
+    status, error, body, measures, traceback_text = _outcome(pre, msg, timed_out, code)
     row = make_row(
         cfg,
         run_id=run_id,
         status=status,
         error=error,
         num_frames=video.num_frames,
-        num_objects=num_objects,
-        num_cond_frames=num_cond,
+        num_objects=len({p.obj_id for p in prompts}),
+        num_cond_frames=len({p.frame for p in prompts}),
         measures=measures,
         version=_version(),
     )
@@ -277,7 +307,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         **{k: v for k, v in body.items() if k != "measures"},
     }
     # the run's folder (log, streamed masks) moves into place; report.json is written last
-    run_dir = results / "runs" / run_id
+    run_dir = pre.results / "runs" / run_id
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp_dir, run_dir)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())

@@ -299,14 +299,91 @@ def calibrate_cmd(args: list[str]) -> None:
     )
 
 
+def _predict_budgets(pa: PredictArgs) -> dict[str, int]:
+    from sam2tune.units import parse_bytes
+
+    budgets: dict[str, int] = {}
+    for name in ("budget", "host_budget"):
+        if getattr(pa, name) is not None:
+            try:
+                b = parse_bytes(getattr(pa, name), name=name)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            if b is not None:
+                budgets[name] = b
+    return budgets
+
+
+def _frames_within(
+    cfg: Any, c: Any, model: Any, device_kind: str, budgets: dict[str, int]
+) -> tuple[int | None, dict[str, int | None]]:
+    """max_frames_within_budget for the given knobs and for each strategy (stock, with
+    offload_video, release, stream)."""
+    import dataclasses
+
+    from sam2tune.model.calibrate import workload_of
+    from sam2tune.model.memory import max_frames_within_budget
+
+    def make(n: int):
+        return workload_of(cfg, n)
+
+    variants = {
+        "stock": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stock"),
+        "offload_video": dataclasses.replace(c, offload_video_to_cpu=True, strategy="stock"),
+        "release": dataclasses.replace(c, strategy="release"),
+        "stream": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stream"),
+    }
+    b, hb = budgets["budget"], budgets.get("host_budget")
+    own = max_frames_within_budget(make, c, model, device_kind, b, hb)
+    return own, {
+        name: max_frames_within_budget(make, cv, model, device_kind, b, hb)
+        for name, cv in variants.items()
+    }
+
+
+def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, path) -> None:
+    r = p["memory_read"]
+    print(
+        f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
+        f"objects, {w.num_cond_frames} prompted frames; knobs "
+        f"{' '.join(c.overrides(w)[2:]) or 'stock'}"
+    )
+    print(f"accelerator ({kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
+    for k, v in p["terms"].items():
+        print(f"  {k:16s} {fmt_bytes(v):>12s}")
+    ph = p["activation_phases"]
+    print(
+        f"  (activations: image encoder {fmt_bytes(ph['image_encoder'])}, memory attention "
+        f"{fmt_bytes(ph['memory_attention'])} reading {r['frames']} memory frames + "
+        f"{r['pointers']} object pointers = {r['tokens']} tokens x {r['batch']} object(s) "
+        "per batch)"
+    )
+    print(
+        f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
+        + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
+    )
+    print(f"trust: {p['trust']['statement']}")
+    fits = p.get("max_frames_within_budget_by_strategy")
+    if fits:
+        hb = budgets.get("host_budget")
+        within = f"{fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
+        print(f"frames that fit within {within} [predicted]:")
+        for name, n in fits.items():
+            limit = "no limit (the peak does not grow with frames)" if n is None else n
+            print(f"  {name:14s} {limit}")
+    cal = p["calibrated_on"]
+    print(
+        f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} "
+        f"devices={cal.get('devices')} "
+        f"weights={cal.get('weights')} (model file {path})"
+    )
+
+
 def predict_cmd(args: list[str]) -> None:
     """``sam2tune predict <run overrides> [format=json] [model_file=...] [device_kind=cuda|cpu]
     [budget=24GiB] [host_budget=64GiB]``."""
-    import dataclasses
-
     from sam2tune.model.calibrate import candidate_of, workload_of
-    from sam2tune.model.memory import max_frames_within_budget, predict
-    from sam2tune.units import parse_bytes
+    from sam2tune.model.memory import predict
 
     pa, overrides = split_args(args, "predict", PredictArgs)
     if pa.format not in ("text", "json"):
@@ -314,13 +391,7 @@ def predict_cmd(args: list[str]) -> None:
     if pa.device_kind not in ("cuda", "cpu"):
         raise InputError(f"device_kind: must be cuda or cpu, got {pa.device_kind!r}")
     ta = ModelArgs(model_file=pa.model_file, device_kind=pa.device_kind)
-    budgets = {}
-    for name in ("budget", "host_budget"):
-        if getattr(pa, name) is not None:
-            try:
-                budgets[name] = parse_bytes(getattr(pa, name), name=name)
-            except ValueError as e:
-                raise InputError(str(e)) from None
+    budgets = _predict_budgets(pa)
     cfg = compose_run(overrides)
     model, path = load_model(ta)
     if cfg.video.kind != "synthetic":  # a real video: its frame count and size, validated
@@ -336,70 +407,17 @@ def predict_cmd(args: list[str]) -> None:
     w = workload_of(cfg)
     c = candidate_of(cfg.knobs)
     p = predict(w, c, model, ta.device_kind)
-    p["workload"] = asdict(w)
-    p["knobs"] = asdict(c)
-    p["model_file"] = str(path)
-    p["figure"] = "predicted"
-    fits: dict[str, int | None] = {}
-    dev_budget = budgets.get("budget")
-    if dev_budget:
-
-        def make(n: int):
-            return workload_of(cfg, n)
-
-        variants = {
-            "stock": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stock"),
-            "offload_video": dataclasses.replace(c, offload_video_to_cpu=True, strategy="stock"),
-            "release": dataclasses.replace(c, strategy="release"),
-            "stream": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stream"),
-        }
+    p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
+    if budgets.get("budget"):
         p["budget_bytes"] = budgets["budget"]
         p["host_budget_bytes"] = budgets.get("host_budget")
-        p["max_frames_within_budget"] = max_frames_within_budget(
-            make, c, model, ta.device_kind, dev_budget, budgets.get("host_budget")
-        )
-        for name, cv in variants.items():
-            fits[name] = max_frames_within_budget(
-                make, cv, model, ta.device_kind, dev_budget, budgets.get("host_budget")
-            )
-        p["max_frames_within_budget_by_strategy"] = fits
+        own, by_strategy = _frames_within(cfg, c, model, ta.device_kind, budgets)
+        p["max_frames_within_budget"] = own
+        p["max_frames_within_budget_by_strategy"] = by_strategy
     if pa.format == "json":
         print(json.dumps(p, indent=1, default=str))
         return
-    r = p["memory_read"]
-    print(
-        f"predicted for {w.model} @ {w.image_size} px, {w.num_frames} frames x {w.num_objects} "
-        f"objects, {w.num_cond_frames} prompted frames; knobs "
-        f"{' '.join(c.overrides(w)[2:]) or 'stock'}"
-    )
-    print(f"accelerator ({ta.device_kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
-    for k, v in p["terms"].items():
-        print(f"  {k:16s} {fmt_bytes(v):>12s}")
-    ph = p["activation_phases"]
-    print(
-        f"  (activations: image encoder {fmt_bytes(ph['image_encoder'])}, memory attention "
-        f"{fmt_bytes(ph['memory_attention'])} reading {r['frames']} memory frames + "
-        f"{r['pointers']} object pointers = {r['tokens']} tokens x {r['batch']} object(s) "
-        "per batch)"
-    )
-    print(
-        f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
-        + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
-    )
-    print(f"trust: {p['trust']['statement']}")
-    if fits:
-        hb = budgets.get("host_budget")
-        within = f"{fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
-        print(f"frames that fit within {within} [predicted]:")
-        for name, n in fits.items():
-            limit = "no limit (the peak does not grow with frames)" if n is None else n
-            print(f"  {name:14s} {limit}")
-    cal = p["calibrated_on"]
-    print(
-        f"calibrated on: {cal.get('coefficients')} runs={cal.get('runs')} "
-        f"devices={cal.get('devices')} "
-        f"weights={cal.get('weights')} (model file {path})"
-    )
+    _print_prediction(p, w, c, ta.device_kind, budgets, path)
 
 
 def fit_cmd(args: list[str]) -> None:
