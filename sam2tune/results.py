@@ -75,11 +75,11 @@ def load_results(
     if not root.is_dir():
         raise FileNotFoundError(f"results_dir: {str(root)!r} does not exist or is not a folder")
     runs = root / "runs"
-    invalid: list[tuple[str, str]] = []
-    if runs.is_dir():
-        for d in sorted(runs.iterdir()):
-            if d.is_dir() and not (d / "report.json").is_file() and (d / "config.json").is_file():
-                invalid.append((str(d / "report.json"), "missing (config.json without a report)"))
+    invalid: list[tuple[str, str]] = [
+        (str(d / "report.json"), "missing (config.json without a report)")
+        for d in (sorted(runs.iterdir()) if runs.is_dir() else [])
+        if d.is_dir() and not (d / "report.json").is_file() and (d / "config.json").is_file()
+    ]
     reports = iter_reports(root)
     if not reports:
         df = _empty()
@@ -88,14 +88,7 @@ def load_results(
     stamp = {p.parent.name: p.stat().st_mtime_ns for p in reports}
     cache_pq = root / ".cache" / "results.parquet"
     cache_ix = root / ".cache" / "results.index.json"
-    old: pd.DataFrame | None = None
-    known: dict[str, int] = {}
-    if cache and cache_pq.is_file() and cache_ix.is_file():
-        try:
-            known = json.loads(cache_ix.read_text())
-            old = pd.read_parquet(cache_pq)
-        except Exception:  # a damaged cache is rebuilt from the reports
-            old, known = None, {}
+    old, known = _read_cache(cache_pq, cache_ix) if cache else (None, {})
     if old is not None and known == stamp:
         df = old.reset_index(drop=True)
         _report_invalid(df, invalid, strict)
@@ -123,6 +116,17 @@ def load_results(
         _write_cache(df, stamp, cache_pq, cache_ix)
     _report_invalid(df, invalid, strict)
     return df
+
+
+def _read_cache(pq: Path, ix: Path) -> tuple[pd.DataFrame | None, dict[str, int]]:
+    """The cached table and the report stamps it was built from (none if absent or damaged:
+    the cache is a pure function of the reports, so it is rebuilt)."""
+    if not (pq.is_file() and ix.is_file()):
+        return None, {}
+    try:
+        return pd.read_parquet(pq), json.loads(ix.read_text())
+    except Exception:  # a damaged cache is rebuilt from the reports
+        return None, {}
 
 
 def _report_invalid(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> None:
