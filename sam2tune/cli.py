@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from sam2tune.config.store import CONF_DIR, check_override_keys, register
+from sam2tune.config.store import CONF_DIR, check_override_keys, config_error_line, register
 from sam2tune.errors import InputError
 
 __all__ = ["main"]
@@ -87,7 +87,7 @@ def _validate_sweep(overrides: list[str]) -> None:
     try:
         points = expand_sweep(overrides)
     except Exception as e:  # a malformed sweep: Hydra's own message, first line
-        _fail(str(e.__cause__ or e).splitlines()[0])
+        _fail(config_error_line(e))
     seen_videos: set[str] = set()
     for i, point in enumerate(points):
         label = " ".join(p for p in point if "," not in p and not p.startswith("hydra"))
@@ -124,8 +124,7 @@ def _run(overrides: list[str]) -> None:
         try:
             run_cfg = OmegaConf.to_object(cfg)
         except Exception as e:  # __post_init__ validation, wrapped by OmegaConf
-            cause = e.__cause__ or e
-            _fail(str(cause).splitlines()[0])
+            _fail(config_error_line(e))
         assert isinstance(run_cfg, RunConfig)
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -179,10 +178,8 @@ def _download(args: list[str]) -> None:
 
     Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints),
     verified by size and hashed; runs find them there by model name."""
-    from omegaconf import OmegaConf
-
     from sam2tune.adapter.checkpoints import DownloadError, download
-    from sam2tune.config.schema import ModelConfig
+    from sam2tune.model.presets import model_preset
     from sam2tune.paths import cache_dir
 
     ap = argparse.ArgumentParser(prog="sam2tune download", description="fetch SAM 2 checkpoints")
@@ -193,11 +190,10 @@ def _download(args: list[str]) -> None:
     names = _choices("model") if ns.all else (ns.models or ["sam2.1_tiny"])
     root = cache_dir(ns.cache_dir)
     for name in names:
-        if name not in _choices("model"):
-            _fail(f"model: unknown model {name!r} (choose from {', '.join(_choices('model'))})")
-        m = ModelConfig(
-            **OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
-        )
+        try:
+            m = model_preset(name)
+        except InputError as e:
+            _fail(str(e))
         print(f"downloading {m.checkpoint_url} -> {root / 'checkpoints'}", file=sys.stderr)
         try:
             path = download(m, root)
@@ -241,12 +237,14 @@ def _report(args: list[str]) -> None:
 
 
 def studies() -> list[str]:
+    """The studies ``sam2tune study`` can run: ``experiments/*.py`` minus benchmarks."""
     return sorted(
         p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith(("bench_", "_"))
     )
 
 
 def load_study(name: str):
+    """Import study ``name`` from ``experiments/`` (an unknown name fails in one line)."""
     import importlib.util
 
     if name not in studies():
@@ -310,6 +308,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``sam2tune`` command: one-line warnings and errors, Ctrl-C / SIGTERM cleaned up."""
     import warnings
 
     warnings.showwarning = _show_warning  # one line per warning, no source lines

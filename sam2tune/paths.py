@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "check_writable_dir"]
+__all__ = [
+    "cache_dir",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "check_writable_dir",
+    "report_path",
+]
 
 
 def cache_dir(override: str | None = None) -> Path:
@@ -27,22 +35,38 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[Path], object], suffix: str = ".tmp") -> None:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder (named
+    ``.<name>.<random><suffix>``), which then replaces ``path`` in one rename, so readers never
+    see half a file. The temporary file is removed on any failure (Ctrl-C included).
+
+    The file gets the mode an ordinary ``open(..., "w")`` would give (``mkstemp`` makes 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; a record is as readable as any file
+        write(Path(tmp))
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (non-JSON values as ``str``) to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def report_path(results_dir: str | Path, run_id: str) -> Path:
+    """Where run ``run_id``'s record is: ``<results_dir>/runs/<run_id>/report.json``."""
+    return Path(results_dir) / "runs" / run_id / "report.json"
 
 
 def check_writable_dir(path: Path, name: str) -> None:

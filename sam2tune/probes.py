@@ -36,7 +36,6 @@ class TensorTracker(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
-        self.peak = 0
         self._base = 0
         self._step_peak = 0
         self.step_peaks: list[int] = []
@@ -46,6 +45,7 @@ class TensorTracker(TorchDispatchMode):
         self.live -= n
 
     def begin_step(self) -> None:
+        """Close the previous step (recording its peak) and start a new one at the live level."""
         self._close_step()
         self._base = self.live
         self._step_peak = self.live
@@ -56,6 +56,7 @@ class TensorTracker(TorchDispatchMode):
         self._step_peak = 0
 
     def end(self) -> None:
+        """Close the last step (recording its peak)."""
         self._close_step()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -75,8 +76,6 @@ class TensorTracker(TorchDispatchMode):
             self._known[st] = n
             weakref.finalize(st, self._free, n)
             self.live += n
-            if self.live > self.peak:
-                self.peak = self.live
             if self.live > self._step_peak:
                 self._step_peak = self.live
         return out

@@ -15,6 +15,7 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
 
 
 def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
+    """The run's row as a few labelled lines (and where its record is, when given)."""
     r = row
     random_init = r.get("weights") == "random-init"
     lines = [
@@ -60,4 +61,5 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
 
 
 def print_summary(row: dict[str, Any], report_path: Path | None = None) -> None:
+    """Print :func:`format_summary`."""
     print(format_summary(row, report_path), flush=True)

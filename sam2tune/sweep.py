@@ -87,6 +87,7 @@ def _fmt_s(s: float) -> str:
 
 
 def sweep_summary(statuses: Counter) -> str:
+    """One line counting a sweep's points by status (and how many failed)."""
     order = ["ok", "skipped", "oom", "timeout", "crashed", "error"]
     cells = [f"{k}={statuses.get(k, 0)}" for k in order]
     failed = sum(statuses.get(k, 0) for k in ("oom", "timeout", "crashed", "error"))
@@ -113,6 +114,7 @@ class SweepProgress(Callback):
         self.started = ""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        """Start the clock and count the sweep's points."""
         self.t0 = time.monotonic()
         self.started = time.strftime("%Y%m%d-%H%M%S")
         try:
@@ -124,6 +126,7 @@ class SweepProgress(Callback):
         print(f"[sweep] {self.total or '?'} points, each an isolated run", file=sys.stderr)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
+        """Print the finished point's status, elapsed time and ETA."""
         if not self.t0:
             return  # a single run, or a worker process of a parallel launcher
         self.done += 1
@@ -144,6 +147,7 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        """Print the sweep summary, counted from the rows recorded since the sweep started."""
         from sam2tune.results import load_results
 
         counts = Counter(self.statuses)

@@ -15,7 +15,7 @@ from PIL import Image
 
 import sam2tune
 from sam2tune.analysis.conclusions import frame_slopes
-from sam2tune.analysis.frame import prepare
+from sam2tune.analysis.table import prepare
 from sam2tune.sweep import count_jobs
 from sam2tune.units import MiB
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam2tune.errors import InputError
+from sam2tune.paths import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +25,7 @@ class DownloadError(RuntimeError):
 
 
 def checkpoint_dir(cache_root: Path) -> Path:
+    """Where downloaded official checkpoints are kept: ``<cache_root>/checkpoints``."""
     return Path(cache_root) / "checkpoints"
 
 
@@ -61,8 +61,6 @@ def sha256_file(path: Path, cache_root: Path | None = None) -> str:
             h.update(chunk)
     digest = h.hexdigest()
     if memo:
-        from sam2tune.paths import atomic_write_json
-
         known[key] = digest
         try:
             atomic_write_json(memo, known)
@@ -113,21 +111,21 @@ def download(model: ModelConfig, cache_root: Path, timeout_s: float = 30.0) -> P
     dest = checkpoint_dir(cache_root) / model.checkpoint_name
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with (
-            os.fdopen(fd, "wb") as f,
-            urllib.request.urlopen(model.checkpoint_url, timeout=timeout_s) as r,
-        ):
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                f.write(chunk)
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        Path(tmp).unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(
-            f"cannot download {model.checkpoint_url} ({reason}); without network, fetch it "
-            f"elsewhere and copy it to {dest} or pass model.checkpoint=PATH"
-        ) from None
+
+    def fetch(tmp: Path) -> None:
+        try:
+            with (
+                open(tmp, "wb") as f,
+                urllib.request.urlopen(model.checkpoint_url, timeout=timeout_s) as r,
+            ):
+                for chunk in iter(lambda: r.read(1 << 20), b""):
+                    f.write(chunk)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DownloadError(
+                f"cannot download {model.checkpoint_url} ({reason}); without network, fetch it "
+                f"elsewhere and copy it to {dest} or pass model.checkpoint=PATH"
+            ) from None
+
+    atomic_write(dest, fetch, suffix=".part")
     return dest

@@ -18,21 +18,12 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["StreamingFrames", "frames_loader_swapped", "sorted_jpegs"]
+from sam2tune.video.sources import jpeg_frames
+
+__all__ = ["StreamingFrames", "frames_loader_swapped"]
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-def sorted_jpegs(folder: str) -> list[str]:
-    """Frame files in SAM 2's order (``int(stem)``), as its JPEG loader lists them."""
-    names = [
-        p
-        for p in os.listdir(folder)
-        if os.path.splitext(p)[-1] in (".jpg", ".jpeg", ".JPG", ".JPEG")
-    ]
-    names.sort(key=lambda p: int(os.path.splitext(p)[0]))
-    return [os.path.join(folder, n) for n in names]
 
 
 class StreamingFrames:
@@ -53,12 +44,10 @@ class StreamingFrames:
         self._mean = torch.tensor(_MEAN, dtype=torch.float32)[:, None, None].to(device)
         self._std = torch.tensor(_STD, dtype=torch.float32)[:, None, None].to(device)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self.decoded = 0  # frames decoded so far
-        self.max_held = 0  # most frames held at once
         if os.path.isdir(video_path):
             from PIL import Image
 
-            self._paths = sorted_jpegs(video_path)
+            self._paths = [str(p) for p in jpeg_frames(video_path)]
             self._reader = None
             with Image.open(self._paths[0]) as im:
                 self.video_width, self.video_height = im.size
@@ -101,11 +90,9 @@ class StreamingFrames:
         img = self._cache.get(index)
         if img is None:
             img = self._decode(self.start + index)
-            self.decoded += 1
             self._cache[index] = img
             while len(self._cache) > self.window:
                 self._cache.popitem(last=False)
-            self.max_held = max(self.max_held, len(self._cache))
         else:
             self._cache.move_to_end(index)
         return img

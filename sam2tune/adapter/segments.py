@@ -45,7 +45,6 @@ class SegmentedSession:
         self.current: Session | None = None
         self.init_s = 0.0  # all segments' init_state time
         self.next_is_prompt = False  # the first step starts a segment (an "init" step)
-        self.segments: list[tuple[int, int]] = []
 
     def init(self) -> None:
         """Segments start their own sessions inside :meth:`track` (an ``("init", lo)`` step
@@ -53,10 +52,12 @@ class SegmentedSession:
 
     @property
     def num_frames(self) -> int:
+        """Frames in the whole video (all segments)."""
         return self._num_frames
 
     @property
     def frames(self):
+        """The current segment's frames (None before the first segment starts)."""
         return self.current.frames if self.current is not None else None
 
     def track(self, prompts: list[Prompt]) -> Iterator[Step]:
@@ -79,7 +80,6 @@ class SegmentedSession:
                 Prompt(p.frame - lo, p.obj_id, p.kind, p.box, p.points, p.labels, p.mask)
                 for p in gt
             ]
-            self.segments.append((lo, b))
             seeded = last is not None
             last = {}
             if not local:  # every object lost and none prompted here: nothing to track
@@ -112,7 +112,9 @@ class SegmentedSession:
             a = b
 
     def census(self) -> Census:
+        """The current segment's census (empty when no segment session is open)."""
         return self.current.census() if self.current and self.current.state else Census()
 
     def close(self) -> None:
+        """Drop the current segment's session."""
         self.current = None

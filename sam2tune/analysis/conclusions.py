@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from sam2tune.analysis.frame import DEVICE_PEAK, prepare
+from sam2tune.analysis.table import DEVICE_PEAK, prepare
 from sam2tune.units import MiB
 
 __all__ = ["all_conclusions", "frame_slopes", "cond_frame_cost", "LOSSLESS"]
@@ -38,6 +38,7 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(df: pd.DataFrame) -> list[str]:
+    """How many runs were recorded, by status."""
     c = df["status"].value_counts().to_dict()
     parts = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
     return [f"{len(df)} runs recorded: {parts}."]
@@ -76,6 +77,7 @@ def frame_slopes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def length_conclusions(df: pd.DataFrame) -> list[str]:
+    """Memory per 100 frames for each setting, and what each setting saves against stock."""
     sl = frame_slopes(df)
     out = []
     for r in sl.itertuples():
@@ -109,6 +111,7 @@ def length_conclusions(df: pd.DataFrame) -> list[str]:
 
 
 def lossless_conclusions(df: pd.DataFrame) -> list[str]:
+    """Whether the lossless settings reproduced the reference masks exactly."""
     ok = _ok(df)
     out = []
     for s, g in ok.groupby("setting"):
@@ -135,6 +138,7 @@ def cond_frame_cost(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def cond_conclusions(df: pd.DataFrame) -> list[str]:
+    """What each conditioning frame in attention costs, and the agreement capping them keeps."""
     ok = cond_frame_cost(df)
     out = []
     if ok.empty:
@@ -159,6 +163,7 @@ def cond_conclusions(df: pd.DataFrame) -> list[str]:
 
 
 def object_conclusions(df: pd.DataFrame) -> list[str]:
+    """What each extra object costs in accelerator memory and fps, per predictor."""
     out = []
     ok = _ok(df)
     for (size, pred), g in ok.groupby(["image_size", "predictor"]):
@@ -178,6 +183,7 @@ def object_conclusions(df: pd.DataFrame) -> list[str]:
 
 
 def resolution_conclusions(df: pd.DataFrame) -> list[str]:
+    """Accelerator peak, fps and agreement by image size (stock runs)."""
     ok = _ok(df)
     ok = ok[ok["setting"] == "stock"]
     if ok["image_size"].nunique() < 2:
@@ -207,6 +213,7 @@ _ALL: list[Callable[[pd.DataFrame], list[str]]] = [
 
 
 def all_conclusions(df: pd.DataFrame) -> list[str]:
+    """Every conclusion the results table supports (one that fails to compute says so)."""
     df = prepare(df) if "setting" not in df else df
     out: list[str] = []
     for fn in _ALL:

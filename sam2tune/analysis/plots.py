@@ -11,19 +11,24 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sam2tune.analysis.frame import DEVICE_PEAK, prepare
+from sam2tune.analysis.table import DEVICE_PEAK, prepare
+from sam2tune.paths import report_path
 from sam2tune.units import MiB
 
-__all__ = ["FIGURES", "make_figure", "pareto_front", "fig_png"]
+__all__ = ["FIGURES", "make_figure", "pareto_front", "fig_png", "new_figure"]
 
 
-def _new(figsize=(7, 4.2)):
-    """A figure outside pyplot (no backend, no global state)."""
+def new_figure(figsize=(7, 4.2)):
+    """A figure and its one axes, outside pyplot (no backend, no global state)."""
     fig = Figure(figsize=figsize, layout="tight")
     return fig, fig.subplots()
 
 
+_new = new_figure  # the old private name, still imported by sam2tune/tune/cli.py
+
+
 def fig_png(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
@@ -54,7 +59,8 @@ def _provenance(df: pd.DataFrame) -> str:
 
 
 def peak_vs_frames(df: pd.DataFrame):
-    fig, ax = _new()
+    """Peak accelerator memory against video length, per setting and size, with a linear fit."""
+    fig, ax = new_figure()
     ok = df[df["status"] == "ok"]
     for (setting, size), g in ok.groupby(["setting", "image_size"]):
         g = g.sort_values("num_frames")
@@ -74,8 +80,9 @@ def peak_vs_frames(df: pd.DataFrame):
 
 
 def memory_by_role(df: pd.DataFrame):
+    """Stacked bars of each successful run's accelerator bytes by role."""
     ok = df[df["status"] == "ok"].sort_values(["setting", "num_frames"])
-    fig, ax = _new()
+    fig, ax = new_figure()
     if ok.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
@@ -103,7 +110,8 @@ def memory_by_role(df: pd.DataFrame):
 
 
 def fps_by_setting(df: pd.DataFrame):
-    fig, ax = _new()
+    """Median propagation fps by setting and object count."""
+    fig, ax = new_figure()
     ok = df[(df["status"] == "ok") & df["fps"].notna()]
     g = ok.groupby(["setting", "num_objects"])["fps"].median().unstack("num_objects")
     if g.empty:
@@ -130,7 +138,8 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def quality_vs_memory(df: pd.DataFrame):
-    fig, ax = _new()
+    """Agreement with the reference against peak accelerator memory, with the Pareto front."""
+    fig, ax = new_figure()
     ok = df[(df["status"] == "ok") & df["iou_ref_mean"].notna()]
     random_init = (df["weights"] == "random-init").any()
     for s, g in ok.groupby("setting"):
@@ -158,13 +167,13 @@ def quality_vs_memory(df: pd.DataFrame):
 
 def timeline(df: pd.DataFrame, results_dir: str | Path):
     """Per-frame memory of the longest successful run."""
-    fig, ax = _new()
+    fig, ax = new_figure()
     ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
     if ok.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
     r = ok.iloc[-1]
-    rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
+    rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
     tl = pd.DataFrame(rep["timeline"])
     for col, name in [
         ("device_resident_bytes", "device-resident state (census)"),
@@ -195,6 +204,7 @@ FIGURES = {
 
 
 def make_figure(name: str, df: pd.DataFrame, results_dir: str | Path):
+    """Figure ``name`` (a key of :data:`FIGURES`) of the results table ``df``."""
     df = prepare(df) if "setting" not in df else df
     fn = FIGURES[name]
     return fn(df, results_dir) if name == "timeline" else fn(df)

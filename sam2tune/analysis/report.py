@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from sam2tune.analysis.conclusions import all_conclusions
-from sam2tune.analysis.frame import DEVICE_PEAK, prepare
 from sam2tune.analysis.plots import FIGURES, fig_png, make_figure
+from sam2tune.analysis.table import DEVICE_PEAK, prepare
 from sam2tune.paths import atomic_write_text
 from sam2tune.results import iter_reports, load_results
 from sam2tune.units import MiB

@@ -8,7 +8,14 @@ from hydra.core.config_store import ConfigStore
 
 from sam2tune.config.schema import RunConfig
 
-__all__ = ["CONF_DIR", "register", "compose", "compose_run", "check_override_keys"]
+__all__ = [
+    "CONF_DIR",
+    "register",
+    "compose",
+    "compose_run",
+    "check_override_keys",
+    "config_error_line",
+]
 
 #: the repository's ``conf/`` folder (the package is installed editable from the repository)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -34,6 +41,14 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
         )
 
 
+def config_error_line(e: BaseException) -> str:
+    """The first line of a config error's message, unwrapped from OmegaConf / Hydra's wrapper
+    (``e.__cause__``, e.g. a ``__post_init__`` ValueError, where there is one)."""
+    cause = e.__cause__ or e
+    lines = str(cause).splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
 def compose_run(overrides: list[str]) -> RunConfig:
     """The typed :class:`RunConfig` that ``sam2tune run <overrides>`` would run (validated).
 
@@ -48,8 +63,7 @@ def compose_run(overrides: list[str]) -> RunConfig:
     try:
         cfg = OmegaConf.to_object(compose(overrides))
     except Exception as e:
-        cause = e.__cause__ or e
-        raise InputError(str(cause).splitlines()[0]) from None
+        raise InputError(config_error_line(e)) from None
     assert isinstance(cfg, RunConfig)
     return cfg
 

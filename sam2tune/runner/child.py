@@ -32,6 +32,7 @@ from sam2tune import metrics, provenance  # noqa: F401
 from sam2tune.adapter import build, frames, segments, session  # noqa: F401
 from sam2tune.config.schema import RunConfig
 from sam2tune.errors import InputError
+from sam2tune.paths import atomic_write
 from sam2tune.probes import peak_rss_bytes
 from sam2tune.runner.experiment import run_experiment
 from sam2tune.runner.limits import lift_limits
@@ -147,15 +148,18 @@ def _die_with_parent() -> None:
 
 
 def main() -> None:
+    """``python -m sam2tune.runner.child RUN_DIR``: read input.pkl, run, write result.pkl."""
     _die_with_parent()
     run_dir = Path(sys.argv[1])
     with open(run_dir / "input.pkl", "rb") as f:
         cfg_dict, video, prompts, refs_dir, cache_root = pickle.load(f)
     msg = child_main(cfg_dict, video, prompts, refs_dir, cache_root, run_dir=str(run_dir))
-    tmp = run_dir / ".result.pkl.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(msg, f)
-    os.replace(tmp, run_dir / "result.pkl")
+
+    def dump(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            pickle.dump(msg, f)
+
+    atomic_write(run_dir / "result.pkl", dump)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from sam2tune.adapter.build import BuiltPredictor, build_predictor, needs_own_predictor
 from sam2tune.config.schema import KnobsConfig, RunConfig
 from sam2tune.metrics import MaskDir, MaskSet, agreement
+from sam2tune.paths import atomic_write
 from sam2tune.runner.limits import lift_limits
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
@@ -83,15 +82,7 @@ def _dir_digest(folder: Path) -> str:
 
 def save_masks(ms: MaskSet, path: Path, key: str = "") -> None:
     """Write ``ms`` atomically (temporary file + rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        ms.save(tmp, key)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: ms.save(tmp, key), suffix=".npz")
 
 
 def compare_with_reference(

@@ -23,8 +23,9 @@ from sam2tune.config.schema import VideoConfig
 from sam2tune.errors import InputError
 from sam2tune.video.synthetic import SyntheticSpec, render_video
 
-__all__ = ["VideoData", "resolve_video"]
+__all__ = ["VideoData", "resolve_video", "jpeg_frames"]
 
+#: the frame extensions SAM 2's JPEG-folder loader accepts
 _JPEG_EXT = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 
@@ -42,6 +43,7 @@ class VideoData:
 
     @property
     def has_ground_truth(self) -> bool:
+        """Whether the video has annotation masks."""
         return self.annotations_dir is not None
 
     def labels(self, t: int) -> np.ndarray | None:
@@ -64,8 +66,13 @@ class VideoData:
         return sorted(ids)
 
 
-def _sorted_frames(folder: Path) -> list[Path]:
-    frames = [p for p in folder.iterdir() if p.suffix in _JPEG_EXT]
+def jpeg_frames(folder: str | Path) -> list[Path]:
+    """The JPEG frames of ``folder`` in SAM 2's order (by ``int(stem)``), as its loader lists them.
+
+    Raises:
+        InputError: a frame is not named ``<index>.jpg``.
+    """
+    frames = [p for p in Path(folder).iterdir() if p.suffix in _JPEG_EXT]
     try:
         frames.sort(key=lambda p: int(p.stem))
     except ValueError:
@@ -107,7 +114,7 @@ def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
     folder = Path(cfg.path or "").expanduser()
     if not folder.is_dir():
         raise InputError(f"video.path: no such directory: {str(folder)!r}")
-    frames = _sorted_frames(folder)
+    frames = jpeg_frames(folder)
     if not frames:
         raise InputError(f"video.path: no JPEG frames (<index>.jpg) in {str(folder)!r}")
     if cfg.num_frames is not None:
@@ -135,7 +142,7 @@ def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
         json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in frames]).encode()
     ).hexdigest()[:16]
     sam2_path = str(folder)
-    if cfg.num_frames is not None and len(frames) < len(_sorted_frames(folder)):
+    if cfg.num_frames is not None and len(frames) < len(jpeg_frames(folder)):
         # SAM 2 loads a whole folder: give it a folder of links to the first N frames
         sub = cache / "videos" / f"subset-{ident}"
         if not sub.exists():

@@ -23,6 +23,8 @@ def entry_frame(num_frames: int) -> int:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
+    """What a synthetic video is made of: its length, object count, frame size and seed."""
+
     num_frames: int
     num_objects: int
     height: int
