@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -99,10 +101,10 @@ class StreamingFrames:
 
 
 @contextmanager
-def frames_loader_swapped(predictor: torch.nn.Module, frames: StreamingFrames):
+def frames_loader_swapped(predictor: Any, frames: StreamingFrames) -> Iterator[None]:
     """Within the block, the predictor's ``init_state`` receives ``frames`` instead of loading the
     whole video."""
-    module = sys.modules[type(predictor).init_state.__module__]
+    module: Any = sys.modules[type(predictor).init_state.__module__]  # sam2's predictor module
     original = module.load_video_frames
 
     def load(**_kwargs):

@@ -140,7 +140,7 @@ def cond_frame_cost(df: pd.DataFrame) -> pd.DataFrame:
 def cond_conclusions(df: pd.DataFrame) -> list[str]:
     """What each conditioning frame in attention costs, and the agreement capping them keeps."""
     ok = cond_frame_cost(df)
-    out = []
+    out: list[str] = []
     if ok.empty:
         return out
     for (size, k, n, every), g in ok.groupby(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,6 @@ def new_figure(figsize=(7, 4.2)):
     return fig, fig.subplots()
 
 
-_new = new_figure  # the old private name, still imported by sam2tune/tune/cli.py
 
 
 def fig_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -206,5 +206,5 @@ FIGURES = {
 def make_figure(name: str, df: pd.DataFrame, results_dir: str | Path):
     """Figure ``name`` (a key of :data:`FIGURES`) of the results table ``df``."""
     df = prepare(df) if "setting" not in df else df
-    fn = FIGURES[name]
+    fn: Any = FIGURES[name]  # one signature per figure: the timeline also reads the reports
     return fn(df, results_dir) if name == "timeline" else fn(df)

@@ -23,6 +23,7 @@ from sam2tune.model.memory import (
     predict,
     workload_axes,
 )
+from sam2tune.paths import report_path
 from sam2tune.results import load_results
 from sam2tune.video.synthetic import entry_frame
 
@@ -105,7 +106,7 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
     if df.empty:
         return out
     for r in df[df["status"] == "ok"].to_dict("records"):
-        rep = json.loads((Path(results_dir) / "runs" / r["run_id"] / "report.json").read_text())
+        rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
         w = _recorded_workload(r, rep)
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})

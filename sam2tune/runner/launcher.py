@@ -25,7 +25,7 @@ from sam2tune.adapter.build import predictor_target
 from sam2tune.adapter.checkpoints import resolve_checkpoint, sha256_file
 from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
-from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir
+from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir, report_path
 from sam2tune.record import make_row
 from sam2tune.scenario import make_prompts
 from sam2tune.units import fmt_bytes
@@ -307,9 +307,9 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         **{k: v for k, v in body.items() if k != "measures"},
     }
     # the run's folder (log, streamed masks) moves into place; report.json is written last
-    run_dir = pre.results / "runs" / run_id
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp_dir, run_dir)
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())
-    atomic_write_json(run_dir / "report.json", report)
-    return RunOutcome(row, run_dir / "report.json")
+    rp = report_path(pre.results, run_id)
+    rp.parent.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp_dir, rp.parent)
+    atomic_write_json(rp.parent / "config.json", cfg.to_dict())
+    atomic_write_json(rp, report)
+    return RunOutcome(row, rp)

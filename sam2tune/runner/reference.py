@@ -110,12 +110,13 @@ def compare_with_reference(
         key = reference_key(cfg, video, built.weights, prompts)
         path = refs_dir / f"{key}.npz"
         ref_info.update(key=key, cached=path.is_file())
-        if is_own_reference(cfg):
+        if is_own_reference(cfg):  # stock knobs: masks held in memory, not streamed to disk
+            assert isinstance(masks, MaskSet)
             per_obj_ref = {i: 1.0 for i in masks.obj_ids}
             save_masks(masks, path, key)
         else:
             try:
-                ref = None
+                ref: MaskSet | None = None
                 if path.is_file():
                     try:
                         ref = MaskSet.load(path, key)
@@ -136,9 +137,11 @@ def compare_with_reference(
                     if needs_own_predictor(cfg.model, cfg.knobs, ref_model, ref_knobs):
                         del built.predictor
                         rb = build_predictor(ref_model, ref_knobs, dev, cache_root)
-                    ref = propagate(
+                    computed = propagate(
                         rb.predictor, video, prompts, ref_knobs, dev, probes=False
                     ).masks
+                    assert isinstance(computed, MaskSet)  # the reference runs stock knobs
+                    ref = computed
                     save_masks(ref, path, key)
                     ref_info["computed_s"] = time.perf_counter() - t_ref
                 per_obj_ref = agreement(masks, ref, sorted(set(ref.frames) | set(masks.frames)))

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam2tune.config.store import compose_run
+from sam2tune.config.store import compose_run, config_error_line
 from sam2tune.errors import InputError
 from sam2tune.model.memory import Workload
 from sam2tune.units import GiB, fmt_bytes
@@ -189,8 +189,7 @@ def parse(args: list[str], command: str, cls: type = TuneArgs):
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))
         ta = OmegaConf.to_object(merged)
     except Exception as e:
-        msg = str(e.__cause__ or e).splitlines()[0]
-        raise InputError(f"{command}: {msg}") from None
+        raise InputError(f"{command}: {config_error_line(e)}") from None
     assert isinstance(ta, cls)
     if hasattr(ta, "validate"):
         ta.validate()
@@ -678,7 +677,7 @@ def tune_cmd(args: list[str]) -> None:
 def _pareto_plot(choices, w, budget, out: Path) -> None:
     import pandas as pd
 
-    from sam2tune.analysis.plots import _new, fig_png, pareto_front
+    from sam2tune.analysis.plots import fig_png, new_figure, pareto_front
 
     df = pd.DataFrame(
         [
@@ -691,7 +690,7 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
             for c in choices
         ]
     )
-    fig, ax = _new()
+    fig, ax = new_figure()
     for feas, g in df.groupby("feasible"):
         ax.scatter(
             g["s"],
