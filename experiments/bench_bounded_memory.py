@@ -185,7 +185,7 @@ def fps_same_process(a) -> None:
 
     from sam2tune.adapter.build import build_predictor
     from sam2tune.config.schema import ScenarioConfig
-    from sam2tune.runner.experiment import propagate, resolve_device
+    from sam2tune.runner.measure import propagate, resolve_device
     from sam2tune.scenario import make_prompts
     from sam2tune.video.sources import resolve_video
 

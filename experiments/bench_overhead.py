@@ -21,7 +21,7 @@ from sam2tune.adapter.build import build_predictor
 from sam2tune.adapter.session import FrameStep, Session
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.provenance import cpu_name
-from sam2tune.runner.experiment import propagate, resolve_device
+from sam2tune.runner.measure import propagate, resolve_device
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2tune.config.presets import model_preset
 from sam2tune.config.schema import KnobsConfig, ProbeConfig, RunConfig, ScenarioConfig, VideoConfig
-from sam2tune.model.calibrate import candidate_of, workload_of
-from sam2tune.model.memory import MemoryModel
-from sam2tune.model.presets import model_preset
+from sam2tune.memory_model.calibrate import candidate_of, workload_of
+from sam2tune.memory_model.memory import MemoryModel
 from sam2tune.runner.launcher import run_isolated
 from sam2tune.tune.space import escalation, score
 from sam2tune.units import fmt_bytes
@@ -87,7 +87,7 @@ def main() -> None:
     # the tuner: model screen, then real confirmation runs in its own order
     model = MemoryModel.load()
     kind = rows[0]["device"]
-    from sam2tune.model.memory import predict
+    from sam2tune.memory_model.memory import predict
 
     ranked = []
     for c in cfgs:

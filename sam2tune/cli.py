@@ -179,7 +179,7 @@ def _download(args: list[str]) -> None:
     Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints),
     verified by size and hashed; runs find them there by model name."""
     from sam2tune.adapter.checkpoints import DownloadError, download
-    from sam2tune.model.presets import model_preset
+    from sam2tune.config.presets import model_preset
     from sam2tune.paths import cache_dir
 
     ap = argparse.ArgumentParser(prog="sam2tune download", description="fetch SAM 2 checkpoints")

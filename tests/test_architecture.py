@@ -15,10 +15,10 @@ from conftest import sam2tune_cmd
 from sam2tune.adapter.arch import arch_of, arch_of_predictor
 from sam2tune.adapter.build import build_predictor, needs_own_predictor
 from sam2tune.adapter.session import FrameStep, PromptStep, Session
+from sam2tune.config.presets import model_names, model_preset
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.config.store import compose_run
-from sam2tune.model.memory import Candidate, MemoryModel, Workload
-from sam2tune.model.presets import model_names, model_preset
+from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload
 from sam2tune.record import make_row
 from sam2tune.scenario import make_prompts
 from sam2tune.tune.recommend import recommend

@@ -11,8 +11,8 @@ from conftest import MODEL_COEFFS
 
 from sam2tune.adapter.build import build_predictor
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
-from sam2tune.model.calibrate import _synthetic_prompts, candidate_of
-from sam2tune.model.memory import (
+from sam2tune.memory_model.calibrate import _synthetic_prompts, candidate_of
+from sam2tune.memory_model.memory import (
     Candidate,
     MemoryModel,
     Workload,
@@ -21,7 +21,7 @@ from sam2tune.model.memory import (
     predict,
     trust_region,
 )
-from sam2tune.runner.experiment import propagate
+from sam2tune.runner.measure import propagate
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
 

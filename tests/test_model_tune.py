@@ -11,8 +11,8 @@ import optuna
 import pytest
 from conftest import MODEL_COEFFS, sam2tune_cmd
 
-from sam2tune.model.calibrate import fit_and_evaluate
-from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
+from sam2tune.memory_model.calibrate import fit_and_evaluate
+from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.recommend import catalog, recommend
 from sam2tune.units import GiB, gb_to_bytes
 

@@ -238,8 +238,8 @@ def test_device_budget_on_the_cpu_is_checked_against_the_estimate(small):
 def test_a_single_run_shows_frames_fps_and_eta(tmp_path, capsys):
     import sys
 
-    from sam2tune.runner.experiment import PROGRESS_TAG
     from sam2tune.runner.launcher import _wait_with_progress
+    from sam2tune.runner.measure import PROGRESS_TAG
 
     log = tmp_path / "run.log"
     script = (

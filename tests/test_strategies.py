@@ -15,7 +15,7 @@ from sam2tune.adapter.build import build_predictor
 from sam2tune.adapter.session import ReleasedFrameError, Session, release_horizon_back
 from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
 from sam2tune.metrics import MaskDir, MaskSet
-from sam2tune.runner.experiment import propagate
+from sam2tune.runner.measure import propagate
 from sam2tune.scenario import make_prompts
 from sam2tune.video.sources import resolve_video
 

@@ -34,8 +34,8 @@ from sam2tune.config.schema import RunConfig
 from sam2tune.errors import InputError
 from sam2tune.paths import atomic_write
 from sam2tune.probes import peak_rss_bytes
-from sam2tune.runner.experiment import run_experiment
 from sam2tune.runner.limits import lift_limits
+from sam2tune.runner.measure import measure_run
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
 
@@ -89,7 +89,7 @@ def child_main(
     cache_root: str,
     run_dir: str,
 ) -> dict[str, Any]:
-    """Run one experiment and return the message ``{"kind": ..., ...}`` for the parent."""
+    """Measure one run and return the message ``{"kind": ..., ...}`` for the parent."""
     log = sys.stderr
     cfg = RunConfig.from_dict(cfg_dict)
     budget = cfg.limits.host_budget_bytes
@@ -98,7 +98,7 @@ def child_main(
         resource.setrlimit(resource.RLIMIT_DATA, (budget, hard))
     context: dict[str, Any] = {}
     try:
-        body = run_experiment(
+        body = measure_run(
             cfg, video, prompts, Path(refs_dir), Path(cache_root), context, Path(run_dir)
         )
         msg: dict[str, Any] = {"kind": "ok", "body": body}

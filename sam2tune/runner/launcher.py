@@ -1,4 +1,4 @@
-"""Run one experiment in a fresh process (``python -m sam2tune.runner.child``) with a timeout,
+"""Run one run (a measured SAM 2 session) in a fresh process (``python -m sam2tune.runner.child``) with a timeout,
 and record it.
 
 The parent validates every input first (bad input: one-line error, nothing written), then starts
@@ -72,7 +72,7 @@ def new_run_id() -> str:
 
 
 def _last_progress(log_path: Path) -> tuple[int, int, float] | None:
-    from sam2tune.runner.experiment import PROGRESS_TAG
+    from sam2tune.runner.measure import PROGRESS_TAG
 
     try:
         with open(log_path, "rb") as f:

@@ -99,7 +99,7 @@ def compare_with_reference(
     computed with every memory knob off and cached there), and what happened (``ref_info``).
     A damaged or mismatched cache file is recomputed and said so; the reference failing never
     fails the measured run (the error is recorded instead)."""
-    from sam2tune.runner.experiment import propagate
+    from sam2tune.runner.measure import propagate
 
     ref_info: dict[str, Any] = {
         "is_reference": is_own_reference(cfg),

@@ -11,7 +11,7 @@ from typing import Any
 
 from sam2tune.config.store import compose_run, config_error_line
 from sam2tune.errors import InputError
-from sam2tune.model.memory import Workload
+from sam2tune.memory_model.memory import Workload
 from sam2tune.units import GiB, fmt_bytes
 
 __all__ = ["predict_cmd", "fit_cmd", "tune_cmd", "recommend_cmd", "lookup_cmd"]
@@ -119,7 +119,9 @@ class FitArgs:
 class CalibrateArgs:
     """``sam2tune calibrate``: besides these, run overrides applied to every point."""
 
-    design: str = _h("calibration", "calibration | validation (sam2tune/model/design.py)")
+    design: str = _h(
+        "calibration", "calibration | validation (sam2tune/memory_model/design.py)"
+    )
     seed: int = _h(0, "seed of the validation set's random draw")
     jobs: int = _h(
         1,
@@ -197,7 +199,7 @@ def parse(args: list[str], command: str, cls: type = TuneArgs):
 
 
 def load_model(ta: ModelArgs):
-    from sam2tune.model.memory import DEFAULT_MODEL_PATH, MemoryModel
+    from sam2tune.memory_model.memory import DEFAULT_MODEL_PATH, MemoryModel
 
     candidates = (
         [Path(ta.model_file)]
@@ -219,7 +221,7 @@ def workload(ta: TuneArgs):
     """The workload with its model's exact weight size, and the model preset."""
     import dataclasses
 
-    from sam2tune.model.presets import model_preset
+    from sam2tune.config.presets import model_preset
 
     preset = model_preset(ta.workload.model)
     return dataclasses.replace(ta.workload, weights_bytes=preset.weights_bytes), preset
@@ -248,7 +250,7 @@ def calibrate_cmd(args: list[str]) -> None:
     (resumable: points already recorded ok are skipped)."""
     from tqdm import tqdm
 
-    from sam2tune.model.design import design_points
+    from sam2tune.memory_model.design import design_points
     from sam2tune.runner.launcher import run_isolated, stop_runs
     from sam2tune.sweep import already_done
 
@@ -320,8 +322,8 @@ def _frames_within(
     offload_video, release, stream)."""
     import dataclasses
 
-    from sam2tune.model.calibrate import workload_of
-    from sam2tune.model.memory import max_frames_within_budget
+    from sam2tune.memory_model.calibrate import workload_of
+    from sam2tune.memory_model.memory import max_frames_within_budget
 
     def make(n: int):
         return workload_of(cfg, n)
@@ -381,8 +383,8 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
 def predict_cmd(args: list[str]) -> None:
     """``sam2tune predict <run overrides> [format=json] [model_file=...] [device_kind=cuda|cpu]
     [budget=24GiB] [host_budget=64GiB]``."""
-    from sam2tune.model.calibrate import candidate_of, workload_of
-    from sam2tune.model.memory import predict
+    from sam2tune.memory_model.calibrate import candidate_of, workload_of
+    from sam2tune.memory_model.memory import predict
 
     pa, overrides = split_args(args, "predict", PredictArgs)
     if pa.format not in ("text", "json"):
@@ -422,7 +424,7 @@ def predict_cmd(args: list[str]) -> None:
 def fit_cmd(args: list[str]) -> None:
     """``sam2tune fit [results_dir=DIR] [validation_dir=DIR] [out=FILE]``: refit, and with a
     validation set report the held-out and extrapolation error per axis."""
-    from sam2tune.model.calibrate import fit_and_evaluate
+    from sam2tune.memory_model.calibrate import fit_and_evaluate
 
     fa = parse(args, "fit", FitArgs)
     results = fa.results_dir.split(",")
@@ -502,7 +504,7 @@ def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
     """Why the chosen knobs: what the workload would need without each remedy it takes."""
     import dataclasses
 
-    from sam2tune.model.memory import predict
+    from sam2tune.memory_model.memory import predict
 
     c = ch.candidate
     p = ch.prediction
@@ -568,7 +570,7 @@ def recorded_runs(results_dir: str) -> Any:
 
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
-    from sam2tune.model.memory import Candidate
+    from sam2tune.memory_model.memory import Candidate
     from sam2tune.tune.recommend import (
         from_lookup,
         nothing_fits,

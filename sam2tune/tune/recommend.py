@@ -11,7 +11,7 @@ import yaml
 
 from sam2tune.config.store import CONF_DIR
 from sam2tune.errors import InputError
-from sam2tune.model.memory import Candidate, MemoryModel, Workload
+from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload
 from sam2tune.tune.tuner import Choice, choose, screen
 from sam2tune.units import GiB, fmt_bytes, gb_to_bytes, parse_bytes
 

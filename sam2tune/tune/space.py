@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sam2tune.model.memory import Candidate, Workload
+from sam2tune.memory_model.memory import Candidate, Workload
 
 __all__ = ["candidates", "escalation", "Scores", "score", "image_sizes"]
 

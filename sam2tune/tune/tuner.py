@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from sam2tune.model.memory import Candidate, MemoryModel, Workload, predict
+from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload, predict
 from sam2tune.tune.space import candidates, escalation, image_sizes, score
 
 __all__ = [
@@ -207,6 +207,7 @@ def _candidate_from_params(p: dict[str, Any]) -> Candidate:
 def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]:
     """A real short run of the candidate (isolated): its status and measured peaks, and the
     full-length prediction rescaled by measured / predicted on the short run."""
+    from sam2tune.config.presets import model_preset
     from sam2tune.config.schema import (
         KnobsConfig,
         LimitsConfig,
@@ -214,8 +215,7 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
         RunConfig,
         VideoConfig,
     )
-    from sam2tune.model.calibrate import workload_of
-    from sam2tune.model.presets import model_preset
+    from sam2tune.memory_model.calibrate import workload_of
     from sam2tune.runner.launcher import run_isolated
     from sam2tune.sweep import already_done
 

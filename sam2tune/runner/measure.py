@@ -30,7 +30,7 @@ from sam2tune.runner.reference import compare_with_reference
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
 
-__all__ = ["resolve_device", "run_experiment", "propagate", "Propagation", "ESTIMATE_METHOD"]
+__all__ = ["resolve_device", "measure_run", "propagate", "Propagation", "ESTIMATE_METHOD"]
 
 PROGRESS_TAG = "SAM2TUNE-PROGRESS"
 
@@ -329,7 +329,7 @@ def memory_provenance(measures: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def run_experiment(
+def measure_run(
     cfg: RunConfig,
     video: VideoData,
     prompts: list[Prompt],

@@ -32,8 +32,9 @@ squares, with the runs they came from):
   code allocates per memory token (:attr:`sam2tune.adapter.arch.Arch.token_bytes`); x
   ``bf16_enc`` / ``bf16_mem`` under bfloat16 autocast;
 * host: the run process's baseline is *measured on the machine that predicts*
-  (:mod:`sam2tune.model.baseline`), plus exact host-resident terms and ``h_act x activations +
-  h_px x S^2`` (CPU: the allocator's and oneDNN's share beyond the tracked tensors).
+  (:mod:`sam2tune.memory_model.baseline`), plus exact host-resident terms and
+  ``h_act x activations + h_px x S^2`` (CPU: the allocator's and oneDNN's share beyond the
+  tracked tensors).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class MemoryModel:
 @cache
 def _arch(model: str):
     from sam2tune.adapter.arch import arch_of
-    from sam2tune.model.presets import model_preset
+    from sam2tune.config.presets import model_preset
 
     return arch_of(model_preset(model).config_file)
 
@@ -402,7 +403,7 @@ def predict(
     Args:
         host_baseline: the run process's peak RSS before SAM 2 allocates, on the machine that
             predicts (default: measured once and cached, see
-            :func:`sam2tune.model.baseline.host_baseline`).
+            :func:`sam2tune.memory_model.baseline.host_baseline`).
         host_resident: its resident RSS at that point (default: ``host_baseline``). On CUDA the
             peak includes a transient of the context's start that later phases may not exceed:
             host peak = max(baseline peak, resident + the run's host terms).
@@ -432,7 +433,7 @@ def predict(
         terms["cuda_fixed"] = int(k.get("d_0", 0.0))
     device_peak = sum(terms.values())
     if host_baseline is None:
-        from sam2tune.model.baseline import host_baseline as measure
+        from sam2tune.memory_model.baseline import host_baseline as measure
 
         base = measure(device_kind)
         host_baseline = int(base["rss_bytes"])

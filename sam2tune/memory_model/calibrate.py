@@ -1,6 +1,7 @@
 """Turn recorded runs into model inputs, fit the model, and measure its error where it cannot
 flatter: on a held-out set drawn off the calibration grid and on one extrapolation test per axis
-(fitted on a calibration subset that stops short of the test; see :mod:`sam2tune.model.design`).
+(fitted on a calibration subset that stops short of the test; see
+:mod:`sam2tune.memory_model.design`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sam2tune.config.schema import RunConfig
-from sam2tune.model.memory import (
+from sam2tune.memory_model.memory import (
     Candidate,
     MemoryModel,
     Workload,
@@ -212,7 +213,7 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
     if bf:
         # bf16 = max(f_enc x fp32 encoder phase, f_mem x fp32 attention phase): the two factors
         # by least relative squares on a grid (the phases scale differently under autocast)
-        from sam2tune.model.memory import activations
+        from sam2tune.memory_model.memory import activations
 
         phases = [
             activations(r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k)
@@ -257,7 +258,7 @@ def _baseline(
             np.median([r.get("baseline_resident_bytes") or r["baseline_rss_bytes"] for r in rows])
         )
         return peak, now, "median of the runs' recorded baselines"
-    from sam2tune.model.baseline import host_baseline as measure
+    from sam2tune.memory_model.baseline import host_baseline as measure
 
     base = measure(device_kind)
     peak = int(base["rss_bytes"])
@@ -435,7 +436,7 @@ def _axis_tags(seed: int = 0, device: str = "cpu") -> dict[str, tuple[str, dict[
     """config_hash -> (axis, fit_on) for the validation design's points (run on ``device``)."""
     from sam2tune.config.schema import config_hash
     from sam2tune.config.store import compose_run
-    from sam2tune.model.design import validation_points
+    from sam2tune.memory_model.design import validation_points
 
     tags = {}
     for pt in validation_points(seed):
