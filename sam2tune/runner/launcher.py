@@ -1,5 +1,5 @@
-"""Run one run (a measured SAM 2 session) in a fresh process (``python -m sam2tune.runner.child``) with a timeout,
-and record it.
+"""Measure one run (a SAM 2 session) in a fresh process (``python -m sam2tune.runner.child``)
+with a timeout, and record it.
 
 The parent validates every input first (bad input: one-line error, nothing written), then starts
 the child, waits at most ``limits.timeout_s``, turns whatever happened (result, OOM, crash,
