@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -159,55 +160,44 @@ def _snapshots(results_dir: Path, out: Path, df: pd.DataFrame) -> list[tuple[str
     return found
 
 
-def build_report(
-    results_dir: str | Path,
-    out: str | Path,
-    title: str = "sam2tune report",
-    figures: list[str] | None = None,
-    conclusions: Callable[[pd.DataFrame], list[str]] | None = None,
-    intro: str = "",
-) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` (and ``figures/``, ``results.csv``) into ``out``.
+@dataclass
+class _Parts:
+    """What both renderings of the report show."""
 
-    Returns:
-        The HTML and Markdown paths.
-    """
-    results_dir, out = Path(results_dir), Path(out)
-    import warnings
+    title: str
+    stamp: str
+    results_dir: Path
+    runs: int
+    intro: str
+    env: list[tuple[str, str]]
+    concl: list[str]
+    bad: list[dict[str, str]]
+    figs: list[tuple[str, str]]
+    snaps: list[tuple[str, str]]
+    lookup: tuple[str, pd.DataFrame] | None
+    table: pd.DataFrame
 
-    from sam2tune.results import InvalidRecordWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InvalidRecordWarning)  # listed in the report instead
-        raw = load_results(results_dir)
-    if raw.empty:
-        raise ValueError(f"results_dir: no recorded runs under {str(results_dir)!r}")
-    df = prepare(raw)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    figs: list[tuple[str, str]] = []
-    for name in figures or list(FIGURES):
-        png = fig_png(make_figure(name, df, results_dir))
-        (out / "figures" / f"{name}.png").write_bytes(png)
-        figs.append((name, base64.b64encode(png).decode()))
-    concl = (conclusions or all_conclusions)(df)
-    lookup = _lookup_pivot(results_dir)
-    env = _environment(results_dir, df)
-    table = _table(df)
-    export_table(raw, out)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-
-    md = [f"# {title}", "", f"Generated {stamp} from `{results_dir}` ({len(df)} runs).", ""]
+def _markdown(p: _Parts) -> list[str]:
+    title, stamp, results_dir, intro, env, concl = (
+        p.title,
+        p.stamp,
+        p.results_dir,
+        p.intro,
+        p.env,
+        p.concl,
+    )
+    bad, figs, snaps, lookup, table = p.bad, p.figs, p.snaps, p.lookup, p.table
+    md = [f"# {title}", "", f"Generated {stamp} from `{results_dir}` ({p.runs} runs).", ""]
     if intro:
         md += [intro, ""]
     md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in env]
     md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in concl]
-    bad = raw.attrs.get("invalid_records", [])
     bad_lines = [f"`{b['path']}`: {b['reason']}" for b in bad]
     if bad_lines:
         md += ["", f"## Unreadable records ({len(bad)}, left out of every figure and table)", ""]
         md += [f"- {b}" for b in bad_lines]
     md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
-    snaps = _snapshots(results_dir, out, df)
     if snaps:
         md += ["", "## CUDA memory snapshots", "", _SNAP_NOTE, ""]
         md += [f"- [{label}]({href})" for label, href in snaps]
@@ -221,13 +211,24 @@ def build_report(
         "",
         "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema').",
     ]
-    md_path = out / "report.md"
-    atomic_write_text(md_path, "\n".join(md) + "\n")
+    return md
 
+
+def _html(p: _Parts) -> str:
+    title, stamp, results_dir, intro, env, concl = (
+        p.title,
+        p.stamp,
+        p.results_dir,
+        p.intro,
+        p.env,
+        p.concl,
+    )
+    bad, figs, snaps, lookup, table = p.bad, p.figs, p.snaps, p.lookup, p.table
+    bad_lines = [f"`{b['path']}`: {b['reason']}" for b in bad]
     e = html.escape
     body = [
         f"<h1>{e(title)}</h1>",
-        f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({len(df)} runs).</p>",
+        f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({p.runs} runs).</p>",
     ]
     if intro:
         body.append(f"<p>{e(intro)}</p>")
@@ -266,10 +267,59 @@ def build_report(
         "document.images);document.body.setAttribute('data-images-loaded',i.filter("
         "function(x){return x.complete&&x.naturalWidth>0}).length+'/'+i.length)})</script>"
     )
-    page = (
+    return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}{check}</body></html>\n"
     )
+
+
+def build_report(
+    results_dir: str | Path,
+    out: str | Path,
+    title: str = "sam2tune report",
+    figures: list[str] | None = None,
+    conclusions: Callable[[pd.DataFrame], list[str]] | None = None,
+    intro: str = "",
+) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` (and ``figures/``, ``results.csv``) into ``out``.
+
+    Returns:
+        The HTML and Markdown paths.
+    """
+    results_dir, out = Path(results_dir), Path(out)
+    import warnings
+
+    from sam2tune.results import InvalidRecordWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InvalidRecordWarning)  # listed in the report instead
+        raw = load_results(results_dir)
+    if raw.empty:
+        raise ValueError(f"results_dir: no recorded runs under {str(results_dir)!r}")
+    df = prepare(raw)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figs: list[tuple[str, str]] = []
+    for name in figures or list(FIGURES):
+        png = fig_png(make_figure(name, df, results_dir))
+        (out / "figures" / f"{name}.png").write_bytes(png)
+        figs.append((name, base64.b64encode(png).decode()))
+    concl = (conclusions or all_conclusions)(df)
+    lookup = _lookup_pivot(results_dir)
+    env = _environment(results_dir, df)
+    table = _table(df)
+    export_table(raw, out)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+
+    bad = raw.attrs.get("invalid_records", [])
+    snaps = _snapshots(results_dir, out, df)
+    parts = _Parts(
+        title, stamp, results_dir, len(df), intro, env, concl, bad, figs, snaps, lookup, table
+    )
+    md = _markdown(parts)
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+
+    page = _html(parts)
     html_path = out / "report.html"
     atomic_write_text(html_path, page)
     return html_path, md_path
