@@ -53,10 +53,12 @@ class MaskSet:
 
     @property
     def frames(self) -> list[int]:
+        """Frames with masks, in order."""
         return sorted(self._frames)
 
     @property
     def obj_ids(self) -> list[int]:
+        """Every object id seen."""
         return sorted({i for ids, _ in self._frames.values() for i in ids})
 
     def get(self, frame: int) -> dict[int, np.ndarray]:
@@ -69,6 +71,7 @@ class MaskSet:
         return {i: m[k] for k, i in enumerate(ids)}
 
     def same_frame(self, other, frame: int) -> bool:
+        """Whether ``other`` holds identical masks on ``frame``."""
         if not isinstance(other, MaskSet):
             return False
         a, b = self._frames.get(frame), other._frames.get(frame)
@@ -120,6 +123,7 @@ class MaskDir:
         self._ids: dict[int, tuple[int, ...]] = {}
 
     def add(self, frame: int, obj_ids: list[int], masks: np.ndarray) -> None:
+        """Write one frame's masks to disk (packed bits)."""
         from PIL import Image
 
         for i, m in zip(obj_ids, masks, strict=True):
@@ -130,13 +134,16 @@ class MaskDir:
 
     @property
     def frames(self) -> list[int]:
+        """Frames with masks, in order."""
         return sorted(self._ids)
 
     @property
     def obj_ids(self) -> list[int]:
+        """Every object id seen."""
         return sorted({i for ids in self._ids.values() for i in ids})
 
     def get(self, frame: int) -> dict[int, np.ndarray]:
+        """The masks of ``frame`` by object id (read back from disk)."""
         from PIL import Image
 
         out = {}
@@ -146,6 +153,7 @@ class MaskDir:
         return out
 
     def same_frame(self, other, frame: int) -> bool:
+        """Whether ``other`` holds identical masks on ``frame``."""
         return False
 
 

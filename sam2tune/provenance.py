@@ -20,6 +20,7 @@ def _version(pkg: str) -> str | None:
 
 
 def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``, else the platform's)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -18,6 +18,7 @@ STATUSES = ("ok", "oom", "timeout", "crashed", "error")
 
 @dataclass(frozen=True)
 class Column:
+    """One column of the results table: unit, kind (setting / measured / ...) and meaning."""
     name: str
     unit: str
     kind: str  # setting | identity | measured | estimated | derived

@@ -21,6 +21,7 @@ __all__ = ["Prompt", "make_prompts", "interior_point", "mask_box"]
 
 @dataclass
 class Prompt:
+    """One prompt in SAM 2's terms: frame, object, and a box, points or mask."""
     frame: int
     obj_id: int
     kind: str  # box | points | mask
@@ -30,6 +31,7 @@ class Prompt:
     mask: np.ndarray | None = field(default=None, repr=False)
 
     def describe(self) -> dict:
+        """JSON-ready description (for the report and the reference key)."""
         d = {"frame": self.frame, "obj_id": self.obj_id, "kind": self.kind}
         if self.box is not None:
             d["box"] = self.box
@@ -39,6 +41,7 @@ class Prompt:
 
 
 def mask_box(mask: np.ndarray) -> list[float]:
+    """The bounding box (x0, y0, x1, y1) of a binary mask."""
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
 

@@ -39,6 +39,7 @@ class Arch:
 
     @property
     def ptr_tokens(self) -> int:
+        """Memory tokens one object pointer takes (d_model / mem_dim)."""
         return self.d_model // self.mem_dim
 
     @property

@@ -41,6 +41,7 @@ Predictor = Any
 
 @dataclass
 class BuiltPredictor:
+    """A built SAM 2 video predictor and where its weights came from."""
     predictor: Predictor
     weights: str  # "random-init" or "sha256:<hex>"
     checkpoint_path: str | None
@@ -49,6 +50,7 @@ class BuiltPredictor:
 
 
 def predictor_target(knobs: KnobsConfig) -> str:
+    """SAM 2's predictor class for these knobs (validates the combination)."""
     if knobs.vos_optimized:
         if knobs.predictor != "per_object":
             raise InputError("knobs.vos_optimized: only available with knobs.predictor=per_object")

@@ -25,6 +25,7 @@ _STORAGE_KEYS = ("maskmem_features", "pred_masks")
 
 @dataclass
 class Census:
+    """Inference-state bytes by role, and how much of each sits on the compute device."""
     frames_bytes: int = 0
     state_bytes: int = 0
     cached_features_bytes: int = 0

@@ -99,9 +99,11 @@ class Session:
 
     @property
     def bounded(self) -> bool:
+        """Whether a bounded-memory strategy (release / stream) is on."""
         return self.knobs.strategy in ("release", "stream")
 
     def init(self) -> None:
+        """SAM 2's ``init_state`` for the video (through the streaming loader where needed)."""
         t0 = time.perf_counter()
         kwargs = dict(
             offload_video_to_cpu=self.knobs.offload_video_to_cpu,
@@ -128,6 +130,7 @@ class Session:
 
     @property
     def num_frames(self) -> int:
+        """Frames in this session's video (or segment)."""
         assert self.state is not None
         return int(self.state["num_frames"])
 
@@ -210,11 +213,13 @@ class Session:
                 yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks)
 
     def census(self) -> Census:
+        """The inference state counted by role now."""
         assert self.state is not None
         return take_census(
             self.state, self.knobs.offload_video_to_cpu, self.knobs.offload_state_to_cpu
         )
 
     def close(self) -> None:
+        """Drop the inference state (and the streaming loader)."""
         self.state = None
         self.frames = None

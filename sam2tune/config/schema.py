@@ -209,10 +209,12 @@ class LimitsConfig:
 
     @property
     def host_budget_bytes(self) -> int | None:
+        """``host_memory_budget`` in bytes (None = no limit)."""
         return parse_bytes(self.host_memory_budget, name="limits.host_memory_budget")
 
     @property
     def device_budget_bytes(self) -> int | None:
+        """``device_memory_budget`` in bytes (None = no limit)."""
         return parse_bytes(self.device_memory_budget, name="limits.device_memory_budget")
 
 
@@ -265,10 +267,12 @@ class RunConfig:
             _fail("device", f"unknown device {self.device!r} (choose from {DEVICES})")
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-ready) of the whole config."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config of :meth:`to_dict`'s output (validated again)."""
         return cls(
             model=ModelConfig(**d.get("model", {})),
             video=VideoConfig(**d.get("video", {})),

@@ -48,6 +48,7 @@ class Point:
     fit_on: dict[str, int] = field(default_factory=dict)  # e.g. {"image_size": 512}: fit <= 512
 
     def args(self) -> list[str]:
+        """The run overrides of this point (with the design's fixed settings)."""
         return list(self.overrides) + COMMON
 
 
@@ -304,6 +305,7 @@ DESIGNS = ("calibration", "validation")
 
 
 def design_points(name: str, seed: int = 0) -> list[Point]:
+    """The points of design ``name`` (calibration | validation)."""
     if name == "calibration":
         return list(CALIBRATION)
     if name == "validation":

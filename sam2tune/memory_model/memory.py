@@ -204,12 +204,14 @@ class MemoryModel:
         raise ValueError("memory model: no fitted coefficients (run `sam2tune fit`)")
 
     def save(self, path: str | Path) -> None:
+        """Write coefficients and provenance as JSON (atomically)."""
         from sam2tune.paths import atomic_write_json
 
         atomic_write_json(Path(path), {"coeffs": self.coeffs, "calibration": self.calibration})
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> MemoryModel:
+        """Read a model file (default: the shipped ``conf/memory_model.json``), validated."""
         p = Path(path) if path else DEFAULT_MODEL_PATH
         try:
             d = json.loads(p.read_text())
@@ -676,4 +678,5 @@ def max_frames_within_budget(
 
 
 def rel_error(pred: float, actual: float) -> float:
+    """(predicted - actual) / actual."""
     return abs(pred - actual) / actual if actual else math.inf

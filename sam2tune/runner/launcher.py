@@ -56,6 +56,7 @@ def run_process_env() -> dict[str, str]:
 
 @dataclass
 class RunOutcome:
+    """A recorded run: its row and its ``report.json``."""
     row: dict[str, Any]
     report_path: Path
 

@@ -44,6 +44,7 @@ ESTIMATE_METHOD = (
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda[:i]`` as a torch device (one-line error without CUDA)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -104,6 +105,7 @@ class FrameProbe:
         self.last_objects = 0
 
     def before_step(self) -> None:
+        """Reset the allocator's step peak (CUDA) before SAM 2's next step."""
         if self.cuda:
             self.peak_carry = max(self.peak_carry, torch.cuda.max_memory_allocated(self.dev))
             torch.cuda.reset_peak_memory_stats(self.dev)
@@ -112,6 +114,7 @@ class FrameProbe:
     def after_frame(
         self, sess: Session | SegmentedSession, ev: FrameStep, dt: float, tracked: bool, t_s: float
     ) -> None:
+        """Record one propagated frame's timeline row and running maxima."""
         c = sess.census()
         row: TimelineRow = {
             "frame": ev.frame_idx,
@@ -142,6 +145,7 @@ class FrameProbe:
         self.last_census, self.last_objects = c, len(ev.obj_ids)
 
     def finish(self) -> None:
+        """The session's CUDA peaks into the propagation's result."""
         if self.cuda:
             self.res.cuda_step_peak_bytes = int(self.step_peak)
             self.res.cuda_peak_bytes = int(

@@ -57,6 +57,7 @@ class ModelArgs:
     model_file: str | None = _h(None, "memory model JSON (default: results_dir's, else conf/)")
 
     def validate(self) -> None:
+        """One-line errors for values the type alone does not rule out."""
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
 
@@ -72,6 +73,7 @@ class TuneArgs(ModelArgs):
     study_name: str | None = _h(None, "Optuna study name (default: from the workload and budgets)")
 
     def validate(self) -> None:
+        """One-line errors for values the type alone does not rule out."""
         super().validate()
         for name, low in (("n_trials", 1), ("confirm", 0), ("confirm_frames", 1)):
             v = getattr(self, name)
@@ -199,6 +201,7 @@ def parse(args: list[str], command: str, cls: type = TuneArgs):
 
 
 def load_model(ta: ModelArgs):
+    """The memory model file to use (model_file, else results_dir's, else the shipped one)."""
     from sam2tune.memory_model.memory import DEFAULT_MODEL_PATH, MemoryModel
 
     candidates = (
@@ -228,6 +231,7 @@ def workload(ta: TuneArgs):
 
 
 def host_budget(ta: TuneArgs) -> tuple[int, str]:
+    """The host RAM budget in bytes and how it was chosen."""
     from sam2tune.units import parse_bytes
 
     if ta.host_budget is None:

@@ -244,6 +244,7 @@ def lookup_table(
 
 
 def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tuple[Path, Path]:
+    """Write the lookup table as CSV, Markdown and JSON under ``out``."""
     import pandas as pd
 
     from sam2tune.paths import atomic_write_json, atomic_write_text

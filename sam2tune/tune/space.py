@@ -80,6 +80,7 @@ def escalation(c: Candidate, w: Workload) -> int:
 
 @dataclass
 class Scores:
+    """Expected quality and speed of a candidate, and where each figure comes from."""
     quality: float
     speed: float
     quality_source: str

@@ -46,6 +46,7 @@ def _set_constraints(trial: optuna.Trial, device_excess: float, host_excess: flo
 
 @dataclass
 class TuneSpec:
+    """What ``tune`` searches for: workload, budgets, trials, confirmations, storage."""
     workload: Workload
     budget_bytes: int
     host_budget_bytes: int
@@ -62,6 +63,7 @@ class TuneSpec:
 
 @dataclass
 class Choice:
+    """One evaluated candidate: predicted peaks, scores, feasibility, confirmation."""
     candidate: Candidate
     prediction: dict[str, Any]
     quality: float
@@ -140,6 +142,7 @@ def choose(choices: list[Choice]) -> Choice | None:
 
 
 def default_study_name(spec: TuneSpec) -> str:
+    """A stable study name from the workload, budgets and device kind."""
     key = json.dumps(
         [asdict(spec.workload), spec.budget_bytes, spec.host_budget_bytes, spec.device_kind],
         sort_keys=True,
