@@ -5,13 +5,16 @@ conf (Hydra) -> one run in an isolated process -> report.json -> results table (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_results"]
+__all__ = ["__version__", "load_results", "propagate"]
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
     import pandas as pd
+    import torch
 
 
 def load_results(results_dir="results", cache: bool = True, strict: bool = False) -> pd.DataFrame:
@@ -21,3 +24,18 @@ def load_results(results_dir="results", cache: bool = True, strict: bool = False
     from sam2tune.results import load_results as _load
 
     return _load(results_dir, cache=cache, strict=strict)
+
+
+def propagate(
+    predictor: Any,
+    video_path: str,
+    prompts: Sequence[Mapping[str, Any]],
+    strategy: str = "stock",
+    segment_frames: int = 0,
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """SAM 2's ``propagate_in_video`` with sam2tune's memory strategies (``stock`` | ``release``
+    | ``stream``): yields ``(frame_idx, obj_ids, mask_logits)``; see
+    :func:`sam2tune.api.propagate`."""
+    from sam2tune.api import propagate as _propagate
+
+    return _propagate(predictor, video_path, prompts, strategy, segment_frames)

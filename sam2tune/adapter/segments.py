@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from sam2tune.adapter.census import Census
 from sam2tune.adapter.session import FrameStep, SegmentStart, Session, Step
@@ -60,7 +61,7 @@ class SegmentedSession:
         """The current segment's frames (None before the first segment starts)."""
         return self.current.frames if self.current is not None else None
 
-    def track(self, prompts: list[Prompt]) -> Iterator[Step]:
+    def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Step]:
         """As :meth:`Session.track`, segment by segment (a :class:`SegmentStart` as each
         segment's session starts), frames numbered in the whole video."""
         n = self._num_frames
@@ -85,7 +86,8 @@ class SegmentedSession:
             if not local:  # every object lost and none prompted here: nothing to track
                 for t in range(a, b):
                     self.next_is_prompt = False
-                    yield FrameStep(t, [], np.zeros((0, 1, 1), bool))
+                    empty = torch.zeros((0, 1, 1, 1)) if keep_logits else None
+                    yield FrameStep(t, [], np.zeros((0, 1, 1), bool), empty)
                 a = b
                 continue
             self.current = Session(
@@ -95,7 +97,7 @@ class SegmentedSession:
             self.init_s += self.current.init_s
             self.next_is_prompt = True
             yield SegmentStart(lo)
-            for ev in self.current.track(local):
+            for ev in self.current.track(local, keep_logits):
                 if not isinstance(ev, FrameStep):
                     self.next_is_prompt = self.current.next_is_prompt
                     yield ev
@@ -107,7 +109,7 @@ class SegmentedSession:
                 if seeded and f == 0:
                     continue  # the overlap frame: yielded by the previous segment
                 self.next_is_prompt = self.current.next_is_prompt and not (g == b - 1 and b < n)
-                yield FrameStep(g, ids, m)
+                yield FrameStep(g, ids, m, ev.logits)
             self.current.close()
             a = b
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,11 +46,13 @@ class SegmentStart:
 @dataclass(frozen=True)
 class FrameStep:
     """One propagated frame: ``masks`` is a bool array (objects, H, W) at the video's
-    resolution, already on the host."""
+    resolution, already on the host; ``logits`` SAM 2's own mask logits (objects, 1, H, W), on
+    its device, only when :meth:`Session.track` is asked to keep them."""
 
     frame_idx: int
     obj_ids: list[int]
     masks: np.ndarray
+    logits: torch.Tensor | None = None
 
 
 #: what :meth:`Session.track` yields
@@ -144,9 +146,13 @@ class Session:
             )
         if p.kind == "mask":
             self.predictor.add_new_mask(self.state, p.frame, p.obj_id, torch.from_numpy(p.mask))
-        elif p.kind == "box":
+        elif p.kind == "box":  # a box, with points too where given (SAM 2 takes both)
+            extra: dict[str, Any] = {}
+            if p.points is not None:
+                extra = dict(points=np.asarray(p.points, np.float32),
+                             labels=np.asarray(p.labels, np.int32))
             self.predictor.add_new_points_or_box(
-                self.state, p.frame, p.obj_id, box=np.asarray(p.box, np.float32)
+                self.state, p.frame, p.obj_id, box=np.asarray(p.box, np.float32), **extra
             )
         else:
             self.predictor.add_new_points_or_box(
@@ -173,7 +179,7 @@ class Session:
                 out["pred_masks"] = None  # yielded already; only re-prompting would read it
         self.released_below = max(self.released_below, horizon)
 
-    def track(self, prompts: list[Prompt]) -> Iterator[Step]:
+    def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Step]:
         """Prompt and propagate forward through the video, one unit of work per step.
 
         Objects are added when propagation reaches the frame where they first appear, as SAM 2
@@ -206,11 +212,12 @@ class Session:
                 self.state, start_frame_idx=start, max_frame_num_to_track=end - start
             ):
                 masks = (logits[:, 0] > 0.0).cpu().numpy()
+                kept = logits if keep_logits else None
                 del logits
                 if self.bounded:
                     self._release(frame_idx)
                 self.next_is_prompt = frame_idx == end and i + 1 < len(starts)
-                yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks)
+                yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks, kept)
 
     def census(self) -> Census:
         """The inference state counted by role now."""

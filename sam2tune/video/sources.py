@@ -83,6 +83,21 @@ def jpeg_frames(folder: str | Path) -> list[Path]:
     return frames
 
 
+def count_frames(video_path: str | Path) -> int:
+    """Frames in a JPEG folder (``<index>.jpg``) or an mp4 file, as SAM 2 would load them."""
+    p = Path(video_path).expanduser()
+    if p.is_dir():
+        return len(jpeg_frames(p))
+    import cv2
+
+    cap = cv2.VideoCapture(str(p))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    if n <= 0:
+        raise InputError(f"video_path: no frames in {str(p)!r} (a JPEG folder or an mp4 file)")
+    return n
+
+
 def _check_annotations(ann: Path, stems: list[str], h: int, w: int) -> None:
     if not ann.is_dir():
         raise InputError(f"video.annotations: no such directory: {str(ann)!r}")

@@ -1,0 +1,81 @@
+"""The public API: sam2tune.propagate gives SAM 2's own mask logits for every strategy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import sam2tune
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(0)
+    return build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu",
+        hydra_overrides_extra=["++model.image_size=256"],
+    )
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        a = (rng.random((96, 128, 3)) * 60).astype(np.uint8)
+        a[20 + 2 * i : 50 + 2 * i, 20 + 3 * i : 60 + 3 * i] = (230, 70, 70)
+        a[55:85, 90 - 3 * i : 120 - 3 * i] = (70, 220, 90)
+        Image.fromarray(a).save(d / f"{i:05d}.jpg", quality=95)
+    return str(d)
+
+
+PROMPTS = [
+    dict(frame_idx=0, obj_id=1, box=[20, 20, 60, 50]),
+    dict(frame_idx=0, obj_id=2, points=[[105, 70]], labels=[1]),
+]
+
+
+def _collect(it):
+    return {f: (list(ids), m.clone()) for f, ids, m in it}
+
+
+def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
+    state = predictor.init_state(frames)
+    predictor.add_new_points_or_box(state, 0, 1, box=np.array([20, 20, 60, 50], np.float32))
+    predictor.add_new_points_or_box(
+        state, 0, 2, points=np.array([[105, 70]], np.float32), labels=np.array([1], np.int32)
+    )
+    plain = _collect(predictor.propagate_in_video(state))
+    assert sorted(plain) == list(range(5))
+    for strategy in ("stock", "release", "stream"):
+        got = _collect(sam2tune.propagate(predictor, frames, PROMPTS, strategy=strategy))
+        assert sorted(got) == sorted(plain), strategy
+        for f, (ids, logits) in plain.items():
+            assert got[f][0] == ids, (strategy, f)
+            assert torch.equal(got[f][1], logits), (strategy, f)
+
+
+@pytest.mark.parametrize(
+    "prompts, needle",
+    [
+        ([dict(frame_idx=0, obj_id=1)], "points + labels, a box, or a mask"),
+        ([dict(frame_idx=0, obj_id=1, points=[[1, 2]])], "points and labels go together"),
+        ([dict(frame=0, obj_id=1, box=[0, 0, 1, 1])], "unknown key(s) frame"),
+        ([dict(frame_idx=0, obj_id=1, box=[0, 0, 1])], "box is [x0, y0, x1, y1]"),
+        ([], "at least one prompt"),
+    ],
+)
+def test_malformed_prompts_are_named(predictor, frames, prompts, needle):
+    with pytest.raises(ValueError) as e:
+        next(iter(sam2tune.propagate(predictor, frames, prompts)))
+    assert needle in str(e.value)
+
+
+def test_unknown_strategy_is_refused(predictor, frames):
+    with pytest.raises(ValueError, match="strategy: one of stock, release, stream"):
+        next(iter(sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")))
