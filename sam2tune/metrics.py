@@ -1,15 +1,29 @@
-"""Mask agreement: per-object IoU (Jaccard) over frames.
+"""Mask agreement: per-object IoU (Jaccard, DAVIS's region measure J) and DAVIS's contour
+accuracy F over frames, and the masks of a run.
 
-Convention (DAVIS's J): a frame where both masks are empty scores 1.0.
+Conventions (DAVIS 2017's evaluation): a frame where both masks are empty scores J = F = 1.0;
+F is the F-measure of boundary precision and recall with a tolerance of
+``0.008 x image diagonal`` pixels; J&F is the mean of J and F.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["iou", "iou_vs_labels", "MaskSet", "MaskDir", "agreement"]
+__all__ = [
+    "iou",
+    "iou_vs_labels",
+    "MaskSet",
+    "MaskDir",
+    "agreement",
+    "boundary_f",
+    "JF",
+    "jf_vs_labels",
+    "jf_agreement",
+]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,6 +34,123 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.logical_and(a, b).sum() / union)
+
+
+def seg_boundary(seg: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a binary mask: where a pixel differs from its right, lower or
+    lower-right neighbour (DAVIS's ``seg2bmap`` at the mask's own resolution)."""
+    seg = seg.astype(bool)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+    b[-1, :] = seg[-1, :] ^ e[-1, :]
+    b[:, -1] = seg[:, -1] ^ s[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+def _disk(r: int) -> np.ndarray:
+    y, x = np.ogrid[-r : r + 1, -r : r + 1]
+    return (x * x + y * y <= r * r).astype(np.uint8)
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    """DAVIS's contour accuracy F of ``pred`` against ``gt`` (boolean masks, same shape): the
+    F-measure of boundary precision and recall, a boundary pixel matching within
+    ``ceil(bound_th x diagonal)`` pixels. Both empty: 1.0; one empty: 0.0."""
+    import cv2
+
+    if pred.shape != gt.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {gt.shape}")
+    r = int(np.ceil(bound_th * np.hypot(*pred.shape)))
+    fg, gb = seg_boundary(pred), seg_boundary(gt)
+    n_fg, n_gt = int(fg.sum()), int(gb.sum())
+    if n_fg == 0 and n_gt == 0:
+        return 1.0
+    if n_fg == 0 or n_gt == 0:
+        return 0.0
+    k = _disk(r)
+    fg_dil = cv2.dilate(fg.astype(np.uint8), k).astype(bool)
+    gt_dil = cv2.dilate(gb.astype(np.uint8), k).astype(bool)
+    precision = float((fg & gt_dil).sum()) / n_fg
+    recall = float((gb & fg_dil).sum()) / n_gt
+    if precision + recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class JF:
+    """J (region IoU) and F (contour accuracy) per object (means over frames) and J&F per frame
+    (mean over objects)."""
+
+    j: dict[int, float]
+    f: dict[int, float]
+    per_frame: dict[int, float]
+
+    def means(self) -> tuple[float | None, float | None, float | None]:
+        """(J mean, F mean, J&F mean) over objects; None without objects."""
+        if not self.j:
+            return None, None, None
+        jm, fm = float(np.mean(list(self.j.values()))), float(np.mean(list(self.f.values())))
+        return jm, fm, (jm + fm) / 2
+
+
+def _jf(pairs) -> JF:
+    """``pairs``: (frame, object id, mask a, mask b | None = identical)."""
+    js: dict[int, list[float]] = {}
+    fs: dict[int, list[float]] = {}
+    frame: dict[int, list[float]] = {}
+    for t, i, a, b in pairs:
+        j, f = (1.0, 1.0) if b is None else (iou(a, b), boundary_f(a, b))
+        js.setdefault(i, []).append(j)
+        fs.setdefault(i, []).append(f)
+        frame.setdefault(t, []).append((j + f) / 2)
+    return JF(
+        {i: float(np.mean(v)) for i, v in js.items()},
+        {i: float(np.mean(v)) for i, v in fs.items()},
+        {t: float(np.mean(v)) for t, v in sorted(frame.items())},
+    )
+
+
+def jf_vs_labels(masks, labels, num_frames: int) -> JF:
+    """J and F of a run's masks against ground-truth label maps (``labels(t)``: 0 =
+    background, else object id; None = frame not annotated), over the annotated frames."""
+    empty = np.zeros(masks.shape, bool)
+
+    def pairs():
+        for t in range(num_frames):
+            lab = labels(t)
+            if lab is None:
+                continue
+            pred = masks.get(t)
+            for i in masks.obj_ids:
+                yield t, i, pred.get(i, empty), lab == i
+
+    return _jf(pairs())
+
+
+def jf_agreement(pred, ref, frames: list[int]) -> JF:
+    """J and F between two runs' masks over ``frames`` (identical frames score 1.0 without
+    unpacking)."""
+    ids = sorted(set(pred.obj_ids) | set(ref.obj_ids))
+    empty = np.zeros(pred.shape, bool)
+
+    def pairs():
+        for t in frames:
+            if pred.same_frame(ref, t):
+                for i in ids:
+                    yield t, i, None, None
+                continue
+            a, b = pred.get(t), ref.get(t)
+            for i in ids:
+                yield t, i, a.get(i, empty), b.get(i, empty)
+
+    return _jf(pairs())
 
 
 def iou_vs_labels(masks, labels, num_frames: int) -> dict[int, float]:

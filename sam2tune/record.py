@@ -132,6 +132,32 @@ COLUMNS: list[Column] = [
         "mean IoU vs ground truth over objects (null without ground truth; random-init weights: not a quality figure)",
     ),
     Column(
+        "j_mean",
+        "",
+        "measured",
+        "DAVIS J (region IoU) vs ground truth, mean over objects (null without ground truth; random-init weights: not a quality figure)",
+    ),
+    Column(
+        "f_mean",
+        "",
+        "measured",
+        "DAVIS F (contour accuracy, boundary F-measure within 0.008 x diagonal) vs ground truth, mean over objects",
+    ),
+    Column("jf_mean", "", "measured", "DAVIS J&F = (j_mean + f_mean) / 2 vs ground truth"),
+    Column(
+        "j_ref_mean",
+        "",
+        "measured",
+        "J vs the reference run's masks (agreement), mean over objects; 1.0 = identical",
+    ),
+    Column(
+        "f_ref_mean",
+        "",
+        "measured",
+        "F vs the reference run's masks (agreement), mean over objects; 1.0 = identical",
+    ),
+    Column("jf_ref_mean", "", "measured", "J&F vs the reference run's masks (agreement)"),
+    Column(
         "iou_ref_mean",
         "",
         "measured",

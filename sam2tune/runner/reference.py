@@ -17,7 +17,7 @@ import torch
 
 from sam2tune.adapter.build import BuiltPredictor, build_predictor, needs_own_predictor
 from sam2tune.config.schema import KnobsConfig, RunConfig
-from sam2tune.metrics import MaskDir, MaskSet, agreement
+from sam2tune.metrics import JF, MaskDir, MaskSet, agreement, jf_agreement
 from sam2tune.paths import atomic_write
 from sam2tune.runner.limits import lift_limits
 from sam2tune.scenario import Prompt
@@ -98,7 +98,8 @@ def compare_with_reference(
     """Agreement per object with the reference masks (loaded from ``refs_dir`` by their key, or
     computed with every memory knob off and cached there), and what happened (``ref_info``).
     A damaged or mismatched cache file is recomputed and said so; the reference failing never
-    fails the measured run (the error is recorded instead)."""
+    fails the measured run (the error is recorded instead). ``ref_info["jf"]`` holds J and F
+    against the reference (:class:`sam2tune.metrics.JF`) when it was compared."""
     from sam2tune.runner.measure import propagate
 
     ref_info: dict[str, Any] = {
@@ -113,6 +114,8 @@ def compare_with_reference(
         if is_own_reference(cfg):  # stock knobs: masks held in memory, not streamed to disk
             assert isinstance(masks, MaskSet)
             per_obj_ref = {i: 1.0 for i in masks.obj_ids}
+            ones = dict.fromkeys(masks.frames, 1.0)
+            ref_info["jf"] = JF(dict(per_obj_ref), dict(per_obj_ref), ones)
             save_masks(masks, path, key)
         else:
             try:
@@ -144,7 +147,9 @@ def compare_with_reference(
                     ref = computed
                     save_masks(ref, path, key)
                     ref_info["computed_s"] = time.perf_counter() - t_ref
-                per_obj_ref = agreement(masks, ref, sorted(set(ref.frames) | set(masks.frames)))
+                frames = sorted(set(ref.frames) | set(masks.frames))
+                per_obj_ref = agreement(masks, ref, frames)
+                ref_info["jf"] = jf_agreement(masks, ref, frames)
             except Exception as e:  # the reference failing must not fail the measured run
                 ref_info["error"] = f"{type(e).__name__}: {e}"
     return per_obj_ref, ref_info

@@ -124,15 +124,14 @@ def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -
     if c.strategy != "stock" or c.segment_frames:
         lines += [
             f"# knobs.strategy={c.strategy}, knobs.segment_frames={c.segment_frames} are "
-            "sam2tune's bounded-memory modes (not SAM 2 options): drive SAM 2 through "
-            "sam2tune's session:",
-            "from sam2tune.adapter.session import Session",
-            "from sam2tune.config.schema import KnobsConfig",
-            f"session = Session(predictor, video_path, KnobsConfig(strategy={c.strategy!r}, "
-            f"offload_video_to_cpu={c.offload_video_to_cpu}, "
-            f"offload_state_to_cpu={c.offload_state_to_cpu}))",
-            "session.init(); events = session.track(prompts)  "
-            "# yields PromptStep(prompt) and FrameStep(frame_idx, obj_ids, masks)",
+            "sam2tune's bounded-memory modes (not SAM 2 options): run SAM 2's loop through "
+            "sam2tune's public API (same mask logits as propagate_in_video)",
+            "import sam2tune",
+            "prompts = [dict(frame_idx=0, obj_id=1, box=[x0, y0, x1, y1])]  # SAM 2's arguments",
+            "for frame_idx, obj_ids, mask_logits in sam2tune.propagate(",
+            f"        predictor, video_path, prompts, strategy={c.strategy!r}, "
+            f"segment_frames={c.segment_frames}):",
+            "    masks = (mask_logits > 0.0).cpu().numpy()",
         ]
     lines += ["", "# the same with sam2tune", "sam2tune run " + " ".join(c.overrides(w))]
     return "\n".join(x for x in lines if x is not None)
