@@ -22,6 +22,7 @@ CLASSES: dict[str, Any] = {
     "frames": {"10 s": 300, "1 min": 1800, "2 min": 3600, "10 min": 18000},
     "objects": [1, 3, 10],
     "image_size": [512, 1024],
+    "prompt_every": [0, 30],  # 0: each object prompted once; 30: re-prompted every 30 frames
 }
 
 
@@ -206,39 +207,56 @@ def lookup_table(
     data=None,
 ) -> list[dict[str, Any]]:
     """Recommended config per catalog GPU x workload class (predicted by the model)."""
+    from itertools import product
+
+    from sam2tune.config.presets import model_preset
+
+    preset = model_preset(model_name)
     rows = []
     cal = model.kind(device_kind)[1]
     for gpu, total in catalog().items():
         budget = usable_memory(total, model)[0] if device_kind == "cuda" else total
-        for length, n in CLASSES["frames"].items():
-            for k in CLASSES["objects"]:
-                for s in CLASSES["image_size"]:
-                    w = Workload(model_name, s, n, k, 1, None, weights_bytes)
-                    best, _ = recommend(w, budget, host_budget, model, device_kind, data)
-                    rows.append(
-                        {
-                            "gpu": gpu,
-                            "gpu_bytes": total,
-                            "usable_bytes": budget,
-                            "video": length,
-                            "num_frames": n,
-                            "num_objects": k,
-                            "image_size": s,
-                            "model": model_name,
-                            "config": " ".join(best.candidate.overrides(w)[1:])
-                            if best
-                            else "nothing fits",
-                            "predicted_device_peak_bytes": best.prediction["device_peak_bytes"]
-                            if best
-                            else None,
-                            "predicted_host_peak_bytes": best.prediction["host_peak_bytes"]
-                            if best
-                            else None,
-                            "quality": best.quality if best else None,
-                            "figure": f"predicted (memory model calibrated on {cal})",
-                            "candidate": asdict(best.candidate) if best else None,
-                        }
-                    )
+        for (length, n), k, s, pe in product(
+            CLASSES["frames"].items(),
+            CLASSES["objects"],
+            CLASSES["image_size"],
+            CLASSES["prompt_every"],
+        ):
+            w = Workload(model_name, s, n, k, 1, None, weights_bytes, prompt_every=pe)
+            best, _ = recommend(w, budget, host_budget, model, device_kind, data)
+            row = {
+                "gpu": gpu,
+                "gpu_bytes": total,
+                "usable_bytes": budget,
+                "video": length,
+                "num_frames": n,
+                "num_objects": k,
+                "image_size": s,
+                "prompt_every": pe,
+                "model": model_name,
+                "config": "nothing fits",
+                "predicted_device_peak_bytes": None,
+                "predicted_host_peak_bytes": None,
+                "margin_bytes": None,
+                "quality": None,
+                "trust": None,
+                "snippet": None,
+                "figure": f"predicted (memory model calibrated on {cal})",
+                "candidate": None,
+            }
+            if best is not None:
+                p = best.prediction
+                row.update(
+                    config=" ".join(best.candidate.overrides(w)[1:]),
+                    predicted_device_peak_bytes=p["device_peak_bytes"],
+                    predicted_host_peak_bytes=p["host_peak_bytes"],
+                    margin_bytes=budget - p["device_peak_bytes"],
+                    quality=best.quality,
+                    trust=p["trust"]["statement"],
+                    snippet=snippet(w, best.candidate, preset.config_file, preset.checkpoint_name),
+                    candidate=asdict(best.candidate),
+                )
+            rows.append(row)
     return rows
 
 
@@ -250,28 +268,33 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "gpu_lookup.json", {"host_budget_bytes": host_budget, "rows": rows})
-    df = pd.DataFrame(rows).drop(columns=["candidate"])
+    df = pd.DataFrame(rows).drop(columns=["candidate", "snippet"])
     df.to_csv(out / "gpu_lookup.csv", index=False)
     md = [
         "# Per-GPU lookup: recommended SAM 2 configuration",
         "",
-        f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; one prompted frame; "
+        f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; each object "
+        "prompted once (prompt every 0) or every 30 frames; "
         f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes). Each GPU is budgeted at its usable "
         "memory: total minus the CUDA context, over the allocator's reserved:allocated ratio "
         "(`usable_bytes` in the CSV/JSON).",
         "",
-        "| GPU | video | objects | px | config | device peak GiB | host peak GiB |",
-        "|---|---|---|---|---|---|---|",
+        "| GPU | video | objects | px | prompt every | config | device peak GiB | host peak GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["predicted_device_peak_bytes"]
         h = r["predicted_host_peak_bytes"]
         md.append(
             f"| {r['gpu']} | {r['video']} | {r['num_objects']} | {r['image_size']} | "
+            f"{r['prompt_every'] or 'once'} | "
             f"{r['config'] or 'stock'} | {'' if d is None else f'{d / GiB:.2f}'} | "
             f"{'' if h is None else f'{h / GiB:.2f}'} |"
         )
     atomic_write_text(out / "gpu_lookup.md", "\n".join(md) + "\n")
+    from sam2tune.tune.lookup_page import write_page
+
+    write_page(rows, out / "index.html", host_budget)
     return out / "gpu_lookup.csv", out / "gpu_lookup.md"
 
 
@@ -291,7 +314,8 @@ def from_lookup(
             and r["num_objects"] == w.num_objects
             and r["image_size"] == w.image_size
             and r["model"] == w.model
-            and w.num_cond_frames == 1
+            and r.get("prompt_every", 0) == w.prompt_every
+            and (w.prompt_every or w.num_cond_frames == 1)
             and r["candidate"]
         ):
             return r
