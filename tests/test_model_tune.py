@@ -245,12 +245,14 @@ def test_lookup_table_and_recommend_answers_from_it(tmp_path):
         sam2tune_cmd() + ["lookup", f"results_dir={tmp_path}", "host_budget=64GiB"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert p.returncode == 0, p.stderr
     d = json.loads((tmp_path / "lookup" / "gpu_lookup.json").read_text())
-    assert len(d["rows"]) == len(catalog()) * 4 * 3 * 2
+    # GPUs x lengths x objects x resolutions x prompt periods
+    assert len(d["rows"]) == len(catalog()) * 4 * 3 * 2 * 2
     assert all("predicted" in r["figure"] for r in d["rows"])
+    assert (tmp_path / "lookup" / "index.html").is_file()
     md = (tmp_path / "lookup" / "gpu_lookup.md").read_text()
     assert "H200" in md and "RTX 3070" in md
     p = subprocess.run(
