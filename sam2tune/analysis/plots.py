@@ -194,17 +194,53 @@ def timeline(df: pd.DataFrame, results_dir: str | Path):
     return fig
 
 
+def quality_over_time(df: pd.DataFrame, results_dir: str | Path):
+    """J&F per frame along the video, one line per setting (its longest successful run): vs
+    the reference (agreement) where recorded, else vs ground truth; segment boundaries marked."""
+    fig, ax = new_figure()
+    ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
+    drawn = 0
+    for setting, g in ok.groupby("setting", sort=True):
+        r = g.iloc[-1]
+        rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
+        q = rep.get("quality_per_frame") or {}
+        series, what = (q.get("jf_ref"), "vs reference") if q.get("jf_ref") else (
+            q.get("jf_gt"), "vs ground truth"
+        )
+        if not series:
+            continue
+        t = sorted(int(k) for k in series)
+        line = ax.plot(t, [series[str(k)] for k in t], label=f"{setting} ({what})")[0]
+        seg = int(r.get("segment_frames") or 0)
+        for b in range(seg, int(r["num_frames"]), seg) if seg else []:
+            ax.axvline(b, color=line.get_color(), ls=":", lw=0.8)
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no per-frame J&F recorded", ha="center")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("J&F (mean over objects)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Quality along the video per setting (dotted: segment boundaries)")
+    if drawn:
+        ax.legend(fontsize=7)
+    return fig
+
+
 FIGURES = {
     "peak_vs_frames": peak_vs_frames,
     "memory_by_role": memory_by_role,
     "quality_vs_memory": quality_vs_memory,
     "fps_by_setting": fps_by_setting,
     "timeline": timeline,
+    "quality_over_time": quality_over_time,
 }
+
+#: figures that also read the runs' reports
+_READ_REPORTS = {"timeline", "quality_over_time"}
 
 
 def make_figure(name: str, df: pd.DataFrame, results_dir: str | Path):
     """Figure ``name`` (a key of :data:`FIGURES`) of the results table ``df``."""
     df = prepare(df) if "setting" not in df else df
-    fn: Any = FIGURES[name]  # one signature per figure: the timeline also reads the reports
-    return fn(df, results_dir) if name == "timeline" else fn(df)
+    fn: Any = FIGURES[name]
+    return fn(df, results_dir) if name in _READ_REPORTS else fn(df)
