@@ -333,6 +333,56 @@ def memory_provenance(measures: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _quality(
+    cfg: RunConfig,
+    video: VideoData,
+    prompts: list[Prompt],
+    built: BuiltPredictor,
+    prop: Propagation,
+    refs_dir: Path,
+    cache_root: Path,
+    dev: torch.device,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quality of the run's masks: IoU, J, F and J&F vs ground truth and vs the reference (per
+    object and per frame), and what happened with the reference."""
+    measures: dict[str, Any] = {}
+    per_obj_gt: dict[int, float] = {}
+    jf_gt: JF | None = None
+    if video.has_ground_truth:  # quality vs ground truth (J = IoU, F = contour accuracy)
+        per_obj_gt = iou_vs_labels(prop.masks, video.labels, video.num_frames)
+        measures["iou_gt_mean"] = float(np.mean(list(per_obj_gt.values()))) if per_obj_gt else None
+        jf_gt = jf_vs_labels(prop.masks, video.labels, video.num_frames)
+        measures["j_mean"], measures["f_mean"], measures["jf_mean"] = jf_gt.means()
+    # agreement with the reference run (every memory knob off)
+    per_obj_ref, ref_info = compare_with_reference(
+        cfg, video, prompts, built, prop.masks, refs_dir, cache_root, dev
+    )
+    if per_obj_ref:
+        measures["iou_ref_mean"] = float(np.mean(list(per_obj_ref.values())))
+    jf_ref: JF | None = ref_info.pop("jf", None)
+    if jf_ref is not None:
+        measures["j_ref_mean"], measures["f_ref_mean"], measures["jf_ref_mean"] = jf_ref.means()
+    return {
+        "measures": measures,
+        "per_object": {
+            str(i): {
+                "iou_gt": per_obj_gt.get(i),
+                "iou_ref": per_obj_ref.get(i),
+                "j_gt": jf_gt.j.get(i) if jf_gt else None,
+                "f_gt": jf_gt.f.get(i) if jf_gt else None,
+                "j_ref": jf_ref.j.get(i) if jf_ref else None,
+                "f_ref": jf_ref.f.get(i) if jf_ref else None,
+            }
+            for i in prop.masks.obj_ids
+        },
+        # J&F per frame (mean over objects): quality along the video
+        "quality_per_frame": {
+            "jf_gt": {str(t): v for t, v in jf_gt.per_frame.items()} if jf_gt else None,
+            "jf_ref": {str(t): v for t, v in jf_ref.per_frame.items()} if jf_ref else None,
+        },
+    }, ref_info
+
+
 def measure_run(
     cfg: RunConfig,
     video: VideoData,
@@ -372,41 +422,12 @@ def measure_run(
             torch.cuda.memory._dump_snapshot(str(work_dir / "memory_snapshot.pickle"))
         torch.cuda.memory._record_memory_history(enabled=None)
     measures = _measures(dev, env, built, prop, total_s, sampler)
-    per_obj_gt: dict[int, float] = {}
-    jf_gt: JF | None = None
-    if video.has_ground_truth:  # quality vs ground truth (J = IoU, F = contour accuracy)
-        per_obj_gt = iou_vs_labels(prop.masks, video.labels, video.num_frames)
-        measures["iou_gt_mean"] = float(np.mean(list(per_obj_gt.values()))) if per_obj_gt else None
-        jf_gt = jf_vs_labels(prop.masks, video.labels, video.num_frames)
-        measures["j_mean"], measures["f_mean"], measures["jf_mean"] = jf_gt.means()
-    # agreement with the reference run (every memory knob off)
-    per_obj_ref, ref_info = compare_with_reference(
-        cfg, video, prompts, built, prop.masks, refs_dir, cache_root, dev
-    )
-    if per_obj_ref:
-        measures["iou_ref_mean"] = float(np.mean(list(per_obj_ref.values())))
-    jf_ref: JF | None = ref_info.pop("jf", None)
-    if jf_ref is not None:
-        measures["j_ref_mean"], measures["f_ref_mean"], measures["jf_ref_mean"] = jf_ref.means()
+    quality, ref_info = _quality(cfg, video, prompts, built, prop, refs_dir, cache_root, dev)
+    measures.update(quality.pop("measures"))
     return {
         "measures": measures,
         "timeline": prop.timeline,
-        "per_object": {
-            str(i): {
-                "iou_gt": per_obj_gt.get(i),
-                "iou_ref": per_obj_ref.get(i),
-                "j_gt": jf_gt.j.get(i) if jf_gt else None,
-                "f_gt": jf_gt.f.get(i) if jf_gt else None,
-                "j_ref": jf_ref.j.get(i) if jf_ref else None,
-                "f_ref": jf_ref.f.get(i) if jf_ref else None,
-            }
-            for i in prop.masks.obj_ids
-        },
-        # J&F per frame (mean over objects): quality along the video
-        "quality_per_frame": {
-            "jf_gt": {str(t): v for t, v in jf_gt.per_frame.items()} if jf_gt else None,
-            "jf_ref": {str(t): v for t, v in jf_ref.per_frame.items()} if jf_ref else None,
-        },
+        **quality,
         "reference": ref_info,
         "environment": env,
         "sam2_overrides": built.overrides,
