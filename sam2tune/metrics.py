@@ -224,7 +224,14 @@ class MaskSet:
             ValueError: the file is damaged, or was saved under another ``key``.
         """
         try:
-            with np.load(path) as z:
+            z = np.load(path)  # allow_pickle stays off: a mask file holds plain arrays only
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not a mask file (no .npz archive)")
+        except Exception as e:  # neither a zip nor .npy (numpy's own text advises pickles)
+            what = type(e).__name__
+            raise ValueError(f"damaged mask file: not an .npz archive ({what})") from None
+        try:
+            with z:
                 stored = str(z["_key"]) if "_key" in z.files else ""
                 if key is not None and stored != key:
                     raise ValueError(f"saved for key {stored or '(none)'!r}, not {key!r}")

@@ -48,16 +48,23 @@ def status_counts(df: pd.DataFrame) -> list[str]:
 MIN_HOST_LENGTHS = 3
 
 
+
+def _slope(x: pd.Series, y: pd.Series) -> float:
+    """Least-squares bytes per unit of ``x``; below 0.5 B (integer bytes: floating-point noise
+    of a flat series) it is 0."""
+    s = float(np.polyfit(x.astype(float), y.astype(float), 1)[0])
+    return 0.0 if abs(s) < 0.5 else s
+
 def frame_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """Least-squares slope of the device peak vs frames per (image_size, objects, setting)."""
     rows = []
     for (size, k, setting), g in _ok(df).groupby(["image_size", "num_objects", "setting"]):
         if g["num_frames"].nunique() < 2:
             continue
-        slope = np.polyfit(g["num_frames"].astype(float), g[DEVICE_PEAK].astype(float), 1)[0]
+        slope = _slope(g["num_frames"], g[DEVICE_PEAK])
         # host RSS is measured and noisy: a slope from fewer than 3 lengths is not a finding
         host = (
-            np.polyfit(g["num_frames"].astype(float), g["peak_host_rss_bytes"].astype(float), 1)[0]
+            _slope(g["num_frames"], g["peak_host_rss_bytes"])
             if g["num_frames"].nunique() >= MIN_HOST_LENGTHS
             else None
         )
