@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,25 @@ def _open_session(
     return sess, MaskDir(root, video.height, video.width)
 
 
+def _next_step(events: Iterator[Any], tracker: TensorTracker | None) -> tuple[Any, float] | None:
+    """SAM 2's next unit of work (under the tensor tracker when given) and its wall time; None
+    at the end. The masks' copy to the host inside the step synchronises the device."""
+    t1 = time.perf_counter()
+    try:
+        with tracker if tracker is not None else nullcontext():
+            if tracker is not None:
+                tracker.begin_step()
+            ev = next(events)
+    except StopIteration:
+        return None
+    return ev, time.perf_counter() - t1
+
+
+def _report_progress(done: int, total: int, elapsed: float) -> None:
+    """``PROGRESS <done> <total> <seconds>`` on stderr (the parent shows a progress line)."""
+    print(f"{PROGRESS_TAG} {done} {total} {elapsed:.3f}", file=sys.stderr, flush=True)
+
+
 def propagate(
     predictor: Predictor,
     video: VideoData,
@@ -222,27 +242,17 @@ def propagate(
             nxt = order[step] if step < len(order) else None
             track_now = tracker is not None and (nxt in tracked or sess.next_is_prompt)
             probe.before_step()
-            t1 = time.perf_counter()
-            try:
-                with tracker if track_now and tracker is not None else nullcontext():
-                    if track_now and tracker is not None:
-                        tracker.begin_step()
-                    ev = next(events)
-            except StopIteration:
+            stepped = _next_step(events, tracker if track_now else None)
+            if stepped is None:
                 break
-            dt = time.perf_counter() - t1  # the masks' copy to the host synchronises
+            ev, dt = stepped
             if isinstance(ev, PromptStep):
                 res.prompt_s += dt
             if not isinstance(ev, FrameStep):  # a prompt, or a segment's session started
                 continue
             step += 1
             if progress:
-                elapsed = time.perf_counter() - t_prop
-                print(
-                    f"{PROGRESS_TAG} {step} {len(order)} {elapsed:.3f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                _report_progress(step, len(order), time.perf_counter() - t_prop)
             if ev.frame_idx not in tracked:
                 timed_s, timed = timed_s + dt, timed + 1
             masks.add(ev.frame_idx, ev.obj_ids, ev.masks)

@@ -85,6 +85,30 @@ def save_masks(ms: MaskSet, path: Path, key: str = "") -> None:
     atomic_write(path, lambda tmp: ms.save(tmp, key), suffix=".npz")
 
 
+def _compute_reference(
+    cfg: RunConfig,
+    video: VideoData,
+    prompts: list[Prompt],
+    built: BuiltPredictor,
+    cache_root: Path,
+    dev: torch.device,
+) -> MaskSet:
+    """The reference masks: every memory knob off, at the reference's resolution, outside the
+    run's budgets; the run's predictor is reused unless the reference needs its own."""
+    from sam2tune.runner.measure import propagate
+
+    lift_limits(dev)
+    ref_knobs = KnobsConfig()
+    rb = built
+    ref_model = dataclasses.replace(cfg.model, image_size=reference_image_size(cfg))
+    if needs_own_predictor(cfg.model, cfg.knobs, ref_model, ref_knobs):
+        del built.predictor
+        rb = build_predictor(ref_model, ref_knobs, dev, cache_root)
+    masks = propagate(rb.predictor, video, prompts, ref_knobs, dev, probes=False).masks
+    assert isinstance(masks, MaskSet)  # the reference runs stock knobs: masks in memory
+    return masks
+
+
 def compare_with_reference(
     cfg: RunConfig,
     video: VideoData,
@@ -100,8 +124,6 @@ def compare_with_reference(
     A damaged or mismatched cache file is recomputed and said so; the reference failing never
     fails the measured run (the error is recorded instead). ``ref_info["jf"]`` holds J and F
     against the reference (:class:`sam2tune.metrics.JF`) when it was compared."""
-    from sam2tune.runner.measure import propagate
-
     ref_info: dict[str, Any] = {
         "is_reference": is_own_reference(cfg),
         "image_size": reference_image_size(cfg),
@@ -130,21 +152,8 @@ def compare_with_reference(
                         )
                         ref_info.update(cached=False, cache_error=str(e))
                 if ref is None:
-                    lift_limits(dev)
                     t_ref = time.perf_counter()
-                    ref_knobs = KnobsConfig()
-                    rb = built
-                    ref_model = dataclasses.replace(
-                        cfg.model, image_size=reference_image_size(cfg)
-                    )
-                    if needs_own_predictor(cfg.model, cfg.knobs, ref_model, ref_knobs):
-                        del built.predictor
-                        rb = build_predictor(ref_model, ref_knobs, dev, cache_root)
-                    computed = propagate(
-                        rb.predictor, video, prompts, ref_knobs, dev, probes=False
-                    ).masks
-                    assert isinstance(computed, MaskSet)  # the reference runs stock knobs
-                    ref = computed
+                    ref = _compute_reference(cfg, video, prompts, built, cache_root, dev)
                     save_masks(ref, path, key)
                     ref_info["computed_s"] = time.perf_counter() - t_ref
                 frames = sorted(set(ref.frames) | set(masks.frames))
