@@ -94,10 +94,11 @@ def propagate(
         the video's resolution, on the predictor's device.
 
     Raises:
-        ValueError: an unknown strategy or a malformed prompt (named by its index).
+        ValueError: an unknown strategy or a malformed prompt (named by its index), at the call
+            (before any frame is loaded).
     """
     from sam2tune.adapter.segments import SegmentedSession
-    from sam2tune.adapter.session import FrameStep, Session
+    from sam2tune.adapter.session import Session
     from sam2tune.config.schema import KnobsConfig
 
     if strategy not in STRATEGIES:
@@ -113,6 +114,12 @@ def propagate(
         sess = SegmentedSession(predictor, video_path, knobs, count_frames(video_path))
     else:
         sess = Session(predictor, video_path, knobs)
+    return _frames(sess, ps)
+
+
+def _frames(sess: Any, ps: list[Any]) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    from sam2tune.adapter.session import FrameStep
+
     sess.init()
     try:
         for ev in sess.track(ps, keep_logits=True):

@@ -71,11 +71,11 @@ def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
     ],
 )
 def test_malformed_prompts_are_named(predictor, frames, prompts, needle):
-    with pytest.raises(ValueError) as e:
-        next(iter(sam2tune.propagate(predictor, frames, prompts)))
+    with pytest.raises(ValueError) as e:  # at the call, before any frame is loaded
+        sam2tune.propagate(predictor, frames, prompts)
     assert needle in str(e.value)
 
 
 def test_unknown_strategy_is_refused(predictor, frames):
     with pytest.raises(ValueError, match="strategy: one of stock, release, stream"):
-        next(iter(sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")))
+        sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")
