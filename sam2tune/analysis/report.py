@@ -177,37 +177,32 @@ class _Parts:
     lookup: tuple[str, pd.DataFrame] | None
     table: pd.DataFrame
 
+    @property
+    def bad_lines(self) -> list[str]:
+        """The unreadable records, one line each."""
+        return [f"`{b['path']}`: {b['reason']}" for b in self.bad]
+
 
 def _markdown(p: _Parts) -> list[str]:
-    title, stamp, results_dir, intro, env, concl = (
-        p.title,
-        p.stamp,
-        p.results_dir,
-        p.intro,
-        p.env,
-        p.concl,
-    )
-    bad, figs, snaps, lookup, table = p.bad, p.figs, p.snaps, p.lookup, p.table
-    md = [f"# {title}", "", f"Generated {stamp} from `{results_dir}` ({p.runs} runs).", ""]
-    if intro:
-        md += [intro, ""]
-    md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in env]
-    md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in concl]
-    bad_lines = [f"`{b['path']}`: {b['reason']}" for b in bad]
-    if bad_lines:
-        md += ["", f"## Unreadable records ({len(bad)}, left out of every figure and table)", ""]
-        md += [f"- {b}" for b in bad_lines]
-    md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in figs]
-    if snaps:
+    md = [f"# {p.title}", "", f"Generated {p.stamp} from `{p.results_dir}` ({p.runs} runs).", ""]
+    if p.intro:
+        md += [p.intro, ""]
+    md += ["## Environment and provenance", ""] + [f"- **{k}**: {v}" for k, v in p.env]
+    md += ["", "## Conclusions (computed from the data)", ""] + [f"- {c}" for c in p.concl]
+    if p.bad_lines:
+        md += ["", f"## Unreadable records ({len(p.bad)}, left out of every figure and table)", ""]
+        md += [f"- {b}" for b in p.bad_lines]
+    md += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n, _ in p.figs]
+    if p.snaps:
         md += ["", "## CUDA memory snapshots", "", _SNAP_NOTE, ""]
-        md += [f"- [{label}]({href})" for label, href in snaps]
-    if lookup is not None:
-        md += ["", "## Per-GPU lookup (predicted)", "", lookup[0], "", _md_table(lookup[1])]
+        md += [f"- [{label}]({href})" for label, href in p.snaps]
+    if p.lookup is not None:
+        md += ["", "## Per-GPU lookup (predicted)", "", p.lookup[0], "", _md_table(p.lookup[1])]
     md += [
         "",
         "## Runs",
         "",
-        _md_table(table),
+        _md_table(p.table),
         "",
         "Full table: `results.csv` / `results.parquet` (schema: README, 'Results table schema').",
     ]
@@ -215,46 +210,36 @@ def _markdown(p: _Parts) -> list[str]:
 
 
 def _html(p: _Parts) -> str:
-    title, stamp, results_dir, intro, env, concl = (
-        p.title,
-        p.stamp,
-        p.results_dir,
-        p.intro,
-        p.env,
-        p.concl,
-    )
-    bad, figs, snaps, lookup, table = p.bad, p.figs, p.snaps, p.lookup, p.table
-    bad_lines = [f"`{b['path']}`: {b['reason']}" for b in bad]
     e = html.escape
     body = [
-        f"<h1>{e(title)}</h1>",
-        f"<p>Generated {stamp} from <code>{e(str(results_dir))}</code> ({p.runs} runs).</p>",
+        f"<h1>{e(p.title)}</h1>",
+        f"<p>Generated {p.stamp} from <code>{e(str(p.results_dir))}</code> ({p.runs} runs).</p>",
     ]
-    if intro:
-        body.append(f"<p>{e(intro)}</p>")
-    if bad_lines:
-        body.append(f"<h2>Unreadable records ({len(bad)}, left out)</h2><ul>")
-        body += [f"<li>{e(b)}</li>" for b in bad_lines]
+    if p.intro:
+        body.append(f"<p>{e(p.intro)}</p>")
+    if p.bad_lines:
+        body.append(f"<h2>Unreadable records ({len(p.bad)}, left out)</h2><ul>")
+        body += [f"<li>{e(b)}</li>" for b in p.bad_lines]
         body.append("</ul>")
     body.append("<h2>Environment and provenance</h2><ul>")
-    body += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in env]
+    body += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in p.env]
     body.append("</ul><h2>Conclusions (computed from the data)</h2><ul>")
-    body += [f"<li>{e(c)}</li>" for c in concl]
+    body += [f"<li>{e(c)}</li>" for c in p.concl]
     body.append("</ul><h2>Figures</h2>")
     body += [
         f'<figure><img alt="{n}" src="data:image/png;base64,{b}">'
         f"<figcaption>{n}</figcaption></figure>"
-        for n, b in figs
+        for n, b in p.figs
     ]
-    if snaps:
+    if p.snaps:
         body.append(f"<h2>CUDA memory snapshots</h2><p>{e(_SNAP_NOTE)}</p><ul>")
-        body += [f'<li><a href="{e(h)}">{e(label)}</a></li>' for label, h in snaps]
+        body += [f'<li><a href="{e(h)}">{e(label)}</a></li>' for label, h in p.snaps]
         body.append("</ul>")
-    if lookup is not None:
-        body.append(f"<h2>Per-GPU lookup (predicted)</h2><p>{e(lookup[0])}</p>")
-        body.append(lookup[1].to_html(index=False, na_rep="", border=0, classes="runs"))
+    if p.lookup is not None:
+        body.append(f"<h2>Per-GPU lookup (predicted)</h2><p>{e(p.lookup[0])}</p>")
+        body.append(p.lookup[1].to_html(index=False, na_rep="", border=0, classes="runs"))
     body.append("<h2>Runs</h2>")
-    body.append(table.to_html(index=False, na_rep="", border=0, classes="runs"))
+    body.append(p.table.to_html(index=False, na_rep="", border=0, classes="runs"))
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
         "img{max-width:100%}table.runs{border-collapse:collapse;font-size:12px}"
@@ -268,7 +253,7 @@ def _html(p: _Parts) -> str:
         "function(x){return x.complete&&x.naturalWidth>0}).length+'/'+i.length)})</script>"
     )
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(p.title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}{check}</body></html>\n"
     )
 
