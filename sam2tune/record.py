@@ -54,6 +54,13 @@ COLUMNS: list[Column] = [
         "strategy", "", "setting", "stock | release | stream (sam2tune's bounded-memory modes)"
     ),
     Column("segment_frames", "frames", "setting", "segment length (0 = unsegmented)"),
+    Column(
+        "stream_prefetch",
+        "frames",
+        "setting",
+        "strategy=stream: frames decoded ahead by background threads (0 in rows written before "
+        "the knob existed)",
+    ),
     Column("prompt", "", "setting", "box | points | mask"),
     Column(
         "reannotate_every", "frames", "setting", "re-prompt period (0 = first appearance only)"
@@ -171,6 +178,12 @@ COLUMNS: list[Column] = [
     ),
     Column("init_s", "s", "measured", "init_state time (frame loading)"),
     Column(
+        "frame_wait_s",
+        "s",
+        "measured",
+        "strategy=stream: time propagation waited on frame decoding (null otherwise)",
+    ),
+    Column(
         "total_s",
         "s",
         "measured",
@@ -192,6 +205,7 @@ _SETTINGS = {
     "vos_optimized": ("knobs", "vos_optimized"),
     "strategy": ("knobs", "strategy"),
     "segment_frames": ("knobs", "segment_frames"),
+    "stream_prefetch": ("knobs", "stream_prefetch"),
     "prompt": ("scenario", "prompt"),
     "reannotate_every": ("scenario", "reannotate_every"),
 }

@@ -83,16 +83,14 @@ def load_results(
     reports = iter_reports(root)
     if not reports:
         df = _empty()
-        _report_invalid(df, invalid, strict)
-        return df
+        return _finish(df, invalid, strict)
     stamp = {p.parent.name: p.stat().st_mtime_ns for p in reports}
     cache_pq = root / ".cache" / "results.parquet"
     cache_ix = root / ".cache" / "results.index.json"
     old, known = _read_cache(cache_pq, cache_ix) if cache else (None, {})
     if old is not None and known == stamp:
         df = old.reset_index(drop=True)
-        _report_invalid(df, invalid, strict)
-        return df
+        return _finish(df, invalid, strict)
     keep = {rid for rid, m in stamp.items() if known.get(rid) == m} if old is not None else set()
     rows = []
     for p in reports:
@@ -114,6 +112,14 @@ def load_results(
     df = df.sort_values("run_id", kind="stable").reset_index(drop=True)
     if cache:
         _write_cache(df, stamp, cache_pq, cache_ix)
+    return _finish(df, invalid, strict)
+
+
+def _finish(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> pd.DataFrame:
+    # rows written before knobs.stream_prefetch existed decoded frames in the loop: 0, not null
+    if len(df):
+        col = df["stream_prefetch"] if "stream_prefetch" in df else pd.Series(0, index=df.index)
+        df["stream_prefetch"] = col.fillna(0).astype(int)
     _report_invalid(df, invalid, strict)
     return df
 

@@ -45,6 +45,7 @@ class SegmentedSession:
         self.stream_window = stream_window
         self.current: Session | None = None
         self.init_s = 0.0  # all segments' init_state time
+        self.frame_wait_s = 0.0  # all segments' time waiting for streamed frames
         self.next_is_prompt = False  # the first step starts a segment (an "init" step)
 
     def init(self) -> None:
@@ -110,7 +111,7 @@ class SegmentedSession:
                     continue  # the overlap frame: yielded by the previous segment
                 self.next_is_prompt = self.current.next_is_prompt and not (g == b - 1 and b < n)
                 yield FrameStep(g, ids, m, ev.logits)
-            self.current.close()
+            self._close_current()
             a = b
 
     def census(self) -> Census:
@@ -119,4 +120,11 @@ class SegmentedSession:
 
     def close(self) -> None:
         """Drop the current segment's session."""
+        self._close_current()
         self.current = None
+
+    def _close_current(self) -> None:
+        if self.current is not None:
+            before = self.current.frame_wait_s
+            self.current.close()
+            self.frame_wait_s += self.current.frame_wait_s - before

@@ -94,6 +94,7 @@ class Session:
         self.state: dict | None = None
         self.frames: StreamingFrames | None = None
         self.init_s = 0.0
+        self.frame_wait_s = 0.0  # time spent waiting for streamed frames (added up at close)
         # whether the next step of track() adds a prompt (lets a caller probe prompt steps)
         self.next_is_prompt = True
         self.released_below = 0  # non-conditioning outputs of earlier frames were released
@@ -118,8 +119,9 @@ class Session:
             )
             start, stop = self.frame_range or (0, None)
             window = self.stream_window if self.knobs.strategy == "stream" else 1 << 30
+            prefetch = self.knobs.stream_prefetch if self.knobs.strategy == "stream" else 0
             self.frames = StreamingFrames(
-                self.video_path, self.predictor.image_size, device, window, start, stop
+                self.video_path, self.predictor.image_size, device, window, start, stop, prefetch
             )
             if self.knobs.strategy != "stream":  # a segment of a stock/release run: all loaded
                 for t in range(len(self.frames)):
@@ -227,6 +229,9 @@ class Session:
         )
 
     def close(self) -> None:
-        """Drop the inference state (and the streaming loader)."""
+        """Drop the inference state (and the streaming loader, its threads stopped)."""
         self.state = None
+        if self.frames is not None:
+            self.frame_wait_s += self.frames.wait_s
+            self.frames.close()
         self.frames = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sam2tune.units import parse_bytes
@@ -169,6 +169,10 @@ class KnobsConfig:
     # segment's last masks (mask prompts): memory bounded by N; lossy - the report's iou_ref_mean
     # shows what splitting costs
     segment_frames: int = 0
+    # strategy=stream: decode this many frames ahead in as many background threads (bounded
+    # queue; each queued frame is held like a window frame: 12 MiB at 1024). 0 = decode in the
+    # propagation loop. Speed only: masks are bit-identical either way.
+    stream_prefetch: int = 4
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -184,10 +188,13 @@ class KnobsConfig:
             _fail("knobs.dtype", f"unknown dtype {self.dtype!r} (choose from {DTYPES})")
         if self.predictor not in PREDICTORS:
             _fail("knobs.predictor", f"unknown predictor {self.predictor!r} (choose {PREDICTORS})")
+        if self.stream_prefetch < 0:
+            _fail("knobs.stream_prefetch", f"must be >= 0 (0 = off), got {self.stream_prefetch}")
 
     def memory_saving(self) -> bool:
-        """Whether any knob differs from the reference (every memory-saving knob off)."""
-        return self != KnobsConfig()
+        """Whether any knob differs from the reference (every memory-saving knob off; the
+        prefetch depth changes speed only)."""
+        return replace(self, stream_prefetch=KnobsConfig.stream_prefetch) != KnobsConfig()
 
 
 @dataclass
@@ -296,4 +303,6 @@ def config_hash(cfg: RunConfig) -> str:
     d["limits"].pop("timeout_s")
     if not d["probe"]["memory_snapshot"]:  # off: the hash of configs from before the option
         d["probe"].pop("memory_snapshot")
+    if d["knobs"]["strategy"] != "stream":  # no effect there: the hash from before the knob
+        d["knobs"].pop("stream_prefetch")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

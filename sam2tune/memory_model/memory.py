@@ -153,6 +153,7 @@ class Candidate:
     predictor: str = "per_object"
     strategy: str = "stock"
     segment_frames: int = 0
+    stream_prefetch: int = 4
     image_size: int | None = None  # None = the workload's
 
     @classmethod
@@ -483,7 +484,9 @@ def _resident(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
     N, K = w.num_frames, w.num_objects
     seg = c.segment_frames if c.segment_frames and c.segment_frames < N else 0
     span = seg or N  # frames one session holds
-    frames = (STREAM_WINDOW if c.strategy == "stream" else span) * z["frame"]
+    # stream holds its window of served frames plus the queue decoded ahead
+    held = STREAM_WINDOW + c.stream_prefetch if c.strategy == "stream" else span
+    frames = held * z["frame"]
     obj_frames = w.object_frames if w.object_frames is not None else K * N
     obj_frames = min(obj_frames, K * span)
     per_full = z["maskmem"] + z["masks"] + z["ptr"]
@@ -523,6 +526,8 @@ def _host_terms(
         else res.obj_frames * math.ceil(w.video_height * w.video_width / 8)
     )
     decode = w.video_height * w.video_width * 3 * 2 + S * S * 3 * 9  # one JPEG: decode + float64
+    # stream decodes during propagation, up to stream_prefetch frames at once (one inline if 0)
+    stream_decode = decode * max(1, c.stream_prefetch) if c.strategy == "stream" else 0
     t: dict[str, int] = {
         "baseline": int(baseline if device_kind == "cpu" else resident),
         "masks_kept": int(masks_kept),
@@ -540,10 +545,10 @@ def _host_terms(
     if device_kind == "cpu":  # everything lives in host RAM
         t["device_side"] = int(device_peak)
         t["offloaded"] = int(offloaded)
-        t["decode"] = int(decode) if c.strategy != "stream" else 0
+        t["decode"] = int(decode) if c.strategy != "stream" else int(stream_decode)
         return t
     # SAM 2's loader builds the whole frame cache on the host, then moves it to the device
-    load_phase = 0 if c.strategy == "stream" else res.frames + decode
+    load_phase = stream_decode if c.strategy == "stream" else res.frames + decode
     t["frames"] = int(res.frames - res.frames_dev)
     t["state"] = int(res.state - res.state_dev)
     t["loading_transient"] = int(max(0, load_phase - offloaded))

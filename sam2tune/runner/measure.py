@@ -90,6 +90,7 @@ class Propagation:
     cached_features_bytes: int = 0
     bank_copy_bytes: int = 0
     frames_held_max: int = 0  # strategy=stream / segments: most decoded frames held at once
+    frame_wait_s: float | None = None  # strategy=stream: time the loop waited on decoding
 
 
 class FrameProbe:
@@ -269,6 +270,8 @@ def propagate(
     res.timed_frames = timed
     res.fps = timed / timed_s if timed and timed_s > 0 else None
     sess.close()
+    if knobs.strategy == "stream":
+        res.frame_wait_s = sess.frame_wait_s
     return res
 
 
@@ -312,6 +315,7 @@ def _measures(
         "activation_peak_bytes": prop.activation_peak_bytes,
         "fps": prop.fps,
         "init_s": prop.init_s,
+        "frame_wait_s": prop.frame_wait_s,
         "total_s": total_s,
     }
     m["est_host_peak_bytes"] = m["peak_host_rss_bytes"]
@@ -455,6 +459,8 @@ def measure_run(
             "strategy": cfg.knobs.strategy,
             "segment_frames": cfg.knobs.segment_frames,
             "frames_held_max": prop.frames_held_max,
+            "stream_prefetch": cfg.knobs.stream_prefetch if cfg.knobs.strategy == "stream" else 0,
+            "frame_wait_s": prop.frame_wait_s,
             "masks_written": isinstance(prop.masks, MaskDir),
         },
         "speed": {
