@@ -8,6 +8,7 @@ F is the F-measure of boundary precision and recall with a tolerance of
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,8 +251,12 @@ class MaskSet:
 
 class MaskDir:
     """Masks written to disk as they are produced: ``<root>/<obj_id>/<frame:05d>.png`` (1-bit
-    PNG), so a long run keeps none of them in memory. Same reading interface as
-    :class:`MaskSet`."""
+    PNG), so a long run keeps none of them in memory. PNG encoding runs on background threads
+    behind a bounded queue (at most :attr:`QUEUE` frames waiting, so the propagation loop does
+    not pay for it and memory stays bounded); reading flushes the queue first. Same reading
+    interface as :class:`MaskSet`."""
+
+    QUEUE = 8  # frames of masks waiting to be written, at most
 
     def __init__(self, root, height: int, width: int) -> None:
         from pathlib import Path
@@ -259,16 +264,42 @@ class MaskDir:
         self.root = Path(root)
         self.shape = (height, width)
         self._ids: dict[int, tuple[int, ...]] = {}
+        self._pool: Any = None
+        self._pending: deque[Any] = deque()
 
     def add(self, frame: int, obj_ids: list[int], masks: np.ndarray) -> None:
-        """Write one frame's masks to disk (packed bits)."""
+        """Queue one frame's masks for writing (waits while :attr:`QUEUE` frames are queued)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="sam2tune-masks")
+        while len(self._pending) >= self.QUEUE:
+            self._pending.popleft().result()
+        arrays = [np.array(m, dtype=bool) for m in masks]  # a copy: the caller may reuse its array
+        self._pending.append(self._pool.submit(self._write, frame, list(obj_ids), arrays))
+        self._ids[frame] = tuple(obj_ids)
+
+    def _write(self, frame: int, obj_ids: list[int], masks: list[np.ndarray]) -> None:
         from PIL import Image
 
         for i, m in zip(obj_ids, masks, strict=True):
             d = self.root / str(i)
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(m.astype(bool)).save(d / f"{frame:05d}.png", optimize=False)
-        self._ids[frame] = tuple(obj_ids)
+            Image.fromarray(m).save(d / f"{frame:05d}.png", optimize=False)
+
+    def flush(self) -> None:
+        """Wait until every queued mask is on disk (re-raises a write's error)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Flush, then stop the writing threads."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
     @property
     def frames(self) -> list[int]:
@@ -284,6 +315,7 @@ class MaskDir:
         """The masks of ``frame`` by object id (read back from disk)."""
         from PIL import Image
 
+        self.flush()
         out = {}
         for i in self._ids.get(frame, ()):
             with Image.open(self.root / str(i) / f"{frame:05d}.png") as im:

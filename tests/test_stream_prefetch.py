@@ -92,3 +92,32 @@ def test_close_stops_the_decoding_threads(video):
     f.close()
     assert _decode_threads() == before
     assert f.images == []
+
+
+def test_mask_dir_writes_behind_a_bounded_queue_and_reads_back_what_was_given(tmp_path):
+    from sam2tune.metrics import MaskDir
+
+    rng = np.random.default_rng(1)
+    md = MaskDir(tmp_path / "m", 90, 160)
+    given = {}
+    for t in range(3 * MaskDir.QUEUE):
+        m = rng.random((2, 90, 160)) > 0.5
+        given[t] = m.copy()
+        md.add(t, [1, 2], m)
+        m[:] = False  # the caller reuses its array: what was given is what is written
+        assert len(md._pending) <= MaskDir.QUEUE
+    for t, m in given.items():
+        got = md.get(t)
+        assert np.array_equal(got[1], m[0]) and np.array_equal(got[2], m[1])
+    md.close()
+    assert len(list((tmp_path / "m" / "2").glob("*.png"))) == 3 * MaskDir.QUEUE
+
+
+def test_mask_dir_reports_a_failed_write(tmp_path):
+    from sam2tune.metrics import MaskDir
+
+    (tmp_path / "m").write_text("a file where the mask folder should be")
+    md = MaskDir(tmp_path / "m", 8, 8)
+    md.add(0, [1], np.ones((1, 8, 8), bool))
+    with pytest.raises(OSError):
+        md.close()

@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 STREAM_WINDOW = 2
+MASK_WRITE_QUEUE = 8  # strategy=stream: frames of masks waiting for the PNG writer (MaskDir.QUEUE)
 REQUIRED_COEFFS = ("a_enc", "a_q", "a_out", "c_feat")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
 
@@ -520,8 +521,8 @@ def _host_terms(
     resident: int,
 ) -> dict[str, int]:
     """The host peak, term by term (see :func:`predict`)."""
-    masks_kept = (
-        0
+    masks_kept = (  # stream: only the masks queued for writing (one byte per pixel)
+        MASK_WRITE_QUEUE * w.num_objects * w.video_height * w.video_width
         if c.strategy == "stream"
         else res.obj_frames * math.ceil(w.video_height * w.video_width / 8)
     )

@@ -261,6 +261,8 @@ def propagate(
                 probe.after_frame(
                     sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop
                 )
+    if isinstance(masks, MaskDir):
+        masks.close()  # every queued mask on disk before the run counts as done
     res.bank_copy_bytes = _bank_copy_bytes(probe, prompts, knobs, predictor)
     if tracker is not None:
         tracker.end()
