@@ -256,3 +256,24 @@ def test_a_single_run_shows_frames_fps_and_eta(tmp_path, capsys):
 
     seen = re.findall(r"run R1: frame (\d+)/10, 2\.00 fps, ETA (\d+) s", err)
     assert seen and all(int(eta) == int((10 - int(d)) / 2) for d, eta in seen)
+
+
+def test_progress_is_read_after_sam2s_progress_bar_on_the_same_line(tmp_path):
+    """SAM 2's tqdm bar ends in a carriage return, so the child's progress tag follows it on the
+    same line of the run log; the parent's progress line must still find the latest one."""
+    from sam2tune.runner.launcher import _last_progress
+    from sam2tune.runner.measure import PROGRESS_TAG
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        f"{PROGRESS_TAG} 1 3600 0.500\n"
+        + "".join(
+            f"propagate in video:  {t}%|#| {t}/900 [00:01<00:08, 1.6it/s]\r"
+            f"{PROGRESS_TAG} {t} 3600 {t * 0.6:.3f}\n"
+            for t in range(2, 200)
+        )
+        + "propagate in video:  22%|#| 200/900 [00:01<00:08, 1.6it/s]\r"  # a bar, no tag yet
+    )
+    assert _last_progress(log) == (199, 3600, round(199 * 0.6, 3))
+    log.write_text("no progress yet\n")
+    assert _last_progress(log) is None

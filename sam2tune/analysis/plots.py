@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from sam2tune.analysis.table import DEVICE_PEAK, prepare
 from sam2tune.paths import report_path
-from sam2tune.units import MiB
+from sam2tune.units import GiB, MiB
 
 __all__ = ["FIGURES", "make_figure", "pareto_front", "fig_png", "new_figure"]
 
@@ -226,7 +226,77 @@ def quality_over_time(df: pd.DataFrame, results_dir: str | Path):
     return fig
 
 
+def growth_vs_flat(df: pd.DataFrame):
+    """The headline: peak accelerator memory beyond the weights against video length, one line
+    per setting, its slope in the legend: stock grows with every frame, stream stays flat."""
+    fig, ax = new_figure()
+    ok = df[df["status"] == "ok"]
+    drawn = 0
+    for setting, g in ok.groupby("setting", sort=True):
+        g = g.groupby("num_frames", as_index=False)[[DEVICE_PEAK, "weights_bytes"]].median()
+        y = (g[DEVICE_PEAK] - g["weights_bytes"]) / MiB
+        if len(g) >= 2:
+            k = np.polyfit(g["num_frames"].astype(float), y.astype(float) * MiB, 1)[0]
+            label = f"{setting}: {k / 2**10:+,.0f} KiB per frame"
+        else:
+            label = f"{setting}: one length only"
+        ax.plot(g["num_frames"], y, "o-", lw=2.5, ms=7, label=label)
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no successful runs", ha="center")
+    _failed_marks(ax, df, "num_frames")
+    ax.set_xlabel("video length (frames)")
+    ax.set_ylabel("peak accelerator memory beyond the weights (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Stock grows with every frame; stream stays flat")
+    if drawn:
+        ax.legend(fontsize=8, title="setting: slope (least squares)", title_fontsize=7)
+    fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
+    return fig
+
+
+def projection_1024(df: pd.DataFrame):
+    """Predicted peak GPU memory of each setting at 1024 px over 15 s - 2 min at 30 fps (the
+    memory model), beside the usable memory of common GPUs."""
+    from sam2tune.analysis.projection import FPS, SIZE, gpu_lines, project
+
+    fig, ax = new_figure((7, 4.6))
+    p = project(df)
+    if p.empty:
+        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        return fig
+    for setting, g in p.groupby("setting", sort=True):
+        ax.plot(g["seconds"] / 60, g["device_peak_bytes"] / GiB, "o-", lw=2, label=setting)
+    top = p["device_peak_bytes"].max() / GiB
+    for name, total, usable in gpu_lines():
+        if usable / GiB > 1.6 * top:
+            continue
+        ax.axhline(usable / GiB, color="gray", ls="--", lw=0.8)
+        ax.text(2.0, usable / GiB, f" {name} ({total / 1e9:.0f} GB)", fontsize=7, va="center",
+                color="gray")
+    ax.set_xlim(0, 2.45)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(f"video length (minutes at {FPS} fps)")
+    ax.set_ylabel("peak GPU memory (GiB), PREDICTED")
+    ax.set_title(
+        f"Predicted at {SIZE} px, {int(p['num_objects'].iloc[0])} objects: what each setting needs"
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    fig.text(
+        0.01,
+        0.01,
+        f"predicted by the memory model ({p['coefficients'].iloc[0]} coefficients, "
+        "conf/memory_model.json), not measured; dashed: usable GPU memory (total - CUDA context, "
+        "/ allocator headroom)",
+        fontsize=6,
+        color="gray",
+    )
+    return fig
+
+
 FIGURES = {
+    "growth_vs_flat": growth_vs_flat,
+    "projection_1024": projection_1024,
     "peak_vs_frames": peak_vs_frames,
     "memory_by_role": memory_by_role,
     "quality_vs_memory": quality_vs_memory,

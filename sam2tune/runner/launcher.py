@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -82,14 +83,12 @@ def _last_progress(log_path: Path) -> tuple[int, int, float] | None:
             tail = f.read().decode(errors="replace")
     except OSError:
         return None
-    for line in reversed(tail.splitlines()):
-        if line.startswith(PROGRESS_TAG):
-            parts = line.split()
-            try:
-                return int(parts[1]), int(parts[2]), float(parts[3])
-            except (IndexError, ValueError):
-                return None
-    return None
+    # the tag may follow another writer's text on the same line (SAM 2's tqdm bar ends in \r)
+    found = re.findall(re.escape(PROGRESS_TAG) + r" (\d+) (\d+) ([\d.]+)\n", tail)
+    if not found:
+        return None
+    done, total, secs = found[-1]
+    return int(done), int(total), float(secs)
 
 
 def _wait_with_progress(
