@@ -32,10 +32,11 @@ def propagate(
     prompts: Sequence[Mapping[str, Any]],
     strategy: str = "stock",
     segment_frames: int = 0,
+    prefetch: int = 4,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """SAM 2's ``propagate_in_video`` with sam2tune's memory strategies (``stock`` | ``release``
     | ``stream``): yields ``(frame_idx, obj_ids, mask_logits)``; see
     :func:`sam2tune.api.propagate`."""
     from sam2tune.api import propagate as _propagate
 
-    return _propagate(predictor, video_path, prompts, strategy, segment_frames)
+    return _propagate(predictor, video_path, prompts, strategy, segment_frames, prefetch)

@@ -74,6 +74,7 @@ def propagate(
     prompts: Sequence[Mapping[str, Any]],
     strategy: str = "stock",
     segment_frames: int = 0,
+    prefetch: int = 4,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Prompt and propagate forward through a video, yielding what SAM 2's
     ``propagate_in_video`` yields.
@@ -88,6 +89,9 @@ def propagate(
         strategy: ``stock`` (SAM 2's own loop), ``release`` or ``stream`` (bounded memory).
         segment_frames: > 0 splits the video into sessions of this many frames (each seeded
             with the previous one's last masks; not bit-identical to one session).
+        prefetch: ``stream`` only: frames decoded ahead by as many background threads (a
+            bounded queue, so the loop waits on decoding only when the decoder is slower than
+            SAM 2); 0 decodes in the loop. The values yielded do not depend on it.
 
     Yields:
         ``(frame_idx, obj_ids, mask_logits)``: the logits SAM 2 returns, (objects, 1, H, W) at
@@ -105,8 +109,12 @@ def propagate(
         raise ValueError(f"strategy: one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if not prompts:
         raise ValueError("prompts: give at least one prompt")
+    if int(prefetch) < 0:
+        raise ValueError(f"prefetch: must be >= 0 (0 = decode in the loop), got {prefetch}")
     ps = [_prompt(i, d) for i, d in enumerate(prompts)]
-    knobs = KnobsConfig(strategy=strategy, segment_frames=int(segment_frames))
+    knobs = KnobsConfig(
+        strategy=strategy, segment_frames=int(segment_frames), stream_prefetch=int(prefetch)
+    )
     sess: Session | SegmentedSession
     if segment_frames:
         from sam2tune.video.sources import count_frames

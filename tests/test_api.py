@@ -52,12 +52,14 @@ def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
     )
     plain = _collect(predictor.propagate_in_video(state))
     assert sorted(plain) == list(range(5))
-    for strategy in ("stock", "release", "stream"):
-        got = _collect(sam2tune.propagate(predictor, frames, PROMPTS, strategy=strategy))
+    for strategy, prefetch in (("stock", 4), ("release", 4), ("stream", 4), ("stream", 0)):
+        got = _collect(
+            sam2tune.propagate(predictor, frames, PROMPTS, strategy=strategy, prefetch=prefetch)
+        )
         assert sorted(got) == sorted(plain), strategy
         for f, (ids, logits) in plain.items():
-            assert got[f][0] == ids, (strategy, f)
-            assert torch.equal(got[f][1], logits), (strategy, f)
+            assert got[f][0] == ids, (strategy, prefetch, f)
+            assert torch.equal(got[f][1], logits), (strategy, prefetch, f)
 
 
 @pytest.mark.parametrize(
@@ -79,3 +81,5 @@ def test_malformed_prompts_are_named(predictor, frames, prompts, needle):
 def test_unknown_strategy_is_refused(predictor, frames):
     with pytest.raises(ValueError, match="strategy: one of stock, release, stream"):
         sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")
+    with pytest.raises(ValueError, match="prefetch: must be >= 0"):
+        sam2tune.propagate(predictor, frames, PROMPTS, strategy="stream", prefetch=-1)
