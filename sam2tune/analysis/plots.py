@@ -194,6 +194,32 @@ def timeline(df: pd.DataFrame, results_dir: str | Path):
     return fig
 
 
+def timeline_by_setting(df: pd.DataFrame, results_dir: str | Path):
+    """Each setting's longest successful run frame by frame: device-resident state (census,
+    top) and host RSS (measured, bottom), so growth and flatness over a long video are seen
+    side by side."""
+    fig = Figure(figsize=(7, 5.6), layout="tight")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
+    for setting, g in ok.groupby("setting", sort=True):
+        r = g.iloc[-1]
+        rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
+        tl = pd.DataFrame(rep["timeline"])
+        if tl.empty:
+            continue
+        label = f"{setting} ({int(r['num_frames'])} frames)"
+        top.plot(tl["frame"], tl["device_resident_bytes"] / MiB, lw=1.5, label=label)
+        bottom.plot(tl["frame"], tl["host_rss_bytes"] / MiB, lw=1.5, label=label)
+    top.set_ylabel("device-resident state\n(MiB, census)")
+    bottom.set_ylabel("host RSS (MiB, measured)")
+    bottom.set_xlabel("frame")
+    top.set_ylim(bottom=0)
+    top.set_title("Frame by frame, each setting's longest run")
+    top.legend(fontsize=7)
+    fig.text(0.01, 0.0, _provenance(df), fontsize=6, color="gray")
+    return fig
+
+
 def quality_over_time(df: pd.DataFrame, results_dir: str | Path):
     """J&F per frame along the video, one line per setting (its longest successful run): vs
     the reference (agreement) where recorded, else vs ground truth; segment boundaries marked."""
@@ -302,11 +328,12 @@ FIGURES = {
     "quality_vs_memory": quality_vs_memory,
     "fps_by_setting": fps_by_setting,
     "timeline": timeline,
+    "timeline_by_setting": timeline_by_setting,
     "quality_over_time": quality_over_time,
 }
 
 #: figures that also read the runs' reports
-_READ_REPORTS = {"timeline", "quality_over_time"}
+_READ_REPORTS = {"timeline", "timeline_by_setting", "quality_over_time"}
 
 
 def make_figure(name: str, df: pd.DataFrame, results_dir: str | Path):
