@@ -136,6 +136,9 @@ def _run(overrides: list[str]) -> None:
         if done is not None:
             print(f"skip: already recorded ok as run {done} (force=true runs it again)")
             return {"status": "skipped", "run_id": done}
+        from sam2tune.runner.scheduler import watch_signals
+
+        watch_signals()  # in a Slurm job: its time-limit signals end the run as `timeout`
         try:
             outcome = run_isolated(run_cfg)
         except InputError as e:

@@ -190,6 +190,12 @@ COLUMNS: list[Column] = [
         "wall time of the run process's work (build, init, prompts, propagation)",
     ),
     Column("results_version", "", "identity", "sam2tune version that wrote the row"),
+    Column(
+        "scheduler_job",
+        "",
+        "identity",
+        "the batch job that ran it (slurm:<array job>_<task>); null when run directly",
+    ),
 ]
 
 _SETTINGS = {
@@ -212,7 +218,13 @@ _SETTINGS = {
 
 
 #: what a run's measures may set (identity columns are the launcher's)
-_MEASURE_KEYS = {c.name for c in COLUMNS} - {"run_id", "config_hash", "status", "error"}
+_MEASURE_KEYS = {c.name for c in COLUMNS} - {
+    "run_id",
+    "config_hash",
+    "status",
+    "error",
+    "scheduler_job",
+}
 
 
 def make_row(

@@ -149,7 +149,11 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     """``python -m sam2tune.runner.child RUN_DIR``: read input.pkl, run, write result.pkl."""
+    import signal
+
     _die_with_parent()
+    # a batch scheduler's warning before its time limit is for the parent, which records it
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     run_dir = Path(sys.argv[1])
     with open(run_dir / "input.pkl", "rb") as f:
         cfg_dict, video, prompts, refs_dir, cache_root = pickle.load(f)

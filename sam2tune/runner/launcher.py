@@ -28,6 +28,13 @@ from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
 from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir, report_path
 from sam2tune.record import make_row
+from sam2tune.runner.scheduler import (
+    MARGIN_S,
+    job_label,
+    slurm_job,
+    stop_event,
+    time_left_s,
+)
 from sam2tune.scenario import make_prompts
 from sam2tune.units import fmt_bytes
 from sam2tune.video.sources import resolve_video
@@ -95,7 +102,9 @@ def _wait_with_progress(
     proc, timeout_s: float, log_path: Path, run_id: str, interval_s: float = 10.0
 ) -> None:
     """Wait for the run process, showing frames done, fps and ETA on stderr (a line updated in
-    place on a terminal, a line every 10 s otherwise)."""
+    place on a terminal, a line every 10 s otherwise). Raises ``subprocess.TimeoutExpired`` at
+    the deadline or when the batch scheduler signals its time limit."""
+    stop, _ = stop_event()
     tty = sys.stderr.isatty()
     deadline = time.monotonic() + timeout_s
     last_print, shown = 0.0, False
@@ -104,7 +113,7 @@ def _wait_with_progress(
             proc.wait(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
             break
         except subprocess.TimeoutExpired:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or stop.is_set():
                 raise
         p = _last_progress(log_path)
         now = time.monotonic()
@@ -169,11 +178,28 @@ def _prepare(cfg: RunConfig) -> _Prepared:
     return _Prepared(cfg, results, cache_root, weights, video, prompts)
 
 
+def _time_limit(cfg: RunConfig) -> tuple[float, str]:
+    """The run's time limit and what a timeout will say: ``limits.timeout_s``, or less where
+    the Slurm job this runs in ends sooner (minus the margin to record the row)."""
+    limit = float(cfg.limits.timeout_s)
+    why = f"no result within limits.timeout_s={cfg.limits.timeout_s:g} s"
+    left = time_left_s()
+    if left is not None and left - MARGIN_S < limit:
+        limit = max(1.0, left - MARGIN_S)
+        why = (
+            f"stopped {MARGIN_S:g} s before the time limit of Slurm job "
+            f"{job_label(slurm_job())} ({left:.0f} s left when the run started)"
+        )
+    return limit, why
+
+
 def _launch(
     pre: _Prepared, tmp_dir: Path, run_id: str
-) -> tuple[dict[str, Any] | None, bool, int | None]:
-    """Start the run process and wait for it: (its message, timed out, return code)."""
+) -> tuple[dict[str, Any] | None, str | None, int | None]:
+    """Start the run process and wait for it: (its message, why it timed out or None, return
+    code)."""
     cfg = pre.cfg
+    limit, why = _time_limit(cfg)
     log_path = tmp_dir / "run.log"
     refs = str(pre.results / ".cache" / "refs")
     with open(tmp_dir / "input.pkl", "wb") as f:
@@ -186,11 +212,12 @@ def _launch(
             stdin=subprocess.DEVNULL,
             env=run_process_env(),
         )
-        timed_out = False
+        timed_out: str | None = None
+        stop, reason = stop_event()
         try:
-            _wait_with_progress(proc, cfg.limits.timeout_s, log_path, run_id)
+            _wait_with_progress(proc, limit, log_path, run_id)
         except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = why
             proc.kill()
             proc.wait()
         except BaseException:  # Ctrl-C / SIGTERM: the run dies with us and leaves nothing
@@ -198,6 +225,10 @@ def _launch(
             proc.wait()
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
+    if stop.is_set():  # the scheduler is ending the job (its signal reached the run process too)
+        if timed_out or not (tmp_dir / "result.pkl").is_file():
+            timed_out = reason[0] if reason else "stopped by the batch scheduler"
+        stop.clear()
     if _STOPPING.is_set() and proc.returncode != 0:  # stopped by stop_runs(): as Ctrl-C above
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise KeyboardInterrupt
@@ -211,7 +242,7 @@ def _launch(
 
 
 def _outcome(
-    pre: _Prepared, msg: dict[str, Any] | None, timed_out: bool, code: int | None
+    pre: _Prepared, msg: dict[str, Any] | None, timed_out: str | None, code: int | None
 ) -> tuple[str, str | None, dict[str, Any], dict[str, Any], str | None]:
     """(status, error, body, measures, traceback) of a finished run process."""
     cfg = pre.cfg
@@ -237,7 +268,7 @@ def _outcome(
         measures = msg.get("measures", {})
         traceback_text = msg.get("traceback")
     elif timed_out:
-        status, error = "timeout", f"no result within limits.timeout_s={cfg.limits.timeout_s:g} s"
+        status, error = "timeout", timed_out
     elif code is not None and code < 0:
         sig = signal.Signals(-code).name
         status = "oom" if (sig == "SIGKILL" and cfg.limits.host_budget_bytes) else "crashed"
@@ -288,11 +319,14 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     )
     if row["total_s"] is None:
         row["total_s"] = wall_s
+    job = slurm_job()
+    row["scheduler_job"] = job_label(job)
     report = {
         "schema": REPORT_SCHEMA,
         "row": row,
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
+        "scheduler": job,
         "video": {
             "source_id": video.source_id,
             "sam2_path": video.sam2_path,

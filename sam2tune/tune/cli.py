@@ -684,6 +684,7 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
     import pandas as pd
 
     from sam2tune.analysis.plots import fig_png, new_figure, pareto_front
+    from sam2tune.paths import atomic_write
 
     df = pd.DataFrame(
         [
@@ -717,7 +718,8 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
     )
     ax.legend(fontsize=7)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(fig_png(fig))
+    png = fig_png(fig)
+    atomic_write(out, lambda tmp: tmp.write_bytes(png))  # workers sharing a study share it
     print(f"Pareto plot: {out}")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,11 +152,18 @@ def default_study_name(spec: TuneSpec) -> str:
     return "sam2tune-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+HEARTBEAT_S = 10  # RDB storages: a worker's heartbeat while it runs a trial
+
+
 def open_study(spec: TuneSpec) -> optuna.Study:
     """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are summarised by the CLI
     if spec.storage:
-        storage: Any = spec.storage
+        # an RDB server shared by several workers: heartbeats let a surviving worker mark a
+        # killed worker's unfinished trial failed instead of leaving it running forever
+        storage: Any = optuna.storages.RDBStorage(
+            spec.storage, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S
+        )
     else:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -288,11 +297,23 @@ def run_tuner(
             ch.prediction["host_peak_bytes"] - spec.host_budget_bytes,
         )
         trial.set_user_attr("escalation", ch.escalation)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # shared studies
         trial.set_user_attr("quality_source", ch.quality_source)
         return ch.quality, ch.speed
 
     if left:
-        study.optimize(objective, n_trials=left, show_progress_bar=progress, catch=(Exception,))
+        # several workers may share the study: stop when it holds n_trials finished trials,
+        # whoever ran them
+        cap = optuna.study.MaxTrialsCallback(
+            spec.n_trials, states=(optuna.trial.TrialState.COMPLETE,)
+        )
+        study.optimize(
+            objective,
+            n_trials=left,
+            show_progress_bar=progress,
+            catch=(Exception,),
+            callbacks=[cap],
+        )
     by_candidate: dict[Candidate, Choice] = {}
     for t in study.trials:
         if t.state != optuna.trial.TrialState.COMPLETE:
