@@ -169,6 +169,7 @@ def test_two_workers_share_one_study_and_a_killed_worker_loses_nothing(storage_k
     cli_storage, storage = _storage(kind, url, shared)
     study_name = f"shared-{kind}"
     n = 150
+    t0 = time.monotonic()
     a = _tune(cli_storage, shared, study_name, n)
     b = _tune(cli_storage, shared, study_name, n)
     # wait until both workers have finished trials, then kill one mid-study
@@ -204,3 +205,8 @@ def test_two_workers_share_one_study_and_a_killed_worker_loses_nothing(storage_k
     assert killed in workers and len(workers) == 2  # both workers' trials in the final table
     # the killed worker's unfinished trial (if any) is the only one not complete
     assert sum(t.state != optuna.trial.TrialState.COMPLETE for t in trials) <= 1
+    per = {w: sum(x == w for *_, x in done.values()) for w in workers}
+    print(
+        f"{kind}: {len(trials)} trials stored, {len(done)} complete, per worker "
+        f"{sorted(per.values())}, killed after {len(before)}, wall {time.monotonic() - t0:.0f} s"
+    )
