@@ -277,3 +277,30 @@ def test_progress_is_read_after_sam2s_progress_bar_on_the_same_line(tmp_path):
     assert _last_progress(log) == (199, 3600, round(199 * 0.6, 3))
     log.write_text("no progress yet\n")
     assert _last_progress(log) is None
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("1-02:03:04", 93784.0), ("02:03:04", 7384.0), ("1:05", 65.0), ("UNLIMITED", None),
+     ("INVALID", None)],
+)
+def test_slurm_time_left_is_parsed_from_squeue(text, seconds):
+    from sam2tune.runner.scheduler import _parse_left
+
+    assert _parse_left(text) == seconds
+
+
+def test_outside_slurm_the_run_keeps_its_own_time_limit(monkeypatch):
+    from sam2tune.config.schema import RunConfig
+    from sam2tune.runner.launcher import _time_limit
+    from sam2tune.runner.scheduler import job_label, slurm_job
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    cfg = RunConfig()
+    limit, why = _time_limit(cfg)
+    assert limit == cfg.limits.timeout_s and "limits.timeout_s" in why
+    assert slurm_job() is None and job_label(None) is None
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert job_label(slurm_job()) == "slurm:40_1"
