@@ -12,7 +12,8 @@ frame cache alone would hold 3,600 frames):
 
     .venv/bin/python experiments/long_run.py --run     # about 30 + 10 min on a 2-core CPU
     sam2tune run model.image_size=256 video.num_frames=3600 video.num_objects=1 \\
-        probe.reference=false knobs.strategy=stream results_dir=results/cpu-long
+        probe.reference=false knobs.strategy=stream limits.timeout_s=10800 \\
+        results_dir=results/cpu-long   # (the default 30-min limit is too short here)
     sam2tune run model.image_size=256 video.num_frames=900 video.num_objects=1 \\
         probe.reference=false knobs.strategy=stock results_dir=results/cpu-long
 """
@@ -76,7 +77,7 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "sam2tune", "run", "model.image_size=256",
                  f"video.num_frames={n}", "video.num_objects=1",
-                 "probe.reference=false", f"knobs.strategy={strategy}",
+                 "probe.reference=false", "limits.timeout_s=10800", f"knobs.strategy={strategy}",
                  f"results_dir={args.results_dir}"],
                 check=True,
             )
