@@ -141,7 +141,7 @@ class Workload:
         return [fs] * self.num_objects
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by name only: a new knob cannot shift the others
 class Candidate:
     """The knobs a recommendation chooses: a subset of :class:`~sam2tune.config.schema.KnobsConfig`
     (same names, same defaults; checked by a test) plus the input resolution. Converted with

@@ -58,7 +58,18 @@ def candidates(w: Workload, device_kind: str = "cuda") -> list[Candidate]:
     ):
         if strat == "stream" and ov:
             continue  # stream holds two frames: offloading them changes nothing worth a choice
-        out.append(Candidate(ov, os_, m, dt, pr, strat, seg, size))
+        out.append(
+            Candidate(
+                offload_video_to_cpu=ov,
+                offload_state_to_cpu=os_,
+                max_cond_frames_in_attn=m,
+                dtype=dt,
+                predictor=pr,
+                strategy=strat,
+                segment_frames=seg,
+                image_size=size,
+            )
+        )
     return out
 
 
