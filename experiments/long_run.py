@@ -7,15 +7,15 @@ the warm-up and at the last frame, their least-squares slope after the warm-up, 
 report (with the ``timeline_by_setting`` figure) to ``<results-dir>/report/``.
 
 With ``--run`` it first records the two runs (isolated runs, one after the other): stream over
-``--frames`` (3,600) and stock over ``--stock-frames`` (900: stock's growth is linear, and its
+``--frames`` (3,600) and stock over ``--stock-frames`` (600: stock's growth is linear, and its
 frame cache alone would hold 3,600 frames):
 
     .venv/bin/python experiments/long_run.py --run     # about 30 + 10 min on a 2-core CPU
     sam2tune run model.image_size=256 video.num_frames=3600 video.num_objects=1 \\
         probe.reference=false knobs.strategy=stream limits.timeout_s=10800 \\
         results_dir=results/cpu-long   # (the default 30-min limit is too short here)
-    sam2tune run model.image_size=256 video.num_frames=900 video.num_objects=1 \\
-        probe.reference=false knobs.strategy=stock results_dir=results/cpu-long
+    sam2tune run model.image_size=256 video.num_frames=600 video.num_objects=1 \\
+        probe.reference=false knobs.strategy=stock limits.timeout_s=10800 results_dir=results/cpu-long
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results-dir", type=Path, default=Path("results/cpu-long"))
     ap.add_argument("--frames", type=int, default=3600, help="the stream run's length")
-    ap.add_argument("--stock-frames", type=int, default=900, help="the stock run's length")
+    ap.add_argument("--stock-frames", type=int, default=600, help="the stock run's length")
     ap.add_argument("--warmup", type=int, default=100, help="frames before the flatness check")
     ap.add_argument("--run", action="store_true", help="record the stock and stream runs first")
     args = ap.parse_args()
