@@ -15,7 +15,8 @@ frame cache alone would hold 3,600 frames):
         probe.reference=false knobs.strategy=stream limits.timeout_s=10800 \\
         results_dir=results/cpu-long   # (the default 30-min limit is too short here)
     sam2tune run model.image_size=256 video.num_frames=600 video.num_objects=1 \\
-        probe.reference=false knobs.strategy=stock limits.timeout_s=10800 results_dir=results/cpu-long
+        probe.reference=false knobs.strategy=stock limits.timeout_s=10800 \\
+        results_dir=results/cpu-long
 """
 
 from __future__ import annotations
