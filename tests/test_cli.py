@@ -234,7 +234,15 @@ def test_the_run_process_dies_with_its_parent_and_leaves_nothing(sig, tmp_path, 
         "run", "-m", "video.num_frames=60,61", "video.height=64", "video.width=64",
         "probe.reference=false", "device=cpu", f"cache_dir={cache_root}", f"results_dir={res}",
     ]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: SIGINT at its default even where pytest itself was started with it
+    # ignored (a background job of a non-interactive shell), which Python would keep
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     child = _child_of(p.pid)
     assert child is not None, "no run process appeared"
     time.sleep(1.0)

@@ -10,7 +10,7 @@ With ``--run`` it first records the two runs (isolated runs, one after the other
 ``--frames`` (3,600) and stock over ``--stock-frames`` (600: stock's growth is linear, and its
 frame cache alone would hold 3,600 frames):
 
-    .venv/bin/python experiments/long_run.py --run     # about 30 + 10 min on a 2-core CPU
+    .venv/bin/python experiments/bench_long_run.py --run     # about 30 + 10 min on a 2-core CPU
     sam2tune run model.image_size=256 video.num_frames=3600 video.num_objects=1 \\
         probe.reference=false knobs.strategy=stream limits.timeout_s=10800 \\
         results_dir=results/cpu-long   # (the default 30-min limit is too short here)
