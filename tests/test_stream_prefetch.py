@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from sam2.utils.misc import load_video_frames
 
 from sam2tune.adapter.frames import StreamingFrames
@@ -121,3 +121,19 @@ def test_mask_dir_reports_a_failed_write(tmp_path):
     md.add(0, [1], np.ones((1, 8, 8), bool))
     with pytest.raises(OSError):
         md.close()
+
+
+def test_a_frame_that_fails_to_decode_ahead_fails_when_it_is_asked_for(video, tmp_path):
+    import shutil
+
+    d = tmp_path / "v"
+    shutil.copytree(video, d)
+    (d / "00003.jpg").write_bytes(b"not a jpeg")
+    f = StreamingFrames(str(d), S, CPU, window=2, prefetch=3)
+    f[0]
+    time.sleep(0.5)  # frame 3's decode has failed in the background by now
+    assert len(f.images) <= 2 + 3  # counting what is held does not raise
+    f[1], f[2]
+    with pytest.raises(UnidentifiedImageError):  # as when decoding in the loop
+        f[3]
+    f.close()

@@ -98,8 +98,10 @@ class StreamingFrames:
     @property
     def images(self) -> list[torch.Tensor]:
         """The frames held now, served and queued (for the census)."""
-        queued = [
-            f.result() for f in list(self._pending.values()) if f.done() and not f.cancelled()
+        queued = [  # a frame that failed to decode raises when it is asked for, not here
+            f.result()
+            for f in list(self._pending.values())
+            if f.done() and not f.cancelled() and f.exception() is None
         ]
         return list(self._cache.values()) + queued
 
