@@ -285,16 +285,18 @@ def projection_1024(df: pd.DataFrame):
     """Predicted peak GPU memory of each setting at 1024 px over 15 s - 2 min at 30 fps (the
     memory model), beside the usable memory of common GPUs."""
     from sam2tune.analysis.projection import FPS, SIZE, gpu_lines, project
+    from sam2tune.memory_model.memory import MemoryModel
 
     fig, ax = new_figure((7, 4.6))
-    p = project(df)
+    model = MemoryModel.load()
+    p = project(df, model)
     if p.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
     for setting, g in p.groupby("setting", sort=True):
         ax.plot(g["seconds"] / 60, g["device_peak_bytes"] / GiB, "o-", lw=2, label=setting)
     top = p["device_peak_bytes"].max() / GiB
-    for name, total, usable in gpu_lines():
+    for name, total, usable in gpu_lines(model):
         if usable / GiB > 1.6 * top:
             continue
         ax.axhline(usable / GiB, color="gray", ls="--", lw=0.8)

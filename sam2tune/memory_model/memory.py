@@ -49,6 +49,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sam2tune.metrics import MaskDir  # its write queue is part of stream's host memory
+
 if TYPE_CHECKING:
     from sam2tune.adapter.arch import Arch
     from sam2tune.config.schema import KnobsConfig
@@ -65,7 +67,6 @@ __all__ = [
 ]
 
 STREAM_WINDOW = 2
-MASK_WRITE_QUEUE = 8  # strategy=stream: frames of masks waiting for the PNG writer (MaskDir.QUEUE)
 REQUIRED_COEFFS = ("a_enc", "a_q", "a_out", "c_feat")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
 
@@ -522,7 +523,7 @@ def _host_terms(
 ) -> dict[str, int]:
     """The host peak, term by term (see :func:`predict`)."""
     masks_kept = (  # stream: only the masks queued for writing (one byte per pixel)
-        MASK_WRITE_QUEUE * w.num_objects * w.video_height * w.video_width
+        MaskDir.QUEUE * w.num_objects * w.video_height * w.video_width
         if c.strategy == "stream"
         else res.obj_frames * math.ceil(w.video_height * w.video_width / 8)
     )
