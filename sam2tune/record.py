@@ -39,6 +39,13 @@ COLUMNS: list[Column] = [
     Column("device", "", "setting", "cpu or cuda: where SAM 2 ran"),
     Column("device_name", "", "identity", "GPU name or CPU model"),
     Column("model", "", "setting", "model preset (sam2.1_tiny, ...)"),
+    Column(
+        "impl",
+        "",
+        "setting",
+        "implementation: sam2 (Meta's package) | transformers (Hugging Face's Sam2VideoModel, "
+        "Meta's weights converted); sam2 in rows written before the option",
+    ),
     Column("image_size", "px", "setting", "model input resolution S (frames resized to S x S)"),
     Column("num_frames", "frames", "setting", "frames in the video"),
     Column("num_objects", "objects", "setting", "objects prompted and tracked"),
@@ -60,6 +67,13 @@ COLUMNS: list[Column] = [
         "setting",
         "strategy=stream: frames decoded ahead by background threads (0 in rows written before "
         "the knob existed)",
+    ),
+    Column(
+        "vision_features_cache",
+        "frames",
+        "setting",
+        "frames whose vision features are cached (transformers' max_vision_features_cache_size; "
+        "sam2: 1)",
     ),
     Column("prompt", "", "setting", "box | points | mask"),
     Column(
@@ -201,6 +215,7 @@ COLUMNS: list[Column] = [
 _SETTINGS = {
     "device": None,
     "model": ("model", "name"),
+    "impl": ("impl", "name"),
     "image_size": ("model", "image_size"),
     "offload_video_to_cpu": ("knobs", "offload_video_to_cpu"),
     "offload_state_to_cpu": ("knobs", "offload_state_to_cpu"),
@@ -212,6 +227,7 @@ _SETTINGS = {
     "strategy": ("knobs", "strategy"),
     "segment_frames": ("knobs", "segment_frames"),
     "stream_prefetch": ("knobs", "stream_prefetch"),
+    "vision_features_cache": ("knobs", "vision_features_cache"),
     "prompt": ("scenario", "prompt"),
     "reannotate_every": ("scenario", "reannotate_every"),
 }

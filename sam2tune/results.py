@@ -120,6 +120,10 @@ def _finish(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> p
     if len(df):
         col = df["stream_prefetch"] if "stream_prefetch" in df else pd.Series(0, index=df.index)
         df["stream_prefetch"] = col.fillna(0).astype(int)
+        # rows written before impl= existed ran Meta's sam2, which caches one frame's features
+        df["impl"] = df["impl"].fillna("sam2") if "impl" in df else "sam2"
+        vfc = df["vision_features_cache"] if "vision_features_cache" in df else None
+        df["vision_features_cache"] = 1 if vfc is None else vfc.fillna(1).astype(int)
     _report_invalid(df, invalid, strict)
     return df
 

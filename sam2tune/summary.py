@@ -18,10 +18,12 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
     """The run's row as a few labelled lines (and where its record is, when given)."""
     r = row
     random_init = r.get("weights") == "random-init"
+    hf = r.get("impl") == "transformers"
     lines = [
         f"sam2tune run {r['run_id']}  status={r['status']}"
         + (f"  error: {r['error']}" if r.get("error") else ""),
         f"  model   {r['model']} @ {r['image_size']} px, weights={r['weights']}"
+        + (", impl=transformers (Meta's weights converted)" if hf else "")
         + ("  (random-init: memory and speed are faithful; masks are not)" if random_init else ""),
         f"  video   {r['num_frames']} frames x {r['num_objects']} objects, "
         f"{r['num_cond_frames']} conditioning frames; "
@@ -30,7 +32,12 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"offload_state={r['offload_state_to_cpu']}"
         f" max_cond_frames_in_attn={r['max_cond_frames_in_attn']} dtype={r['dtype']}"
         f" predictor={r['predictor']} strategy={r.get('strategy')}"
-        + (f" segment_frames={r['segment_frames']}" if r.get("segment_frames") else ""),
+        + (f" segment_frames={r['segment_frames']}" if r.get("segment_frames") else "")
+        + (
+            f" vision_features_cache={r['vision_features_cache']}"
+            if (r.get("vision_features_cache") or 1) != 1
+            else ""
+        ),
     ]
     if r.get("cuda_max_allocated_bytes") is not None:
         lines.append(
@@ -45,8 +52,13 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"{fmt_bytes(r.get('frames_bytes'))}, state {fmt_bytes(r.get('state_bytes'))}, cached "
         f"features {fmt_bytes(r.get('cached_features_bytes'))}, step activations "
         f"{fmt_bytes(r.get('activation_peak_bytes'))} [measured]",
-        f"  masks   iou_ref_mean {_num(r.get('iou_ref_mean'))} (agreement with the no-knob "
-        f"reference)   iou_gt_mean {_num(r.get('iou_gt_mean'))}"
+        f"  masks   iou_ref_mean {_num(r.get('iou_ref_mean'))} "
+        + (
+            "(agreement with Meta's sam2, same weights, no knobs: implementation fidelity)"
+            if hf
+            else "(agreement with the no-knob reference)"
+        )
+        + f"   iou_gt_mean {_num(r.get('iou_gt_mean'))}"
         + (
             " (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"
         ),

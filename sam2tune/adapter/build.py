@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
     from sam2tune.config.schema import KnobsConfig, ModelConfig
 
-__all__ = ["BuiltPredictor", "build_predictor", "sam2_overrides", "predictor_target"]
+__all__ = [
+    "BuiltPredictor",
+    "build_impl",
+    "build_predictor",
+    "sam2_overrides",
+    "predictor_target",
+]
 
 # what build_sam2_video_predictor adds with apply_postprocessing=True
 _POSTPROCESSING = [
@@ -69,13 +75,19 @@ def sam2_overrides(model: ModelConfig, knobs: KnobsConfig) -> list[str]:
 
 
 def needs_own_predictor(
-    model: ModelConfig, knobs: KnobsConfig, ref_model: ModelConfig, ref_knobs: KnobsConfig
+    model: ModelConfig,
+    knobs: KnobsConfig,
+    ref_model: ModelConfig,
+    ref_knobs: KnobsConfig,
+    impl: str = "sam2",
 ) -> bool:
-    """Whether a predictor built for (``model``, ``knobs``) cannot serve (``ref_model``,
-    ``ref_knobs``): a different class, compiled encoder, build-time override or model. The other
-    knobs (offloads, strategy, dtype, segments) act at ``init_state`` / propagation time."""
+    """Whether a predictor built for (``model``, ``knobs``, ``impl``) cannot serve
+    (``ref_model``, ``ref_knobs``) on Meta's sam2: another implementation, a different class,
+    compiled encoder, build-time override or model. The other knobs (offloads, strategy, dtype,
+    segments) act at ``init_state`` / propagation time."""
     return (
-        predictor_target(knobs) != predictor_target(ref_knobs)
+        impl != "sam2"
+        or predictor_target(knobs) != predictor_target(ref_knobs)
         or knobs.vos_optimized != ref_knobs.vos_optimized
         or sam2_overrides(model, knobs) != sam2_overrides(ref_model, ref_knobs)
         or model != ref_model
@@ -126,3 +138,15 @@ def build_predictor(
     nbytes = sum(p.numel() * p.element_size() for p in predictor.parameters())
     nbytes += sum(b.numel() * b.element_size() for b in predictor.buffers())
     return BuiltPredictor(predictor, weights, str(ckpt) if ckpt else None, int(nbytes), ours)
+
+
+def build_impl(
+    impl: str, model: ModelConfig, knobs: KnobsConfig, device: torch.device, cache_root
+) -> BuiltPredictor:
+    """The predictor of implementation ``impl`` (``sam2`` or ``transformers``) for these
+    settings; transformers' gets Meta's weights for ``model``, converted by name."""
+    if impl == "transformers":
+        from sam2tune.adapter.hf import build_hf
+
+        return build_hf(model, knobs, device, cache_root)
+    return build_predictor(model, knobs, device, cache_root)

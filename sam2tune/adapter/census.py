@@ -33,11 +33,17 @@ class Census:
     state_device_bytes: int = 0
     maskmem_bytes: int = 0  # of state_bytes: memory-bank features (bf16)
     maskmem_entries: int = 0  # object-frames holding maskmem features
+    cached_features_host_bytes: int = 0  # of cached_features_bytes: kept on the host (transformers)
 
     @property
     def device_resident_bytes(self) -> int:
         """Inference-state bytes on the compute device (weights and activations excluded)."""
-        return self.frames_device_bytes + self.state_device_bytes + self.cached_features_bytes
+        return (
+            self.frames_device_bytes
+            + self.state_device_bytes
+            + self.cached_features_bytes
+            - self.cached_features_host_bytes
+        )
 
 
 def _walk(obj: Any, key: str, seen: set[int], out: list[tuple[str, torch.Tensor]]) -> None:

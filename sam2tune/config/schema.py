@@ -24,6 +24,9 @@ __all__ = [
     "LimitsConfig",
     "ProbeConfig",
     "RunConfig",
+    "ImplConfig",
+    "IMPLS",
+    "impl_refusal",
     "config_hash",
 ]
 
@@ -33,6 +36,7 @@ DTYPES = ("float32", "bfloat16")
 PREDICTORS = ("per_object", "legacy_batched")
 STRATEGIES = ("stock", "release", "stream")
 DEVICES = ("auto", "cpu", "cuda")
+IMPLS = ("sam2", "transformers")
 
 
 def _fail(name: str, message: str) -> None:
@@ -173,6 +177,11 @@ class KnobsConfig:
     # queue; each queued frame is held like a window frame: 12 MiB at 1024). 0 = decode in the
     # propagation loop. Speed only: masks are bit-identical either way.
     stream_prefetch: int = 4
+    # vision features of this many recent frames kept for reuse. transformers:
+    # max_vision_features_cache_size (each cached frame holds the backbone's features: 1.9 MiB at
+    # 256 px, 30 MiB at 1024 for tiny); sam2 keeps exactly one frame's (its cached_features), so
+    # impl=sam2 accepts only 1.
+    vision_features_cache: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -190,11 +199,60 @@ class KnobsConfig:
             _fail("knobs.predictor", f"unknown predictor {self.predictor!r} (choose {PREDICTORS})")
         if self.stream_prefetch < 0:
             _fail("knobs.stream_prefetch", f"must be >= 0 (0 = off), got {self.stream_prefetch}")
+        if self.vision_features_cache < 1:
+            _fail("knobs.vision_features_cache", f"must be >= 1, got {self.vision_features_cache}")
 
     def memory_saving(self) -> bool:
         """Whether any knob differs from the reference (every memory-saving knob off; the
         prefetch depth changes speed only)."""
         return replace(self, stream_prefetch=KnobsConfig.stream_prefetch) != KnobsConfig()
+
+
+@dataclass
+class ImplConfig:
+    """Which implementation runs the model: ``impl=sam2`` (Meta's sam2 package, the default) or
+    ``impl=transformers`` (Hugging Face's ``Sam2VideoModel``, with Meta's weights converted by
+    name). Same video, prompts, probes, census, estimate, limits and record either way."""
+
+    name: str = "sam2"
+
+    def __post_init__(self) -> None:
+        if self.name not in IMPLS:
+            _fail("impl", f"unknown implementation {self.name!r} (choose from {IMPLS})")
+
+
+#: knob -> (value the implementation needs, why), for the knobs transformers' SAM 2 lacks
+_HF_LACKS: dict[str, tuple[Any, str]] = {
+    "predictor": ("per_object", "transformers has one video predictor (objects run one by one)"),
+    "vos_optimized": (False, "SAM2VideoPredictorVOS is Meta's class; transformers has none"),
+    "async_loading_frames": (False, "transformers' processor decodes the video in init_video_session"),
+    "strategy": ("stock", "sam2tune's bounded-memory strategies work on Meta's inference state"),
+    "segment_frames": (0, "segments run on Meta's inference state"),
+}
+
+
+def impl_refusal(impl: str, knobs: KnobsConfig, model: ModelConfig) -> str | None:
+    """Why ``impl`` cannot run these knobs / this model (one line, naming the input), or None.
+    A knob an implementation lacks is refused, never ignored."""
+    if impl == "sam2":
+        if knobs.vision_features_cache != 1:
+            return (
+                f"knobs.vision_features_cache={knobs.vision_features_cache}: impl=sam2 keeps one "
+                "frame's vision features (cached_features); this knob is transformers' "
+                "max_vision_features_cache_size (impl=transformers)"
+            )
+        return None
+    for knob, (need, why) in _HF_LACKS.items():
+        value = getattr(knobs, knob)
+        if value != need:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            return f"knobs.{knob}={shown}: not available with impl=transformers ({why})"
+    if not model.config_file.startswith("configs/sam2.1/"):
+        return (
+            f"model={model.name}: impl=transformers builds SAM 2.1 models only "
+            "(Sam2VideoModel has SAM 2.1's occlusion embedding and pointer encodings)"
+        )
+    return None
 
 
 @dataclass
@@ -258,6 +316,7 @@ class RunConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     knobs: KnobsConfig = field(default_factory=KnobsConfig)
+    impl: ImplConfig = field(default_factory=ImplConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     # auto (cuda when available, else cpu) | cpu | cuda
@@ -272,6 +331,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             _fail("device", f"unknown device {self.device!r} (choose from {DEVICES})")
+        why = impl_refusal(self.impl.name, self.knobs, self.model)
+        if why is not None:
+            raise ValueError(why)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-ready) of the whole config."""
@@ -285,13 +347,14 @@ class RunConfig:
             video=VideoConfig(**d.get("video", {})),
             scenario=ScenarioConfig(**d.get("scenario", {})),
             knobs=KnobsConfig(**d.get("knobs", {})),
+            impl=ImplConfig(**d.get("impl", {})),
             limits=LimitsConfig(**d.get("limits", {})),
             probe=ProbeConfig(**d.get("probe", {})),
             **{k: v for k, v in d.items() if k not in _GROUPS},
         )
 
 
-_GROUPS = ("model", "video", "scenario", "knobs", "limits", "probe")
+_GROUPS = ("model", "video", "scenario", "knobs", "impl", "limits", "probe")
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -305,4 +368,8 @@ def config_hash(cfg: RunConfig) -> str:
         d["probe"].pop("memory_snapshot")
     if d["knobs"]["strategy"] != "stream":  # no effect there: the hash from before the knob
         d["knobs"].pop("stream_prefetch")
+    if d["knobs"]["vision_features_cache"] == 1:  # the default: the hash from before the knob
+        d["knobs"].pop("vision_features_cache")
+    if d["impl"]["name"] == "sam2":  # the default: the hash from before impl existed
+        d.pop("impl")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

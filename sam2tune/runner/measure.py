@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sam2tune.adapter.arch import arch_of_predictor
-from sam2tune.adapter.build import BuiltPredictor, Predictor, build_predictor
+from sam2tune.adapter.build import BuiltPredictor, Predictor, build_impl
 from sam2tune.adapter.census import Census
 from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import FrameStep, PromptStep, Session
@@ -114,7 +114,7 @@ class FrameProbe:
             self.alloc0 = torch.cuda.memory_allocated(self.dev)
 
     def after_frame(
-        self, sess: Session | SegmentedSession, ev: FrameStep, dt: float, tracked: bool, t_s: float
+        self, sess: Any, ev: FrameStep, dt: float, tracked: bool, t_s: float
     ) -> None:
         """Record one propagated frame's timeline row and running maxima."""
         c = sess.census()
@@ -163,6 +163,8 @@ def _bank_copy_bytes(
     c = probe.last_census
     if not knobs.offload_state_to_cpu or c is None or not c.maskmem_entries:
         return 0
+    if _is_hf(predictor):  # transformers keeps the memory bank on the device (nothing copied)
+        return 0
     per_obj_frame = c.maskmem_bytes // c.maskmem_entries
     attended = len({p.frame for p in prompts})
     if knobs.max_cond_frames_in_attn != -1:
@@ -171,10 +173,19 @@ def _bank_copy_bytes(
     return per_obj_frame * (attended + arch_of_predictor(predictor).num_maskmem - 1) * batch
 
 
+def _is_hf(predictor: Predictor) -> bool:
+    """Whether ``predictor`` is transformers' (impl=transformers), without importing it."""
+    return type(predictor).__name__ == "HFPredictor"
+
+
 def _open_session(
     predictor: Predictor, video: VideoData, knobs: KnobsConfig, mask_dir: Path | None
-) -> tuple[Session | SegmentedSession, MaskSet | MaskDir]:
-    sess: Session | SegmentedSession
+) -> tuple[Any, MaskSet | MaskDir]:
+    sess: Any
+    if _is_hf(predictor):
+        from sam2tune.adapter.hf import HFSession
+
+        return HFSession(predictor, video.sam2_path, knobs), MaskSet(video.height, video.width)
     if knobs.segment_frames:
         sess = SegmentedSession(predictor, video.sam2_path, knobs, video.num_frames)
     else:
@@ -226,7 +237,7 @@ def propagate(
             parent turns it into a progress line).
     """
     sess, masks = _open_session(predictor, video, knobs, mask_dir)
-    bf16 = knobs.dtype == "bfloat16"
+    bf16 = knobs.dtype == "bfloat16" and not _is_hf(predictor)  # transformers: a bf16 model
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     tracker = TensorTracker() if track_frames else None
     res = Propagation(masks, 0.0, 0.0, None, 0)
@@ -418,7 +429,11 @@ def measure_run(
     context = {} if context is None else context
     dev = resolve_device(cfg.device)
     env = _start(cfg, dev, context)
-    built = build_predictor(cfg.model, cfg.knobs, dev, cache_root)
+    built = build_impl(cfg.impl.name, cfg.model, cfg.knobs, dev, cache_root)
+    if cfg.impl.name == "transformers":
+        from sam2tune.adapter.hf import hf_version
+
+        env["transformers_version"] = hf_version()
     context.update(weights=built.weights, weights_bytes=built.weights_bytes)
     sampler = NvmlSampler(dev.index or 0) if dev.type == "cuda" else nullcontext()
     with sampler:
@@ -446,7 +461,9 @@ def measure_run(
         **quality,
         "reference": ref_info,
         "environment": env,
-        "sam2_overrides": built.overrides,
+        "impl": cfg.impl.name,
+        "sam2_overrides": built.overrides if cfg.impl.name == "sam2" else [],
+        "transformers_settings": built.overrides if cfg.impl.name == "transformers" else None,
         "checkpoint_path": built.checkpoint_path,
         "memory_provenance": memory_provenance(measures),
         "estimate": {

@@ -39,7 +39,11 @@ def reference_image_size(cfg: RunConfig) -> int:
 
 def is_own_reference(cfg: RunConfig) -> bool:
     """Every memory knob off, at the reference's resolution: the run is its own reference."""
-    return not cfg.knobs.memory_saving() and reference_image_size(cfg) == cfg.model.image_size
+    return (
+        not cfg.knobs.memory_saving()
+        and reference_image_size(cfg) == cfg.model.image_size
+        and cfg.impl.name == "sam2"  # the reference runs Meta's sam2 (agreement = fidelity)
+    )
 
 
 def _prompts_digest(prompts: list[Prompt]) -> str:
@@ -101,7 +105,7 @@ def _compute_reference(
     ref_knobs = KnobsConfig()
     rb = built
     ref_model = dataclasses.replace(cfg.model, image_size=reference_image_size(cfg))
-    if needs_own_predictor(cfg.model, cfg.knobs, ref_model, ref_knobs):
+    if needs_own_predictor(cfg.model, cfg.knobs, ref_model, ref_knobs, cfg.impl.name):
         del built.predictor
         rb = build_predictor(ref_model, ref_knobs, dev, cache_root)
     masks = propagate(rb.predictor, video, prompts, ref_knobs, dev, probes=False).masks
