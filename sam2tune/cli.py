@@ -277,24 +277,27 @@ def _study(args: list[str]) -> None:
         (a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")), f"results/{name}"
     )
     extra = [a for a in extra if not a.startswith("results_dir=")]
-    cmd = [
-        sys.executable,
-        "-m",
-        "sam2tune",
-        "run",
-        "-m",
-        *mod.SWEEP,
-        *extra,
-        f"results_dir={results}",
-    ]
-    print(
-        f"[study {name}] {mod.TITLE}\n[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",
-        file=sys.stderr,
-        flush=True,
-    )
-    rc = subprocess.call(cmd)
-    if rc != 0:
-        _fail(f"study {name}: the sweep failed (exit {rc})", code=rc)
+    print(f"[study {name}] {mod.TITLE}", file=sys.stderr, flush=True)
+    # a study runs one sweep (SWEEP) or several (SWEEPS: when its points are not one product)
+    for sweep in getattr(mod, "SWEEPS", [mod.SWEEP]):
+        cmd = [
+            sys.executable,
+            "-m",
+            "sam2tune",
+            "run",
+            "-m",
+            *sweep,
+            *extra,
+            f"results_dir={results}",
+        ]
+        print(
+            f"[study {name}] sweep: sam2tune run -m {' '.join(cmd[5:])}",
+            file=sys.stderr,
+            flush=True,
+        )
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            _fail(f"study {name}: the sweep failed (exit {rc})", code=rc)
     html_path, md_path = build_report(
         results,
         Path(results) / "report",

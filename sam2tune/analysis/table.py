@@ -14,6 +14,8 @@ DEVICE_PEAK = "device_peak_bytes"
 def setting_label(r) -> str:
     """Short name of a row's non-default knobs, e.g. ``offload_video+state`` or ``stream``."""
     parts = []
+    if r.get("impl") == "transformers":
+        parts.append("transformers")
     if r.get("offload_video_to_cpu") is True and r.get("offload_state_to_cpu") is True:
         parts.append("offload_video+state")
     elif r.get("offload_video_to_cpu") is True:
@@ -33,6 +35,9 @@ def setting_label(r) -> str:
         parts.append("legacy_batched")
     if r.get("async_loading_frames") is True:
         parts.append("async")
+    v = r.get("vision_features_cache")
+    if v is not None and v == v and int(v) != 1:
+        parts.append(f"vision_cache={int(v)}")
     return "+".join(parts) or "stock"
 
 

@@ -232,6 +232,26 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
     return k
 
 
+def _fit_impl_ratio(rows: list[dict[str, Any]], k: dict[str, float]) -> None:
+    """transformers' step activations as ratios to sam2's two phases (``hf_enc``, ``hf_mem``),
+    by least relative squares on a grid, as the bf16 factors are fitted: its layers allocate
+    differently, but each phase scales with the same quantities."""
+    from sam2tune.memory_model.memory import activations
+
+    phases = [
+        activations(r["workload"], dataclasses.replace(r["candidate"], impl="sam2"), k)
+        for r in rows
+    ]
+    ph = np.array([[a["image_encoder"], a["memory_attention"]] for a in phases], float)
+    y = np.array([r["activation_bytes"] for r in rows], float)
+    grid = np.arange(0.3, 3.0, 0.005)
+    fe, fm = np.meshgrid(grid, grid, indexing="ij")
+    pred = np.maximum(fe[..., None] * ph[:, 0], fm[..., None] * ph[:, 1])
+    loss = (((pred - y) / y) ** 2).sum(axis=-1) + 1e-9 * (fe - fm) ** 2
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    k["hf_enc"], k["hf_mem"] = float(grid[i]), float(grid[j])
+
+
 def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The calibrated region: numeric ranges and seen values per trust-region axis."""
     axes = [workload_axes(r["workload"], r["candidate"]) for r in rows]
@@ -328,16 +348,22 @@ def fit(
     """
     if not rows:
         raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
-    k = _fit_activations(rows)
+    meta = [r for r in rows if r["candidate"].impl == "sam2"]
+    if not meta:
+        raise ValueError(f"memory model: no ok impl=sam2 runs on {device_kind} to fit")
+    k = _fit_activations(meta)
     k["c_feat"] = float(
         np.median(
             [
                 r["cached_features_bytes"]
                 / ((r["candidate"].image_size or r["workload"].image_size) ** 2)
-                for r in rows
+                for r in meta
             ]
         )
     )
+    hf = [r for r in rows if r["candidate"].impl == "transformers"]
+    if hf:
+        _fit_impl_ratio(hf, k)
     host_baseline, host_resident, baseline_source = _baseline(
         rows, device_kind, host_baseline, host_resident
     )

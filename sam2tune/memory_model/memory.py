@@ -156,7 +156,9 @@ class Candidate:
     strategy: str = "stock"
     segment_frames: int = 0
     stream_prefetch: int = 4
+    vision_features_cache: int = 1
     image_size: int | None = None  # None = the workload's
+    impl: str = "sam2"  # the implementation (``impl=``), not a knob
 
     @classmethod
     def from_knobs(cls, src: Any, image_size: int | None = None) -> Candidate:
@@ -165,30 +167,37 @@ class Candidate:
         get = src.get if isinstance(src, dict) else (lambda k, d=None: getattr(src, k, d))
         vals: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "image_size":
+            if f.name in _NOT_KNOBS:
                 continue
             v = get(f.name, None)
             typ: Any = type(f.default)  # bool / int / str, as KnobsConfig declares them
             vals[f.name] = f.default if v is None or v != v else typ(v)  # NaN: null
-        return cls(**vals, image_size=image_size)
+        impl = get("impl", None)
+        return cls(**vals, image_size=image_size, impl=impl if isinstance(impl, str) else "sam2")
 
     def knobs(self) -> KnobsConfig:
         """The run's ``knobs`` config for this candidate."""
         from sam2tune.config.schema import KnobsConfig
 
-        names = [f.name for f in dataclasses.fields(self) if f.name != "image_size"]
+        names = [f.name for f in dataclasses.fields(self) if f.name not in _NOT_KNOBS]
         return KnobsConfig(**{n: getattr(self, n) for n in names})
 
     def overrides(self, w: Workload) -> list[str]:
         """The equivalent ``sam2tune run`` overrides."""
         out = [f"model={w.model}", f"model.image_size={self.image_size or w.image_size}"]
+        if self.impl != "sam2":
+            out.append(f"impl={self.impl}")
         for f in dataclasses.fields(self):
-            if f.name == "image_size":
+            if f.name in _NOT_KNOBS:
                 continue
             v = getattr(self, f.name)
             if v != f.default:
                 out.append(f"knobs.{f.name}={str(v).lower() if isinstance(v, bool) else v}")
         return out
+
+
+#: Candidate fields that are not ``knobs.*``
+_NOT_KNOBS = ("image_size", "impl")
 
 
 @dataclass
@@ -239,16 +248,31 @@ def _arch(model: str):
     return arch_of(model_preset(model).config_file)
 
 
-def _sizes(S: int, mem_dim: int = 64) -> dict[str, int]:
+def _sizes(S: int, mem_dim: int = 64, es: int = 4) -> dict[str, int]:
+    """Exact tensor sizes at input size ``S``; ``es`` = bytes per element of what an
+    implementation stores in the session's dtype (transformers in bfloat16: 2)."""
     t = (S // 16) ** 2
     return {
-        "frame": 3 * S * S * 4,
+        "frame": 3 * S * S * es,
         "maskmem": mem_dim * t * 2,
-        "masks": (S // 4) ** 2 * 4,
-        "ptr": 256 * 4 + 4,
-        "pos_enc": mem_dim * t * 4,
+        "masks": (S // 4) ** 2 * es,
+        "ptr": 256 * es + es,
+        "pos_enc": mem_dim * t * es,
         "tokens": t,
+        # transformers only: each object-frame's output keeps its high-resolution mask logits
+        "high_res": S * S * es,
+        # transformers only: one frame's cached vision features (the three FPN levels after
+        # conv_s0 / conv_s1: 32, 64, 256 channels) and their positional encodings (256 each)
+        "hf_features": (
+            (S // 4) ** 2 * 32 + (S // 8) ** 2 * 64 + t * 256
+            + 256 * ((S // 4) ** 2 + (S // 8) ** 2 + t)
+        ) * es,
     }
+
+
+def _es(c: Candidate) -> int:
+    """Bytes per element an implementation stores its frames and outputs in."""
+    return 2 if c.impl == "transformers" and c.dtype == "bfloat16" else 4
 
 
 def _select(t: int, conds: list[int], cap: int) -> list[int]:
@@ -392,6 +416,9 @@ def activations(
     if c.dtype == "bfloat16":  # autocast: the two phases scale differently (rotary in fp32)
         enc *= k.get("bf16_enc", 1.0)
         mem *= k.get("bf16_mem", 1.0)
+    if c.impl == "transformers":  # its own attention and layer code: a fitted ratio to sam2's
+        enc *= k.get("hf_enc", 1.0)
+        mem *= k.get("hf_mem", 1.0)
     return {"image_encoder": int(enc), "memory_attention": int(mem), "peak": int(max(enc, mem))}
 
 
@@ -423,16 +450,22 @@ def predict(
     res = _resident(w, c, S, arch)
     read = memory_read(w, c, S)
     act = activations(w, c, k, read)
-    z = _sizes(S, arch.mem_dim)
-    # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem)
+    z = _sizes(S, arch.mem_dim, _es(c))
+    hf = c.impl == "transformers"
+    # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem);
+    # transformers keeps the memory bank on the device whatever the state device
     bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
+    # transformers keeps vision_features_cache frames' features on its state device
+    feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0
     terms = {
         "weights": int(w.weights_bytes),
         "frames": int(res.frames_dev),
         "state": int(res.state_dev),
-        "cached_features": int(k["c_feat"] * S * S),
+        "cached_features": int(0 if hf and c.offload_state_to_cpu else feat)
+        if hf
+        else int(k["c_feat"] * S * S),
         "activations": act["peak"],
-        "bank_copy": int(bank),
+        "bank_copy": 0 if hf else int(bank),
     }
     if device_kind == "cuda":  # allocator-visible library workspaces (measured constant)
         terms["cuda_fixed"] = int(k.get("d_0", 0.0))
@@ -443,6 +476,8 @@ def predict(
         base = measure(device_kind)
         host_baseline = int(base["rss_bytes"])
         host_resident = int(base.get("resident_bytes") or host_baseline)
+    if hf and c.offload_state_to_cpu:  # the cache follows inference_state_device to the host
+        res = dataclasses.replace(res, state=res.state + feat)
     host_terms = _host_terms(
         w,
         c,
@@ -482,6 +517,8 @@ class _Resident:
 
 
 def _resident(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
+    if c.impl == "transformers":
+        return _resident_hf(w, c, S, arch)
     z = _sizes(S, arch.mem_dim)
     N, K = w.num_frames, w.num_objects
     seg = c.segment_frames if c.segment_frames and c.segment_frames < N else 0
@@ -500,6 +537,35 @@ def _resident(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
     else:
         host_part = obj_frames * (z["maskmem"] + z["masks"])
         state = obj_frames * per_full + z["pos_enc"]
+    return _Resident(
+        frames=frames,
+        frames_dev=0 if c.offload_video_to_cpu else frames,
+        state=state,
+        state_dev=state - host_part if c.offload_state_to_cpu else state,
+        obj_frames=obj_frames,
+    )
+
+
+def _resident_hf(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
+    """transformers' session (``Sam2VideoInferenceSession``): every processed frame in the
+    session's dtype on ``video_storage_device``; per object-frame the outputs
+    ``store_output`` keeps - low-res and high-res mask logits on ``inference_state_device``,
+    pointer and score on the inference device - plus the memory bank the batched memory encoder
+    assigns directly (on the inference device: maskmem in bf16; its positional encoding shared
+    across frames)."""
+    z = _sizes(S, arch.mem_dim, _es(c))
+    N, K = w.num_frames, w.num_objects
+    frames = N * z["frame"]
+    obj_frames = w.object_frames if w.object_frames is not None else K * N
+    host_part = obj_frames * (z["masks"] + z["high_res"])
+    # the memory bank's positional encoding: one storage per batch size the memory encoder ran
+    # (a lone object's prompt: 1; propagation: all K), shared by every frame (measured)
+    pos = z["pos_enc"] * (K + 1 if K > 1 else 1)
+    if obj_frames < K * N:
+        # an object joining late: its prompt's forward runs the tracked objects on that frame
+        # too, so the frame is encoded twice (another set of encodings and one more maskmem)
+        pos += z["pos_enc"] * (K + 1) + z["maskmem"]
+    state = obj_frames * (z["maskmem"] + z["masks"] + z["high_res"] + z["ptr"]) + pos
     return _Resident(
         frames=frames,
         frames_dev=0 if c.offload_video_to_cpu else frames,
@@ -566,6 +632,7 @@ TRUST_AXES = (
     "num_objects",
     "memory_frames",
     "model",
+    "impl",
     "predictor",
     "dtype",
     "strategy",
@@ -583,6 +650,7 @@ def workload_axes(w: Workload, c: Candidate, read: dict[str, int] | None = None)
         "num_objects": w.num_objects,
         "memory_frames": r["frames"],
         "model": w.model,
+        "impl": c.impl,
         "predictor": c.predictor,
         "dtype": c.dtype,
         "strategy": c.strategy + ("+segments" if c.segment_frames else ""),
@@ -608,6 +676,8 @@ def trust_region(
     notes = []
     for name, v in workload_axes(w, c, read).items():
         cal = region.get(name)
+        if cal is None and name == "impl":  # fitted before impl= existed: Meta's sam2 only
+            cal = ["sam2"]
         if cal is None:
             continue
         if isinstance(cal, dict):  # numeric range

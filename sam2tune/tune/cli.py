@@ -3,6 +3,8 @@ lookup. Arguments are ``key=value`` (OmegaConf dotlist onto typed dataclasses)."
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -55,11 +57,19 @@ class ModelArgs:
     device_kind: str = _h("cuda", "cuda | cpu: which coefficients and deductions apply")
     results_dir: str = _h("results", "recorded runs (scores, a fitted memory_model.json)")
     model_file: str | None = _h(None, "memory model JSON (default: results_dir's, else conf/)")
+    impl: str = _h(
+        "any",
+        "any | sam2 | transformers: the implementations an answer may use (any: Meta's sam2 or "
+        "transformers' Sam2VideoModel, whichever fits better)",
+    )
 
     def validate(self) -> None:
         """One-line errors for values the type alone does not rule out."""
+        from sam2tune.tune.space import impls_of
+
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
+        impls_of(self.impl)
 
 
 @dataclass
@@ -338,6 +348,8 @@ def _frames_within(
         "release": dataclasses.replace(c, strategy="release"),
         "stream": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stream"),
     }
+    if c.impl == "transformers":  # sam2tune's strategies run on Meta's sam2 only
+        variants = {k: v for k, v in variants.items() if k in ("stock", "offload_video")}
     b, hb = budgets["budget"], budgets.get("host_budget")
     own = max_frames_within_budget(make, c, model, device_kind, b, hb)
     return own, {
@@ -410,7 +422,7 @@ def predict_cmd(args: list[str]) -> None:
             cfg.video, num_frames=vd.num_frames, height=vd.height, width=vd.width
         )
     w = workload_of(cfg)
-    c = candidate_of(cfg.knobs)
+    c = dataclasses.replace(candidate_of(cfg.knobs), impl=cfg.impl.name)
     p = predict(w, c, model, ta.device_kind)
     p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
     if budgets.get("budget"):
@@ -582,6 +594,7 @@ def recommend_cmd(args: list[str]) -> None:
         resolve_budget,
         snippet,
     )
+    from sam2tune.tune.space import impls_of
     from sam2tune.tune.tuner import evaluate
 
     ta = parse(args, "recommend", RecommendArgs)
@@ -598,8 +611,13 @@ def recommend_cmd(args: list[str]) -> None:
         f"{w.num_objects} objects, "
         f"{w.num_cond_frames} prompted frame(s)"
     )
-    lk = from_lookup(
-        Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
+    impls = impls_of(ta.impl)
+    lk = (  # the lookup table's answers consider every implementation
+        from_lookup(
+            Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
+        )
+        if ta.impl == "any"
+        else None
     )
     data = recorded_runs(ta.results_dir)
     if lk is not None:
@@ -607,7 +625,7 @@ def recommend_cmd(args: list[str]) -> None:
         best = evaluate(w, c, budget, hb, model, ta.device_kind, data)
         source = "per-GPU lookup table"
     else:
-        found, choices = recommend(w, budget, hb, model, ta.device_kind, data)
+        found, choices = recommend(w, budget, hb, model, ta.device_kind, data, impls)
         source = f"memory model screen of the knob space ({len(choices)} candidates)"
         if found is None:
             print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
@@ -626,6 +644,7 @@ def tune_cmd(args: list[str]) -> None:
     """``sam2tune tune budget=24GiB [host_budget=64GiB] workload.*=... [n_trials=60] [confirm=2]
     [storage=URL] [study_name=NAME]``."""
     from sam2tune.tune.recommend import nothing_fits, resolve_budget
+    from sam2tune.tune.space import impls_of
     from sam2tune.tune.tuner import TuneSpec, choose, ranked, run_tuner
 
     ta = parse(args, "tune", TuneArgs)
@@ -648,6 +667,7 @@ def tune_cmd(args: list[str]) -> None:
         ta.study_name,
         ta.results_dir,
         data=data,
+        impls=impls_of(ta.impl),
     )
     study, choices = run_tuner(spec, model)
     print(
@@ -732,8 +752,16 @@ def lookup_cmd(args: list[str]) -> None:
     hb, hdesc = host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)")
     _, preset = workload(ta)
     model, path = load_model(ta)
+    from sam2tune.tune.space import impls_of
+
     rows = lookup_table(
-        model, preset.name, preset.weights_bytes, hb, ta.device_kind, recorded_runs(ta.results_dir)
+        model,
+        preset.name,
+        preset.weights_bytes,
+        hb,
+        ta.device_kind,
+        recorded_runs(ta.results_dir),
+        impls_of(ta.impl),
     )
     csv, md = write_lookup(rows, Path(ta.out or Path(ta.results_dir) / "lookup"), hb)
     fits = sum(r["candidate"] is not None for r in rows)

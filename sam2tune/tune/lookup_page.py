@@ -48,9 +48,19 @@ def page_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "usable": f"{fmt_bytes(usable)} of {fmt_bytes(r['gpu_bytes'])}",
                 "trust": r.get("trust") or "",
                 "snippet": r.get("snippet") or "",
+                "transformers": _hf_line(r),
             }
         )
     return out
+
+
+def _hf_line(r: dict[str, Any]) -> str:
+    """The best configuration with transformers' Sam2VideoModel, as the page shows it."""
+    cfg = r.get("transformers_config")
+    if cfg is None:
+        return "n/a (a lookup written before impl=transformers)"
+    d = r.get("transformers_predicted_device_peak_bytes")
+    return cfg if d is None else f"{cfg} (predicted accelerator peak {fmt_bytes(d)})"
 
 
 def _options(rows: list[dict[str, Any]], field: str) -> list[tuple[str, str]]:
@@ -110,6 +120,7 @@ prompt_every=30</code>.</p>
 <dt>usable GPU memory</dt><dd id="usable"></dd>
 <dt>predicted host peak</dt><dd id="host_peak"></dd>
 <dt>trust</dt><dd id="trust"></dd>
+<dt>best with transformers</dt><dd id="transformers"></dd>
 </dl>
 <h2>Snippet</h2><pre id="snippet"></pre>
 <script>
@@ -118,7 +129,8 @@ var AXES = {json.dumps([a for a, _ in _AXES])};
 function show() {{
   var key = AXES.map(function (a) {{ return document.getElementById(a).value; }});
   var row = ROWS.find(function (r) {{ return r.key.join("|") === key.join("|"); }});
-  ["config", "device_peak", "margin", "usable", "host_peak", "trust", "snippet"].forEach(
+  ["config", "device_peak", "margin", "usable", "host_peak", "trust", "snippet",
+   "transformers"].forEach(
     function (f) {{ document.getElementById(f).textContent = row ? row[f] : "n/a"; }});
   document.body.setAttribute("data-ready", row ? "1" : "0");
 }}

@@ -96,8 +96,64 @@ def usable_memory(total: int, model: MemoryModel) -> tuple[int, str]:
     )
 
 
+#: transformers' hub ids of Meta's SAM 2.1 checkpoints, by sam2tune model preset
+HF_IDS = {
+    "sam2.1_tiny": "facebook/sam2.1-hiera-tiny",
+    "sam2.1_small": "facebook/sam2.1-hiera-small",
+    "sam2.1_base_plus": "facebook/sam2.1-hiera-base-plus",
+    "sam2.1_large": "facebook/sam2.1-hiera-large",
+}
+
+
+def snippet_hf(w: Workload, c: Candidate) -> str:
+    """Ready-to-paste transformers calls (``Sam2VideoModel`` / ``Sam2VideoProcessor``) for a
+    transformers candidate, and the equivalent sam2tune overrides."""
+    size = c.image_size or w.image_size
+    cfg_kw = (
+        f", max_cond_frame_num={c.max_cond_frames_in_attn}"
+        if c.max_cond_frames_in_attn != -1
+        else ""
+    )
+    dt = "torch.bfloat16" if c.dtype == "bfloat16" else "torch.float32"
+    session = ['video=frames', 'inference_device="cuda"']
+    if c.offload_video_to_cpu:
+        session.append('video_storage_device="cpu"')
+    if c.offload_state_to_cpu:
+        session.append('inference_state_device="cpu"')
+    if c.vision_features_cache != 1:
+        session.append(f"max_vision_features_cache_size={c.vision_features_cache}")
+    session.append(f"dtype={dt}")
+    hub = HF_IDS.get(w.model, "facebook/sam2.1-hiera-<size>")
+    lines = [
+        "# transformers (Python)",
+        "import torch",
+        "from transformers import Sam2VideoModel, Sam2VideoProcessor",
+        f'model = Sam2VideoModel.from_pretrained("{hub}"{cfg_kw})'
+        f'.to("cuda", dtype={dt})',
+        f'processor = Sam2VideoProcessor.from_pretrained("{hub}")',
+        None
+        if size == 1024
+        else f"# image_size {size}: the hub config is 1024; sam2tune.adapter.hf.hf_config builds "
+        f"the config at {size} (image, prompt-encoder and memory-attention sizes together)",
+        "session = processor.init_video_session(" + ", ".join(session) + ")",
+        "processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=1,",
+        "                                          input_boxes=[[[x0, y0, x1, y1]]])",
+        "model(inference_session=session, frame_idx=0)",
+        "for out in model.propagate_in_video_iterator(session):",
+        "    masks = processor.post_process_masks(",
+        "        [out.pred_masks], original_sizes=[[session.video_height, session.video_width]])[0]",
+        "",
+        "# the same with sam2tune",
+        "sam2tune run " + " ".join(c.overrides(w)),
+    ]
+    return "\n".join(x for x in lines if x is not None)
+
+
 def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -> str:
-    """Ready-to-paste SAM 2 calls and the equivalent sam2tune overrides."""
+    """Ready-to-paste calls of the candidate's implementation (SAM 2's, or transformers') and
+    the equivalent sam2tune overrides."""
+    if c.impl == "transformers":
+        return snippet_hf(w, c)
     extra = [f"++model.image_size={c.image_size or w.image_size}"]
     if c.max_cond_frames_in_attn != -1:
         extra.append(f"++model.max_cond_frames_in_attn={c.max_cond_frames_in_attn}")
@@ -145,10 +201,12 @@ def recommend(
     model: MemoryModel,
     device_kind: str = "cuda",
     data=None,
+    impls: tuple[str, ...] = ("sam2", "transformers"),
 ) -> tuple[Choice | None, list[Choice]]:
-    """The best feasible configuration (model-screened over the whole knob space; ``data``:
-    recorded runs scoring quality and speed, as ``tune`` uses them)."""
-    choices = screen(w, budget, host_budget, model, device_kind, data)
+    """The best feasible configuration (model-screened over the whole knob space of each
+    implementation in ``impls``; ``data``: recorded runs scoring quality and speed, as ``tune``
+    uses them)."""
+    choices = screen(w, budget, host_budget, model, device_kind, data, impls)
     return choose(choices), choices
 
 
@@ -205,8 +263,10 @@ def lookup_table(
     host_budget: int,
     device_kind: str = "cuda",
     data=None,
+    impls: tuple[str, ...] = ("sam2", "transformers"),
 ) -> list[dict[str, Any]]:
-    """Recommended config per catalog GPU x workload class (predicted by the model)."""
+    """Recommended config per catalog GPU x workload class (predicted by the model), over the
+    implementations in ``impls``, and the best with transformers alone beside it."""
     from itertools import product
 
     from sam2tune.config.presets import model_preset
@@ -223,7 +283,7 @@ def lookup_table(
             CLASSES["prompt_every"],
         ):
             w = Workload(model_name, s, n, k, 1, None, weights_bytes, prompt_every=pe)
-            best, _ = recommend(w, budget, host_budget, model, device_kind, data)
+            best, _ = recommend(w, budget, host_budget, model, device_kind, data, impls)
             row = {
                 "gpu": gpu,
                 "gpu_bytes": total,
@@ -243,7 +303,17 @@ def lookup_table(
                 "snippet": None,
                 "figure": f"predicted (memory model calibrated on {cal})",
                 "candidate": None,
+                "transformers_config": "nothing fits",
+                "transformers_predicted_device_peak_bytes": None,
+                "transformers_candidate": None,
             }
+            hf, _ = recommend(w, budget, host_budget, model, device_kind, data, ("transformers",))
+            if hf is not None:
+                row.update(
+                    transformers_config=" ".join(hf.candidate.overrides(w)[1:]),
+                    transformers_predicted_device_peak_bytes=hf.prediction["device_peak_bytes"],
+                    transformers_candidate=asdict(hf.candidate),
+                )
             if best is not None:
                 p = best.prediction
                 row.update(
@@ -268,7 +338,9 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "gpu_lookup.json", {"host_budget_bytes": host_budget, "rows": rows})
-    df = pd.DataFrame(rows).drop(columns=["candidate", "snippet"])
+    df = pd.DataFrame(rows).drop(
+        columns=["candidate", "snippet", "transformers_candidate"], errors="ignore"
+    )
     df.to_csv(out / "gpu_lookup.csv", index=False)
     md = [
         "# Per-GPU lookup: recommended SAM 2 configuration",
@@ -279,8 +351,9 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
         "memory: total minus the CUDA context, over the allocator's reserved:allocated ratio "
         "(`usable_bytes` in the CSV/JSON).",
         "",
-        "| GPU | video | objects | px | prompt every | config | device peak GiB | host peak GiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| GPU | video | objects | px | prompt every | config | device peak GiB | host peak GiB "
+        "| best with transformers |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["predicted_device_peak_bytes"]
@@ -289,7 +362,7 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
             f"| {r['gpu']} | {r['video']} | {r['num_objects']} | {r['image_size']} | "
             f"{r['prompt_every'] or 'once'} | "
             f"{r['config'] or 'stock'} | {'' if d is None else f'{d / GiB:.2f}'} | "
-            f"{'' if h is None else f'{h / GiB:.2f}'} |"
+            f"{'' if h is None else f'{h / GiB:.2f}'} | {r.get('transformers_config') or ''} |"
         )
     atomic_write_text(out / "gpu_lookup.md", "\n".join(md) + "\n")
     from sam2tune.tune.lookup_page import write_page

@@ -15,7 +15,25 @@ import pandas as pd
 
 from sam2tune.memory_model.memory import Candidate, Workload
 
-__all__ = ["candidates", "escalation", "Scores", "score", "image_sizes"]
+__all__ = ["candidates", "escalation", "Scores", "score", "image_sizes", "impls_of", "IMPL_CHOICES"]
+
+#: what ``impl=`` may say to recommend / tune / lookup
+IMPL_CHOICES = ("any", "sam2", "transformers")
+
+#: agreement of another implementation with Meta's sam2 when no run has measured it: not
+#: bit-identical (its own kernels and preprocessing), so below the exact 1.0 of Meta's lossless
+#: knobs
+HF_FIDELITY_PRIOR = 0.99
+
+
+def impls_of(choice: str) -> tuple[str, ...]:
+    """The implementations a recommendation may choose: ``any`` = both (the memory model
+    predicts either without the library installed), or just the one named."""
+    if choice not in IMPL_CHOICES:
+        from sam2tune.errors import InputError
+
+        raise InputError(f"impl: must be one of {', '.join(IMPL_CHOICES)}, got {choice!r}")
+    return ("sam2", "transformers") if choice == "any" else (choice,)
 
 #: relative fps vs stock with no data (SAM 2's own figure for offload_state: 27 -> 24 fps)
 SPEED_PRIOR = {
@@ -39,13 +57,33 @@ def image_sizes(s: int) -> list[int]:
     return out or [s]
 
 
-def candidates(w: Workload, device_kind: str = "cuda") -> list[Candidate]:
-    """Every knob combination worth considering for ``w``."""
+def candidates(
+    w: Workload, device_kind: str = "cuda", impls: tuple[str, ...] = ("sam2",)
+) -> list[Candidate]:
+    """Every knob combination worth considering for ``w`` on each implementation in ``impls``
+    (transformers: the knobs it maps - offloads, conditioning frames in attention, dtype,
+    resolution; Meta-only knobs are not candidates there)."""
     conds = [-1] + [m for m in (2, 4, 8, 16) if m < w.num_cond_frames]
     segs = [0] + [s for s in (1800, 600) if s < w.num_frames]
     dtypes = ["float32", "bfloat16"] if device_kind == "cuda" else ["float32"]
     preds = ["per_object", "legacy_batched"] if w.num_objects > 1 else ["per_object"]
-    out = []
+    out: list[Candidate] = []
+    if "transformers" in impls and w.model.startswith("sam2.1"):  # it builds SAM 2.1 only
+        for ov, os_, m, size, dt in itertools.product(
+            (False, True), (False, True), conds, image_sizes(w.image_size), dtypes
+        ):
+            out.append(
+                Candidate(
+                    offload_video_to_cpu=ov,
+                    offload_state_to_cpu=os_,
+                    max_cond_frames_in_attn=m,
+                    dtype=dt,
+                    image_size=size,
+                    impl="transformers",
+                )
+            )
+    if "sam2" not in impls:
+        return out
     for ov, os_, strat, m, size, dt, pr, seg in itertools.product(
         (False, True),
         (False, True),
@@ -110,6 +148,8 @@ def _setting(c: Candidate) -> str:
             "max_cond_frames_in_attn": c.max_cond_frames_in_attn,
             "dtype": c.dtype,
             "predictor": c.predictor,
+            "impl": c.impl,
+            "vision_features_cache": c.vision_features_cache,
         }
     )
 
@@ -123,9 +163,24 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
         and size == w.image_size
         and not c.segment_frames
     )
+    hf = c.impl == "transformers"
     q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
+    fidelity, fsrc = 1.0, ""
+    if hf:  # another implementation: its agreement with Meta's sam2, measured where recorded
+        fidelity, fsrc = HF_FIDELITY_PRIOR, "prior: another implementation, not bit-identical"
+        if data is not None and not data.empty and "impl" in data:
+            runs = data[
+                (data["status"] == "ok")
+                & (data["impl"] == "transformers")
+                & (data["setting"] == "transformers")
+                & data["iou_ref_mean"].notna()
+            ]
+            if not runs.empty:
+                fidelity = float(runs["iou_ref_mean"].median())
+                fsrc = f"measured agreement with Meta's sam2 ({len(runs)} transformers runs)"
+        q, qs = fidelity, fsrc
     if not lossless:
-        q = 1.0
+        q = fidelity
         if c.max_cond_frames_in_attn != -1 and c.max_cond_frames_in_attn < w.num_cond_frames:
             q -= 0.01 * (w.num_cond_frames - c.max_cond_frames_in_attn) / w.num_cond_frames
         if c.dtype == "bfloat16":
@@ -134,7 +189,7 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
             q -= 0.1 * (1 - size / w.image_size)
         if c.segment_frames:
             q -= 0.03
-        qs = "prior (escalation order; no recorded runs)"
+        qs = "prior (escalation order; no recorded runs)" + (f"; {fsrc}" if hf else "")
     sp = 1.0
     if c.offload_video_to_cpu:
         sp *= SPEED_PRIOR["offload_video"]

@@ -60,6 +60,7 @@ class TuneSpec:
     study_name: str | None = None
     results_dir: str = "results"
     seed: int = 0
+    impls: tuple[str, ...] = ("sam2",)
     data: pd.DataFrame | None = field(default=None, repr=False)
 
 
@@ -112,12 +113,14 @@ def screen(
     model: MemoryModel,
     device_kind: str,
     data: pd.DataFrame | None = None,
+    impls: tuple[str, ...] = ("sam2",),
 ) -> list[Choice]:
     """Every candidate of the knob space, evaluated (the one screen ``tune``, ``recommend`` and
-    the lookup use; ``data``: recorded runs that score quality and speed)."""
+    the lookup use; ``data``: recorded runs that score quality and speed; ``impls``: the
+    implementations a choice may use)."""
     return [
         evaluate(w, c, budget, host_budget, model, device_kind, data)
-        for c in candidates(w, device_kind)
+        for c in candidates(w, device_kind, impls)
     ]
 
 
@@ -189,6 +192,21 @@ def open_study(spec: TuneSpec) -> optuna.Study:
 def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
     w = spec.workload
     space = candidates(w, spec.device_kind)
+    impl = (
+        trial.suggest_categorical("impl", list(spec.impls)) if len(spec.impls) > 1
+        else spec.impls[0]
+    )
+    if impl == "transformers":  # the knobs transformers maps (a conditional search space)
+        return Candidate(
+            impl="transformers",
+            offload_video_to_cpu=trial.suggest_categorical("offload_video_to_cpu", [False, True]),
+            offload_state_to_cpu=trial.suggest_categorical("offload_state_to_cpu", [False, True]),
+            max_cond_frames_in_attn=trial.suggest_categorical(
+                "max_cond_frames_in_attn", sorted({c.max_cond_frames_in_attn for c in space})
+            ),
+            dtype=trial.suggest_categorical("dtype", sorted({c.dtype for c in space})),
+            image_size=trial.suggest_categorical("image_size", image_sizes(w.image_size)),
+        )
     strategy = trial.suggest_categorical("strategy", ["stock", "release", "stream"])
     ov = trial.suggest_categorical("offload_video_to_cpu", [False, True])
     if strategy == "stream":
@@ -221,6 +239,7 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
     full-length prediction rescaled by measured / predicted on the short run."""
     from sam2tune.config.presets import model_preset
     from sam2tune.config.schema import (
+        ImplConfig,
         KnobsConfig,
         LimitsConfig,
         ProbeConfig,
@@ -244,7 +263,9 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
             predictor=c.predictor,
             strategy=c.strategy,
             segment_frames=c.segment_frames if c.segment_frames < n else 0,
+            vision_features_cache=c.vision_features_cache,
         ),
+        impl=ImplConfig(c.impl),
         limits=LimitsConfig(
             host_memory_budget=str(spec.host_budget_bytes),
             device_memory_budget=str(spec.budget_bytes) if spec.device_kind == "cuda" else None,
