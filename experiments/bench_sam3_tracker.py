@@ -34,6 +34,15 @@ def _frames(folder: Path, n: int) -> str:
     return str(folder)
 
 
+def _sam2_config(px: int):
+    """SAM 2.1 tiny's transformers config at ``px`` (sam2tune's: every size-dependent field)."""
+    from sam2tune.adapter.hf import hf_config
+    from sam2tune.config.presets import model_preset
+    from sam2tune.config.schema import KnobsConfig
+
+    return hf_config(model_preset("sam2.1_tiny", image_size=px), KnobsConfig())
+
+
 def _run(model, processor, video: str, frames: int) -> dict[str, float]:
     from sam2tune.adapter.hf import read_rgb_frames
 
@@ -56,14 +65,14 @@ def _run(model, processor, video: str, frames: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image-size", type=int, default=1008)
+    ap.add_argument("--image-size", type=int, default=1008, help="SAM 3 (multiple of 14)")
+    ap.add_argument("--sam2-image-size", type=int, default=1024, help="SAM 2.1 (multiple of 32)")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     import psutil
     from transformers import (
         Sam2ImageProcessor,
-        Sam2VideoConfig,
         Sam2VideoModel,
         Sam2VideoProcessor,
         Sam2VideoVideoProcessor,
@@ -72,14 +81,13 @@ def main() -> None:
         Sam3TrackerVideoProcessor,
     )
 
-    size = {"height": a.image_size, "width": a.image_size}
     res: dict[str, object] = {
         "figure": "measured",
         "weights": "random-init",
         "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "image_size": a.image_size,
+        "image_size": {"sam3_tracker": a.image_size, "sam2.1_tiny": a.sam2_image_size},
         "torch": torch.__version__,
     }
     import transformers
@@ -87,20 +95,22 @@ def main() -> None:
     res["transformers"] = transformers.__version__
     with tempfile.TemporaryDirectory() as d:
         video = _frames(Path(d), a.frames)
-        for name, build, proc_cls in (
+        for name, build, proc_cls, px in (
             ("sam3_tracker", lambda: Sam3TrackerVideoModel(Sam3TrackerVideoConfig()),
-             Sam3TrackerVideoProcessor),
-            ("sam2.1_tiny", lambda: Sam2VideoModel(Sam2VideoConfig()), Sam2VideoProcessor),
+             Sam3TrackerVideoProcessor, a.image_size),
+            ("sam2.1_tiny", lambda: Sam2VideoModel(_sam2_config(a.sam2_image_size)),
+             Sam2VideoProcessor, a.sam2_image_size),
         ):
+            size = {"height": px, "width": px}
             t0 = time.perf_counter()
             torch.manual_seed(0)
             model = build().eval()
             build_s = time.perf_counter() - t0
-            if model.config.image_size != a.image_size:
+            if model.config.image_size != px:
                 # SAM 3's config resizes its feature maps with image_size (a multiple of its 14-px
                 # patches); SAM 2.1's default is 1024
                 cfg = model.config
-                cfg.image_size = a.image_size
+                cfg.image_size = px
                 model = type(model)(cfg).eval()
             proc = proc_cls(
                 image_processor=Sam2ImageProcessor(size=size),
@@ -120,7 +130,7 @@ def main() -> None:
             print(f"{name}: {res[name]}", file=sys.stderr, flush=True)
     s3, s2 = res["sam3_tracker"], res["sam2.1_tiny"]
     assert isinstance(s3, dict) and isinstance(s2, dict)
-    res["sam3_over_sam2_tiny_s_per_frame"] = round(s3["s_per_frame"] / s2["s_per_frame"], 2)
+    res["sam3_over_sam2_tiny_s_per_frame_native_sizes"] = round(s3["s_per_frame"] / s2["s_per_frame"], 2)
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:

@@ -201,7 +201,97 @@ def test_transformers_run_recorded_beside_sam2(cache_root, tmp_path):
     assert abs(hf.weights_bytes - sam2.weights_bytes) < 1e-3 * sam2.weights_bytes
     assert hf.iou_ref_mean > 0.9 and hf.jf_ref_mean > 0.9  # agreement with Meta's sam2
     assert hf_off.est_device_peak_bytes < hf.est_device_peak_bytes
+    # the memory model's transformers terms against the census of these real sessions: the
+    # frames and the state are exact from transformers' code (the prompts' inputs aside)
+    from sam2tune.memory_model.calibrate import run_inputs
+    from sam2tune.memory_model.memory import MemoryModel, _arch, _resident, predict
+
+    checked = 0
+    for r in run_inputs(res):
+        c, w = r["candidate"], r["workload"]
+        row = df[df.run_id == r["run_id"]].iloc[0]
+        assert c.impl == row.impl
+        if c.impl != "transformers":
+            continue
+        rs = _resident(w, c, w.image_size, _arch(w.model))
+        assert rs.frames == row.frames_bytes
+        assert 0 <= row.state_bytes - rs.state <= 256, (rs.state, row.state_bytes)
+        p = predict(w, c, MemoryModel.load(), "cpu", host_baseline=0)
+        if not c.offload_state_to_cpu:
+            assert p["terms"]["cached_features"] == row.cached_features_bytes
+        checked += 1
+    assert checked == 2
     rep = json.loads(next((res / "runs" / hf.run_id).glob("report.json")).read_text())
     assert rep["impl"] == "transformers"
     assert rep["environment"]["transformers_version"] == transformers.__version__
     assert rep["reference"]["is_reference"] is False
+
+
+def test_recommendations_know_the_implementation():
+    """transformers candidates only with the knobs it maps; its state costs more per
+    object-frame (high-res logits kept); a transformers-only answer gives transformers' own
+    snippet; a SAM 2 (not 2.1) workload has no transformers candidate; a model fitted without
+    transformers runs says so in its trust note."""
+    from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload, predict
+    from sam2tune.tune.recommend import recommend, snippet
+    from sam2tune.tune.space import candidates
+
+    w = Workload("sam2.1_tiny", 1024, 1800, 2, 1, None, 155_851_016)
+    hf = candidates(w, "cuda", ("transformers",))
+    assert hf and all(c.impl == "transformers" and c.strategy == "stock" for c in hf)
+    assert {c.offload_state_to_cpu for c in hf} == {False, True}
+    assert not candidates(Workload("sam2_tiny", 1024, 1800, 2), "cuda", ("transformers",))
+    m = MemoryModel.load()
+    a = predict(w, Candidate(), m, "cuda", host_baseline=0)
+    b = predict(w, Candidate(impl="transformers"), m, "cuda", host_baseline=0)
+    per_obj_frame = (b["terms"]["state"] - a["terms"]["state"]) / (2 * 1800)
+    assert per_obj_frame > 1024 * 1024 * 4 * 0.99  # the 1024 x 1024 float32 logits, at least
+    assert "impl transformers" in b["trust"]["statement"] or "impl" in b["trust"]["axes"]
+    best, _ = recommend(w, 80 * 2**30, 512 * 2**30, m, "cuda", None, ("transformers",))
+    assert best is not None and best.candidate.impl == "transformers"
+    text = snippet(w, best.candidate, "configs/sam2.1/sam2.1_hiera_t.yaml", "x.pt")
+    assert "Sam2VideoModel.from_pretrained(\"facebook/sam2.1-hiera-tiny\"" in text
+    assert "impl=transformers" in text and "build_sam2_video_predictor" not in text
+    if best.candidate.offload_state_to_cpu:
+        assert 'inference_state_device="cpu"' in text
+    both, _ = recommend(w, 80 * 2**30, 512 * 2**30, m, "cuda", None)
+    assert both is not None and both.candidate.impl == "sam2"  # lossless sam2 fits: exact wins
+
+
+def test_impl_choice_is_validated_in_one_line(tmp_path):
+    p = subprocess.run(
+        sam2tune_cmd() + ["recommend", "budget=24GiB", "impl=tensorflow",
+                          f"results_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode != 0
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "impl" in err[0] and "tensorflow" in err[0], p.stderr
+
+
+@pytest.mark.slow
+def test_sam3_tracker_runs_through_the_same_session(frames):
+    """SAM 3's tracker (transformers' Sam3TrackerVideoModel, random-init) through sam2tune's
+    transformers session at 336 px: prompts, propagation, masks at the video's size and the
+    census by role (about 40 s on this 2-core CPU; 36 s per frame at its own 1008 px)."""
+    from sam2tune.adapter.hf import HFSession, build_sam3_tracker
+    from sam2tune.adapter.session import FrameStep
+    from sam2tune.scenario import Prompt
+
+    pred = build_sam3_tracker(336, torch.device("cpu"))
+    assert sum(p.numel() for p in pred.model.parameters()) > 400_000_000
+    sess = HFSession(pred, frames, KnobsConfig())
+    sess.init()
+    got = [
+        ev for ev in sess.track(
+            [Prompt(kind="box", frame=0, obj_id=1, box=[20.0, 20.0, 60.0, 50.0])]
+        )
+        if isinstance(ev, FrameStep)
+    ]
+    assert [e.frame_idx for e in got] == list(range(FRAMES))
+    assert all(e.masks.shape == (1, 96, 128) and e.obj_ids == [1] for e in got)
+    c = sess.census()
+    assert c.frames_bytes == FRAMES * 3 * 336 * 336 * 4
+    assert c.state_bytes > FRAMES * 336 * 336 * 4  # high-res logits kept per frame, as SAM 2.1
+    assert c.cached_features_bytes > 0 and c.maskmem_entries >= FRAMES
+    sess.close()

@@ -46,6 +46,7 @@ __all__ = [
     "HFPredictor",
     "HFSession",
     "build_hf",
+    "build_sam3_tracker",
     "convert_state_dict",
     "hf_config",
     "hf_available",
@@ -322,6 +323,33 @@ def build_hf(
     nbytes += sum(b.numel() * b.element_size() for b in hf.buffers())
     pred = HFPredictor(hf, _processor(model.image_size), device, model.image_size, dtype)
     return BuiltPredictor(pred, meta.weights, meta.checkpoint_path, int(nbytes), hf_settings(knobs))
+
+
+def build_sam3_tracker(image_size: int, device: torch.device, seed: int = 0) -> HFPredictor:
+    """SAM 3's tracker (``Sam3TrackerVideoModel``, 466 M parameters) at ``image_size`` (a
+    multiple of its 14-px patches; its own is 1008), random-init from ``seed``: no SAM 3 weights
+    can be loaded here (the hub is closed and no SAM 2 checkpoint converts to it). It runs through
+    :class:`HFSession` like SAM 2.1 (same processor and session API)."""
+    from transformers import (
+        Sam2ImageProcessor,
+        Sam2VideoVideoProcessor,
+        Sam3TrackerVideoConfig,
+        Sam3TrackerVideoModel,
+        Sam3TrackerVideoProcessor,
+    )
+
+    if image_size % 14:
+        raise InputError(f"image_size: SAM 3 needs a multiple of 14, got {image_size}")
+    cfg = Sam3TrackerVideoConfig()
+    cfg.image_size = image_size  # resizes every feature map with it
+    torch.manual_seed(seed)
+    model = Sam3TrackerVideoModel(cfg).to(device).eval()
+    size = {"height": image_size, "width": image_size}
+    proc = Sam3TrackerVideoProcessor(
+        image_processor=Sam2ImageProcessor(size=size),
+        video_processor=Sam2VideoVideoProcessor(size=size),
+    )
+    return HFPredictor(model, proc, device, image_size, torch.float32)
 
 
 def hf_settings(knobs: KnobsConfig) -> list[str]:

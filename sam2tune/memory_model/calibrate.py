@@ -365,24 +365,34 @@ def fit(
     if hf:
         _fit_impl_ratio(hf, k)
     host_baseline, host_resident, baseline_source = _baseline(
-        rows, device_kind, host_baseline, host_resident
+        meta, device_kind, host_baseline, host_resident
     )
     if device_kind == "cuda":
         # allocator-visible bytes no term names (library workspaces and the like): a constant,
         # measured per run from the census and the measured step peak, not fitted jointly
         fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
         k["d_0"] = float(np.median(fixed)) if fixed else 0.0
-    _fit_host(rows, k, device_kind, host_baseline, host_resident)
+    _fit_host(meta, k, device_kind, host_baseline, host_resident)
     info = {
         "device_kind": device_kind,
-        "runs": len(rows),
-        "run_ids": [r["run_id"] for r in rows],
+        "runs": len(meta),
+        "run_ids": [r["run_id"] for r in meta],
         "host_baseline_bytes": int(host_baseline),
         "host_resident_bytes": int(host_resident),
         "host_baseline_source": baseline_source,
         "region": region_of(rows),
+        "impl_ratio": {
+            "transformers": {
+                "runs": len(hf),
+                "run_ids": [r["run_id"] for r in hf],
+                "hf_enc": k["hf_enc"],
+                "hf_mem": k["hf_mem"],
+            }
+            if hf
+            else "no transformers runs: its activations are predicted as sam2's (ratio 1.0)"
+        },
         "summary": {
-            "runs": len(rows),
+            "runs": len(meta),
             "devices": sorted({r["device_name"] or "?" for r in rows}),
             "weights": sorted({r["weights"] for r in rows}),
             "target": "cuda_max_allocated_bytes"
@@ -481,10 +491,15 @@ def fit_and_evaluate(
     results_dir: str | Path | Sequence[str | Path],
     validation_dir: str | Path | Sequence[str | Path] | None = None,
     seed: int = 0,
+    impl_dir: str | Path | Sequence[str | Path] | None = None,
 ) -> tuple[MemoryModel, pd.DataFrame, dict[str, Any]]:
     """Fit per device kind on the runs of ``results_dir`` (one folder or several, e.g. a CPU and
     a CUDA calibration) and, with ``validation_dir``, measure the error on its runs (random
     held-out + extrapolation per axis).
+
+    Args:
+        impl_dir: runs of other implementations (``impl=transformers``): their activation ratios
+            to sam2's are fitted beside Meta's coefficients.
 
     Returns:
         (model fitted on every calibration run, per-run errors, summary per kind and axis).
@@ -492,6 +507,11 @@ def fit_and_evaluate(
     rows = [r for d in _dirs(results_dir) for r in run_inputs(d)]
     if not rows:
         raise ValueError(f"results_dir: no ok runs under {str(results_dir)!r} to fit")
+    # other implementations' runs (impl_dir): only their own rows join, so Meta's coefficients
+    # stay fitted on the calibration set alone
+    rows += [
+        r for d in _dirs(impl_dir) for r in run_inputs(d) if r["candidate"].impl != "sam2"
+    ]
     valid = [r for d in _dirs(validation_dir) for r in run_inputs(d)]
     model = MemoryModel()
     frames = []

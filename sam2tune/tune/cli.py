@@ -125,6 +125,11 @@ class FitArgs:
         None, "held-out runs: error per axis (random + extrapolation; several: A,B)"
     )
     out: str | None = _h(None, "model file (default results_dir/memory_model.json)")
+    impl_dir: str | None = _h(
+        None,
+        "runs of impl=transformers (e.g. results/implementations): its activation ratios to "
+        "sam2's (several: A,B; their sam2 runs are not used)",
+    )
 
 
 @dataclass
@@ -444,12 +449,16 @@ def fit_cmd(args: list[str]) -> None:
 
     fa = parse(args, "fit", FitArgs)
     results = fa.results_dir.split(",")
-    for d in results + (fa.validation_dir.split(",") if fa.validation_dir else []):
+    impl_dirs = fa.impl_dir.split(",") if fa.impl_dir else None
+    for d in results + (fa.validation_dir.split(",") if fa.validation_dir else []) + (
+        impl_dirs or []
+    ):
         if not Path(d).is_dir():
-            raise InputError(f"results_dir / validation_dir: no such folder {d!r}")
+            raise InputError(f"results_dir / validation_dir / impl_dir: no such folder {d!r}")
     try:
         model, ev, summary = fit_and_evaluate(
-            results, fa.validation_dir.split(",") if fa.validation_dir else None
+            results, fa.validation_dir.split(",") if fa.validation_dir else None,
+            impl_dir=impl_dirs,
         )
     except ValueError as e:
         raise InputError(str(e)) from None
