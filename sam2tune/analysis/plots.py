@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import matplotlib
 from matplotlib.figure import Figure
 
 from sam2tune.analysis.table import DEVICE_PEAK, prepare
@@ -293,8 +294,18 @@ def projection_1024(df: pd.DataFrame):
     if p.empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
-    for setting, g in p.groupby("setting", sort=True):
-        ax.plot(g["seconds"] / 60, g["device_peak_bytes"] / GiB, "o-", lw=2, label=setting)
+    groups = list(p.groupby("setting", sort=True))
+    colors = matplotlib.colormaps["tab20"].colors if len(groups) > 10 else None
+    for i, (setting, g) in enumerate(groups):
+        ax.plot(
+            g["seconds"] / 60,
+            g["device_peak_bytes"] / GiB,
+            "o" + ("--" if str(setting).startswith("transformers") else "-"),
+            lw=2,
+            ms=4,
+            label=setting,
+            color=colors[i % len(colors)] if colors else None,
+        )
     top = p["device_peak_bytes"].max() / GiB
     for name, total, usable in gpu_lines(model):
         if usable / GiB > 1.6 * top:
@@ -309,7 +320,7 @@ def projection_1024(df: pd.DataFrame):
     ax.set_title(
         f"Predicted at {SIZE} px, {int(p['num_objects'].iloc[0])} objects: what each setting needs"
     )
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8 if len(groups) <= 10 else 6, loc="upper left")
     fig.text(
         0.01,
         0.01,
