@@ -130,7 +130,8 @@ def main() -> None:
             print(f"{name}: {res[name]}", file=sys.stderr, flush=True)
     s3, s2 = res["sam3_tracker"], res["sam2.1_tiny"]
     assert isinstance(s3, dict) and isinstance(s2, dict)
-    res["sam3_over_sam2_tiny_s_per_frame_native_sizes"] = round(s3["s_per_frame"] / s2["s_per_frame"], 2)
+    ratio = s3["s_per_frame"] / s2["s_per_frame"]
+    res["sam3_over_sam2_tiny_s_per_frame_native_sizes"] = round(ratio, 2)
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_run, sam2tune_cmd
+from tests.conftest import sam2tune_cmd
 
 transformers = pytest.importorskip(
     "transformers", reason="impl=transformers needs the [hf] extra (pip install 'sam2tune[hf]')"
@@ -20,7 +20,6 @@ from sam2tune.adapter.build import build_predictor  # noqa: E402
 from sam2tune.adapter.hf import build_hf, convert_state_dict, hf_config  # noqa: E402
 from sam2tune.config.presets import model_preset  # noqa: E402
 from sam2tune.config.schema import KnobsConfig  # noqa: E402
-from sam2tune.errors import InputError  # noqa: E402
 
 FRAMES = 5
 
@@ -96,8 +95,8 @@ def _hf_run(built, images, frames_hw):
 
 def test_same_weights_same_masks_on_the_same_input(frames, tmp_path):
     """Meta's predictor and transformers' model with converted weights, on the same
-    preprocessed frames and prompts: the same masks on every frame (IoU > 0.99) and logits
-    that agree closely. Shuffling one converted tensor breaks the agreement (the check
+    preprocessed frames and prompts: the same masks on every frame and the same logits to
+    float32 rounding. Shuffling one converted tensor breaks the agreement (the check
     measures the weights, not the prompts)."""
     m = model_preset("sam2.1_tiny", image_size=256)
     torch.manual_seed(0)
@@ -111,8 +110,9 @@ def test_same_weights_same_masks_on_the_same_input(frames, tmp_path):
         for o in range(2):
             inter = (a[o] & b[o]).sum().item()
             union = (a[o] | b[o]).sum().item()
-            assert union == 0 or inter / union > 0.99, (f, o, inter, union)
-        assert torch.allclose(ref[f], got[f].to(ref[f].dtype), atol=1e-2, rtol=1e-3), f
+            assert inter == union, (f, o, inter, union)
+        # the same float32 arithmetic up to operation order: 7.5e-7 measured
+        assert torch.allclose(ref[f], got[f].to(ref[f].dtype), atol=1e-4, rtol=0), f
     # control: one tensor wrongly placed (the patch embedding's output channels permuted)
     w = built.predictor.model.vision_encoder.backbone.patch_embed.projection.weight
     with torch.no_grad():

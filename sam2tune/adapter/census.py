@@ -33,7 +33,8 @@ class Census:
     state_device_bytes: int = 0
     maskmem_bytes: int = 0  # of state_bytes: memory-bank features (bf16)
     maskmem_entries: int = 0  # object-frames holding maskmem features
-    cached_features_host_bytes: int = 0  # of cached_features_bytes: kept on the host (transformers)
+    # of cached_features_bytes: kept on the host (transformers' offloaded state)
+    cached_features_host_bytes: int = 0
 
     @property
     def device_resident_bytes(self) -> int:

@@ -86,9 +86,10 @@ def _meta_model_cfg(model: ModelConfig) -> dict[str, Any]:
     res = importlib.resources.files("sam2") / model.config_file
     if not res.is_file():
         raise InputError(f"model.config_file: {model.config_file!r} is not in the sam2 package")
-    cfg = OmegaConf.to_container(OmegaConf.create(res.read_text())["model"], resolve=False)
+    root: Any = OmegaConf.create(res.read_text())
+    cfg = OmegaConf.to_container(root["model"], resolve=False)
     assert isinstance(cfg, dict)
-    return cfg
+    return {str(k): v for k, v in cfg.items()}
 
 
 def _hiera_defaults() -> dict[str, Any]:
@@ -147,6 +148,7 @@ def hf_config(model: ModelConfig, knobs: KnobsConfig) -> Any:
 #: (Meta pattern, transformers replacement), applied in order to every Meta name; MLP layer
 #: indices are handled by :func:`_mlp` (Meta's ``layers.0 .. layers.n-1`` are transformers'
 #: ``proj_in``, ``layers.0 .. layers.n-3``, ``proj_out``)
+_FUSER = "memory_encoder.memory_fuser.layers."
 _RULES: list[tuple[str, str]] = [
     (r"^image_encoder\.trunk\.", "vision_encoder.backbone."),
     (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
@@ -171,10 +173,10 @@ _RULES: list[tuple[str, str]] = [
     (r"^memory_attention\.norm\.", "memory_attention.layer_norm."),
     (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
     (r"^memory_encoder\.o_proj\.", "memory_encoder.projection."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.", r"memory_encoder.memory_fuser.layers.\1.depthwise_conv."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.norm\.", r"memory_encoder.memory_fuser.layers.\1.layer_norm."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.pwconv([12])\.", r"memory_encoder.memory_fuser.layers.\1.pointwise_conv\2."),
-    (r"^memory_encoder\.fuser\.layers\.(\d+)\.gamma$", r"memory_encoder.memory_fuser.layers.\1.scale"),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.", _FUSER + r"\1.depthwise_conv."),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.norm\.", _FUSER + r"\1.layer_norm."),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.pwconv([12])\.", _FUSER + r"\1.pointwise_conv\2."),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.gamma$", _FUSER + r"\1.scale"),
     (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
     (r"^no_mem_embed$", "no_memory_embedding"),
     (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
@@ -268,7 +270,9 @@ def convert_state_dict(meta: dict[str, torch.Tensor], target: dict[str, torch.Te
         want = target[n].shape
         if v.shape != want:
             if v.numel() != target[n].numel():
-                raise ValueError(f"convert_state_dict: {n}: shape {tuple(v.shape)} vs {tuple(want)}")
+                raise ValueError(
+                    f"convert_state_dict: {n}: shape {tuple(v.shape)} vs {tuple(want)}"
+                )
             out[n] = v.reshape(want)
     return out
 
@@ -313,7 +317,7 @@ def build_hf(
         raise InputError(why)
     meta = build_predictor(model, Knobs(), torch.device("cpu"), cache_root)
     cfg = hf_config(model, knobs)
-    hf = Sam2VideoModel(cfg)
+    hf: Any = Sam2VideoModel(cfg)
     state = convert_state_dict(meta.predictor.state_dict(), hf.state_dict())
     hf.load_state_dict(state, strict=True)
     del meta.predictor
@@ -322,7 +326,9 @@ def build_hf(
     nbytes = sum(p.numel() * p.element_size() for p in hf.parameters())
     nbytes += sum(b.numel() * b.element_size() for b in hf.buffers())
     pred = HFPredictor(hf, _processor(model.image_size), device, model.image_size, dtype)
-    return BuiltPredictor(pred, meta.weights, meta.checkpoint_path, int(nbytes), hf_settings(knobs))
+    return BuiltPredictor(
+        pred, meta.weights, meta.checkpoint_path, int(nbytes), hf_settings(knobs)
+    )
 
 
 def build_sam3_tracker(image_size: int, device: torch.device, seed: int = 0) -> HFPredictor:
@@ -343,7 +349,8 @@ def build_sam3_tracker(image_size: int, device: torch.device, seed: int = 0) -> 
     cfg = Sam3TrackerVideoConfig()
     cfg.image_size = image_size  # resizes every feature map with it
     torch.manual_seed(seed)
-    model = Sam3TrackerVideoModel(cfg).to(device).eval()
+    model: Any = Sam3TrackerVideoModel(cfg)
+    model = model.to(device).eval()
     size = {"height": image_size, "width": image_size}
     proc = Sam3TrackerVideoProcessor(
         image_processor=Sam2ImageProcessor(size=size),
@@ -514,7 +521,7 @@ class HFSession:
                 kw["input_boxes"] = [[[float(x) for x in p.box]]]
             if p.points is not None:
                 kw["input_points"] = [[[[float(a), float(b)] for a, b in p.points]]]
-                kw["input_labels"] = [[[int(v) for v in p.labels]]]
+                kw["input_labels"] = [[[int(v) for v in (p.labels or [])]]]
             proc.add_inputs_to_inference_session(
                 sess, frame_idx=p.frame, obj_ids=p.obj_id, **kw
             )

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
-import matplotlib
 from matplotlib.figure import Figure
 
 from sam2tune.analysis.table import DEVICE_PEAK, prepare
@@ -295,7 +295,8 @@ def projection_1024(df: pd.DataFrame):
         ax.text(0.5, 0.5, "no successful runs", ha="center")
         return fig
     groups = list(p.groupby("setting", sort=True))
-    colors = matplotlib.colormaps["tab20"].colors if len(groups) > 10 else None
+    tab20 = matplotlib.colormaps["tab20"]
+    colors = [tab20(i) for i in range(20)] if len(groups) > 10 else None
     for i, (setting, g) in enumerate(groups):
         ax.plot(
             g["seconds"] / 60,

@@ -225,7 +225,10 @@ class ImplConfig:
 _HF_LACKS: dict[str, tuple[Any, str]] = {
     "predictor": ("per_object", "transformers has one video predictor (objects run one by one)"),
     "vos_optimized": (False, "SAM2VideoPredictorVOS is Meta's class; transformers has none"),
-    "async_loading_frames": (False, "transformers' processor decodes the video in init_video_session"),
+    "async_loading_frames": (
+        False,
+        "transformers' processor decodes the video in init_video_session",
+    ),
     "strategy": ("stock", "sam2tune's bounded-memory strategies work on Meta's inference state"),
     "segment_frames": (0, "segments run on Meta's inference state"),
 }

@@ -4,7 +4,6 @@ lookup. Arguments are ``key=value`` (OmegaConf dotlist onto typed dataclasses)."
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import sys
 from dataclasses import asdict, dataclass, field

@@ -15,7 +15,15 @@ import pandas as pd
 
 from sam2tune.memory_model.memory import Candidate, Workload
 
-__all__ = ["candidates", "escalation", "Scores", "score", "image_sizes", "impls_of", "IMPL_CHOICES"]
+__all__ = [
+    "candidates",
+    "escalation",
+    "Scores",
+    "score",
+    "image_sizes",
+    "impls_of",
+    "IMPL_CHOICES",
+]
 
 #: what ``impl=`` may say to recommend / tune / lookup
 IMPL_CHOICES = ("any", "sam2", "transformers")
