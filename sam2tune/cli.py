@@ -65,7 +65,7 @@ def _choices(group: str) -> list[str]:
 def _check_group_choices(overrides: list[str]) -> None:
     """One clear line for an unknown config-group option (Hydra's own message is a page)."""
     for ov in overrides:
-        m = re.match(r"^[+~]*(model|video|experiment)=(.*)$", ov)
+        m = re.match(r"^[+~]*(model|video|experiment|impl)=(.*)$", ov)
         if not m:
             continue
         group, values = m.groups()

@@ -267,6 +267,14 @@ def test_impl_choice_is_validated_in_one_line(tmp_path):
     assert p.returncode != 0
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "impl" in err[0] and "tensorflow" in err[0], p.stderr
+    p = subprocess.run(
+        sam2tune_cmd() + ["run", "impl=tensorflow", f"results_dir={tmp_path / 'r'}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 2 and not (tmp_path / "r").exists()
+    assert p.stderr.strip() == (
+        "sam2tune: error: impl: unknown impl 'tensorflow' (choose from sam2, transformers)"
+    )
 
 
 @pytest.mark.slow
@@ -295,3 +303,20 @@ def test_sam3_tracker_runs_through_the_same_session(frames):
     assert c.state_bytes > FRAMES * 336 * 336 * 4  # high-res logits kept per frame, as SAM 2.1
     assert c.cached_features_bytes > 0 and c.maskmem_entries >= FRAMES
     sess.close()
+
+
+def test_only_the_transformers_adapter_imports_transformers():
+    """One adapter per implementation: transformers' classes are touched in adapter/hf.py only
+    (the sam2 package in adapter/ only, as before)."""
+    import re
+    from pathlib import Path
+
+    import sam2tune as pkg
+
+    root = Path(pkg.__file__).parent
+    users = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r"^\s*(from|import) transformers\b", p.read_text(), re.M)
+    )
+    assert users == ["adapter/hf.py"]

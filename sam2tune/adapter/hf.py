@@ -39,6 +39,7 @@ from sam2tune.errors import InputError
 
 if TYPE_CHECKING:
     from sam2tune.adapter.build import BuiltPredictor
+    from sam2tune.adapter.frames import StreamingFrames
     from sam2tune.config.schema import KnobsConfig, ModelConfig
     from sam2tune.scenario import Prompt
 
@@ -477,7 +478,8 @@ class HFSession:
         self.video_path = video_path
         self.knobs = knobs
         self.session: Any = None
-        self.frames = None  # no streaming loader: transformers keeps every processed frame
+        # no streaming loader: transformers keeps every processed frame
+        self.frames: StreamingFrames | None = None
         self.init_s = 0.0
         self.frame_wait_s = 0.0
         self.next_is_prompt = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sam2tune.config.schema import KnobsConfig
     from sam2tune.scenario import Prompt
 
-__all__ = ["Session", "ReleasedFrameError", "release_horizon_back"]
+__all__ = ["Session", "VideoSession", "ReleasedFrameError", "release_horizon_back"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,29 @@ class FrameStep:
 
 #: what :meth:`Session.track` yields
 Step = PromptStep | SegmentStart | FrameStep
+
+
+class VideoSession(Protocol):
+    """What the runner needs of one implementation's video session (Meta's :class:`Session` /
+    :class:`~sam2tune.adapter.segments.SegmentedSession`, transformers'
+    :class:`~sam2tune.adapter.hf.HFSession`): the one interface every adapter implements."""
+
+    init_s: float
+    frame_wait_s: float
+    next_is_prompt: bool  # whether the next step adds a prompt
+
+    @property
+    def frames(self) -> StreamingFrames | None:
+        """The streaming loader where there is one (its held frames are counted)."""
+        ...
+
+    def init(self) -> None: ...
+
+    def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Step]: ...
+
+    def census(self) -> Census: ...
+
+    def close(self) -> None: ...
 
 
 class ReleasedFrameError(RuntimeError):

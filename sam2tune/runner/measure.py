@@ -19,8 +19,9 @@ import torch
 from sam2tune.adapter.arch import arch_of_predictor
 from sam2tune.adapter.build import BuiltPredictor, Predictor, build_impl
 from sam2tune.adapter.census import Census
+from sam2tune.adapter.hf import HFPredictor, HFSession
 from sam2tune.adapter.segments import SegmentedSession
-from sam2tune.adapter.session import FrameStep, PromptStep, Session
+from sam2tune.adapter.session import FrameStep, PromptStep, Session, VideoSession
 from sam2tune.config.schema import KnobsConfig, RunConfig
 from sam2tune.errors import InputError
 from sam2tune.metrics import JF, MaskDir, MaskSet, iou_vs_labels, jf_vs_labels
@@ -114,7 +115,7 @@ class FrameProbe:
             self.alloc0 = torch.cuda.memory_allocated(self.dev)
 
     def after_frame(
-        self, sess: Any, ev: FrameStep, dt: float, tracked: bool, t_s: float
+        self, sess: VideoSession, ev: FrameStep, dt: float, tracked: bool, t_s: float
     ) -> None:
         """Record one propagated frame's timeline row and running maxima."""
         c = sess.census()
@@ -174,17 +175,15 @@ def _bank_copy_bytes(
 
 
 def _is_hf(predictor: Predictor) -> bool:
-    """Whether ``predictor`` is transformers' (impl=transformers), without importing it."""
-    return type(predictor).__name__ == "HFPredictor"
+    """Whether ``predictor`` is transformers' (impl=transformers)."""
+    return isinstance(predictor, HFPredictor)
 
 
 def _open_session(
     predictor: Predictor, video: VideoData, knobs: KnobsConfig, mask_dir: Path | None
-) -> tuple[Any, MaskSet | MaskDir]:
-    sess: Any
-    if _is_hf(predictor):
-        from sam2tune.adapter.hf import HFSession
-
+) -> tuple[VideoSession, MaskSet | MaskDir]:
+    sess: VideoSession
+    if _is_hf(predictor):  # knobs it lacks (strategies, segments) were refused at config time
         return HFSession(predictor, video.sam2_path, knobs), MaskSet(video.height, video.width)
     if knobs.segment_frames:
         sess = SegmentedSession(predictor, video.sam2_path, knobs, video.num_frames)
