@@ -288,7 +288,15 @@ POINT: dict[str, dict[str, str]] = {
         "knobs.predictor": "legacy_batched",
     },
     "sweep_resolution": {"video.num_frames": "4", "model.image_size": "256"},
+    "sweep_implementations": {
+        "video.num_frames": "8",
+        "impl": "transformers",
+        "knobs.offload_state_to_cpu": "true",
+    },
 }
+
+#: config groups chosen by name (``impl=transformers``): recorded as ``<group>.name``
+_GROUP_NAMES = {"impl"}
 
 #: points whose knobs are all lossless (bit-identical masks): agreement must be exactly 1.0
 LOSSLESS_POINTS = {"offload_all", "sweep_bounded", "sweep_demo", "sweep_memory_vs_length"}
@@ -358,7 +366,8 @@ def test_every_experiment_preset_runs_for_real(name, tmp_path, cache_root):
     expected = {k: v for k, v in _flatten(preset).items() if not k.startswith("hydra.")}
     expected.update({k: yaml.safe_load(v) for k, v in point.items()})
     for key, value in expected.items():
-        assert _dig(rep["config"], key) == value, (key, value)
+        path = f"{key}.name" if key in _GROUP_NAMES else key
+        assert _dig(rep["config"], path) == value, (key, value)
     # every figure present and plausible
     assert r.weights_bytes > 100 * MiB  # SAM 2.1 tiny: ~149 MiB of fp32 parameters
     assert r.est_device_peak_bytes > r.weights_bytes + r.activation_peak_bytes > r.weights_bytes
