@@ -11,7 +11,12 @@ import sam2tune
 
 @pytest.fixture(scope="module")
 def predictor():
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
     from sam2.build_sam import build_sam2_video_predictor
+
+    if not GlobalHydra().is_initialized():  # another test's compose cleared what sam2 set up
+        initialize_config_module("sam2", version_base="1.2")
 
     torch.manual_seed(0)
     return build_sam2_video_predictor(

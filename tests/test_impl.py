@@ -146,8 +146,8 @@ def test_knobs_map_or_are_refused(small):
 
     assert hf_settings(cfg.knobs) == [
         "Sam2VideoConfig.max_cond_frame_num=2",
-        "video_storage_device='cpu'",
-        "inference_state_device='cpu'",
+        'video_storage_device="cpu"',
+        'inference_state_device="cpu"',
         "max_vision_features_cache_size=3",
     ]
     assert hf_config(cfg.model, cfg.knobs).max_cond_frame_num == 2

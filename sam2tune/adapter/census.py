@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Census", "take_census"]
+__all__ = ["Census", "take_census", "walk_tensors"]
 
 _STORAGE_KEYS = ("maskmem_features", "pred_masks")
 
@@ -47,7 +47,12 @@ class Census:
         )
 
 
-def _walk(obj: Any, key: str, seen: set[int], out: list[tuple[str, torch.Tensor]]) -> None:
+def walk_tensors(
+    obj: Any, key: str, seen: set[int], out: list[tuple[str, torch.Tensor]]
+) -> None:
+    """Every tensor under ``obj`` whose storage is not in ``seen`` yet, as (the nearest string
+    key above it, tensor), appended to ``out`` (views and slices share a storage: counted once).
+    """
     if isinstance(obj, torch.Tensor):
         st = obj.untyped_storage()
         ptr = st.data_ptr()
@@ -56,10 +61,10 @@ def _walk(obj: Any, key: str, seen: set[int], out: list[tuple[str, torch.Tensor]
             out.append((key, obj))
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            _walk(v, k if isinstance(k, str) else key, seen, out)
+            walk_tensors(v, k if isinstance(k, str) else key, seen, out)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            _walk(v, key, seen, out)
+            walk_tensors(v, key, seen, out)
 
 
 def _frames(images: Any) -> list[torch.Tensor]:
@@ -81,12 +86,12 @@ def take_census(state: dict, offload_video: bool, offload_state: bool) -> Census
         if (not offload_video) if cpu_device else t.device.type != "cpu":
             c.frames_device_bytes += n
     cached: list[tuple[str, torch.Tensor]] = []
-    _walk(state["cached_features"], "cached_features", seen, cached)
+    walk_tensors(state["cached_features"], "cached_features", seen, cached)
     c.cached_features_bytes = sum(t.untyped_storage().nbytes() for _, t in cached)
     rest: list[tuple[str, torch.Tensor]] = []
     for k, v in state.items():
         if k not in ("images", "cached_features"):
-            _walk(v, k, seen, rest)
+            walk_tensors(v, k, seen, rest)
     for key, t in rest:
         n = t.untyped_storage().nbytes()
         c.state_bytes += n

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sam2tune.adapter.census import Census
+from sam2tune.adapter.census import Census, walk_tensors
 from sam2tune.errors import InputError
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ __all__ = [
     "hf_config",
     "hf_available",
     "hf_version",
+    "hf_session_args",
     "read_rgb_frames",
 ]
 
@@ -365,14 +366,22 @@ def hf_settings(knobs: KnobsConfig) -> list[str]:
     out = []
     if knobs.max_cond_frames_in_attn != -1:
         out.append(f"Sam2VideoConfig.max_cond_frame_num={knobs.max_cond_frames_in_attn}")
-    if knobs.offload_video_to_cpu:
-        out.append("video_storage_device='cpu'")
-    if knobs.offload_state_to_cpu:
-        out.append("inference_state_device='cpu'")
-    if knobs.vision_features_cache != 1:
-        out.append(f"max_vision_features_cache_size={knobs.vision_features_cache}")
+    out += hf_session_args(knobs)
     if knobs.dtype == "bfloat16":
         out.append("dtype=torch.bfloat16")
+    return out
+
+
+def hf_session_args(knobs: Any) -> list[str]:
+    """The ``init_video_session`` arguments the memory knobs set (``knobs``: a
+    ``KnobsConfig`` or a recommendation's candidate), as Python source."""
+    out = []
+    if knobs.offload_video_to_cpu:
+        out.append('video_storage_device="cpu"')
+    if knobs.offload_state_to_cpu:
+        out.append('inference_state_device="cpu"')
+    if knobs.vision_features_cache != 1:
+        out.append(f"max_vision_features_cache_size={knobs.vision_features_cache}")
     return out
 
 
@@ -408,20 +417,6 @@ def read_rgb_frames(video_path: str, start: int = 0, stop: int | None = None) ->
 _STAY = ("object_pointer", "object_score_logits", "maskmem_features", "maskmem_pos_enc")
 
 
-def _tensors(obj: Any, key: str, seen: set[int], out: list[tuple[str, torch.Tensor]]) -> None:
-    if isinstance(obj, torch.Tensor):
-        ptr = obj.untyped_storage().data_ptr()
-        if ptr and ptr not in seen:
-            seen.add(ptr)
-            out.append((key, obj))
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _tensors(v, k if isinstance(k, str) else key, seen, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _tensors(v, key, seen, out)
-
-
 def hf_census(sess: Any, device: torch.device, knobs: KnobsConfig) -> Census:
     """Count an inference session's bytes by role (frames, cached vision features, state) and
     what lives on the compute device: read from the tensors on CUDA, from transformers'
@@ -430,14 +425,14 @@ def hf_census(sess: Any, device: torch.device, knobs: KnobsConfig) -> Census:
     cpu = device.type == "cpu"
     seen: set[int] = set()
     frames: list[tuple[str, torch.Tensor]] = []
-    _tensors(list((sess.processed_frames or {}).values()), "frames", seen, frames)
+    walk_tensors(list((sess.processed_frames or {}).values()), "frames", seen, frames)
     for _, t in frames:
         n = t.untyped_storage().nbytes()
         c.frames_bytes += n
         if (not knobs.offload_video_to_cpu) if cpu else t.device.type != "cpu":
             c.frames_device_bytes += n
     cached: list[tuple[str, torch.Tensor]] = []
-    _tensors(sess.cache._vision_features, "cached", seen, cached)
+    walk_tensors(sess.cache._vision_features, "cached", seen, cached)
     for _, t in cached:  # cached on inference_state_device
         n = t.untyped_storage().nbytes()
         c.cached_features_bytes += n
@@ -445,7 +440,7 @@ def hf_census(sess: Any, device: torch.device, knobs: KnobsConfig) -> Census:
             c.cached_features_host_bytes += n
     rest: list[tuple[str, torch.Tensor]] = []
     for name in ("output_dict_per_obj", "point_inputs_per_obj", "mask_inputs_per_obj"):
-        _tensors(getattr(sess, name), name, seen, rest)
+        walk_tensors(getattr(sess, name), name, seen, rest)
     for key, t in rest:
         n = t.untyped_storage().nbytes()
         c.state_bytes += n
@@ -539,26 +534,21 @@ class HFSession:
     def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Any]:
         """As :meth:`sam2tune.adapter.session.Session.track`: objects join when propagation
         reaches their first prompted frame; each object's later prompts are given then."""
-        from sam2tune.adapter.session import FrameStep, PromptStep
+        from sam2tune.adapter.session import FrameStep, PromptStep, join_groups
 
-        first: dict[int, int] = {}
-        for p in prompts:
-            first[p.obj_id] = min(first.get(p.obj_id, p.frame), p.frame)
-        starts = sorted(set(first.values()))
         model = self.predictor.model
-        for i, start in enumerate(starts):
-            group = [p for p in prompts if first[p.obj_id] == start]
+        groups = join_groups(prompts, self.num_frames)
+        for i, (start, end, group) in enumerate(groups):
             for k, p in enumerate(group):
                 self.add_prompt(p)
                 self.next_is_prompt = k + 1 < len(group)
                 yield PromptStep(p)
-            end = starts[i + 1] - 1 if i + 1 < len(starts) else self.num_frames - 1
             for out in model.propagate_in_video_iterator(
                 self.session, start_frame_idx=start, max_frame_num_to_track=end - start
             ):
                 masks = self._masks(out.pred_masks)
                 kept = out.pred_masks if keep_logits else None
-                self.next_is_prompt = out.frame_idx == end and i + 1 < len(starts)
+                self.next_is_prompt = out.frame_idx == end and i + 1 < len(groups)
                 yield FrameStep(int(out.frame_idx), [int(o) for o in out.object_ids], masks, kept)
 
     def census(self) -> Census:

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     from sam2tune.config.schema import KnobsConfig
     from sam2tune.scenario import Prompt
 
-__all__ = ["Session", "VideoSession", "ReleasedFrameError", "release_horizon_back"]
+__all__ = [
+    "Session",
+    "VideoSession",
+    "ReleasedFrameError",
+    "join_groups",
+    "release_horizon_back",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,27 @@ class VideoSession(Protocol):
     def census(self) -> Census: ...
 
     def close(self) -> None: ...
+
+
+def join_groups(
+    prompts: list[Prompt], num_frames: int, together: bool = False
+) -> list[tuple[int, int, list[Prompt]]]:
+    """``(start, end, prompts)`` per frame where objects join (their first prompted frame), in
+    frame order: each object's prompts, later re-prompts included, are given when it joins, then
+    propagation runs from ``start`` to ``end`` (the frame before the next group joins, or the
+    last frame). ``together``: every object joins on the earliest prompted frame (an
+    implementation that refuses new objects once tracking started)."""
+    first: dict[int, int] = {}
+    for p in prompts:
+        first[p.obj_id] = min(first.get(p.obj_id, p.frame), p.frame)
+    if together and first:
+        first = dict.fromkeys(first, min(first.values()))
+    starts = sorted(set(first.values()))
+    ends = [s - 1 for s in starts[1:]] + [num_frames - 1]
+    return [
+        (start, end, [p for p in prompts if first[p.obj_id] == start])
+        for start, end in zip(starts, ends, strict=True)
+    ]
 
 
 class ReleasedFrameError(RuntimeError):
@@ -220,19 +247,14 @@ class Session:
             a :class:`PromptStep` after each prompt and a :class:`FrameStep` after each frame
             (its masks copied to the host at once, so no mask stays on the device).
         """
-        first: dict[int, int] = {}
-        for p in prompts:
-            first[p.obj_id] = min(first.get(p.obj_id, p.frame), p.frame)
-        if self.knobs.predictor == "legacy_batched":
-            first = dict.fromkeys(first, min(first.values()))
-        starts = sorted(set(first.values()))
-        for i, start in enumerate(starts):
-            group = [p for p in prompts if first[p.obj_id] == start]
+        groups = join_groups(
+            prompts, self.num_frames, together=self.knobs.predictor == "legacy_batched"
+        )
+        for i, (start, end, group) in enumerate(groups):
             for k, p in enumerate(group):
                 self.add_prompt(p)
                 self.next_is_prompt = k + 1 < len(group)
                 yield PromptStep(p)
-            end = starts[i + 1] - 1 if i + 1 < len(starts) else self.num_frames - 1
             for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(
                 self.state, start_frame_idx=start, max_frame_num_to_track=end - start
             ):
@@ -241,7 +263,7 @@ class Session:
                 del logits
                 if self.bounded:
                     self._release(frame_idx)
-                self.next_is_prompt = frame_idx == end and i + 1 < len(starts)
+                self.next_is_prompt = frame_idx == end and i + 1 < len(groups)
                 yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks, kept)
 
     def census(self) -> Census:

@@ -219,17 +219,24 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
             activations(r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k)
             for r in bf
         ]
-        ph = np.array([[a["image_encoder"], a["memory_attention"]] for a in phases], float)
-        yb = np.array([r["activation_bytes"] for r in bf], float)
-        grid = np.arange(0.4, 1.6, 0.005)
-        fe, fm = np.meshgrid(grid, grid, indexing="ij")
-        pred = np.maximum(fe[..., None] * ph[:, 0], fm[..., None] * ph[:, 1])
-        loss = (((pred - yb) / yb) ** 2).sum(axis=-1)
-        # ties (a phase no bf16 run was bound by): the factor closest to the other one
-        loss = loss + 1e-9 * (fe - fm) ** 2
-        i, j = np.unravel_index(np.argmin(loss), loss.shape)
-        k["bf16_enc"], k["bf16_mem"] = float(grid[i]), float(grid[j])
+        yb = [r["activation_bytes"] for r in bf]
+        k["bf16_enc"], k["bf16_mem"] = _phase_factors(phases, yb, np.arange(0.4, 1.6, 0.005))
     return k
+
+
+def _phase_factors(
+    phases: list[dict[str, int]], y: list[float], grid: np.ndarray
+) -> tuple[float, float]:
+    """(f_enc, f_mem) minimising the relative squared error of max(f_enc x encoder phase, f_mem x
+    attention phase) against ``y``, on ``grid``. Ties (a phase no run was bound by): the factor
+    closest to the other one."""
+    ph = np.array([[a["image_encoder"], a["memory_attention"]] for a in phases], float)
+    yy = np.asarray(y, float)
+    fe, fm = np.meshgrid(grid, grid, indexing="ij")
+    pred = np.maximum(fe[..., None] * ph[:, 0], fm[..., None] * ph[:, 1])
+    loss = (((pred - yy) / yy) ** 2).sum(axis=-1) + 1e-9 * (fe - fm) ** 2
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    return float(grid[i]), float(grid[j])
 
 
 def _fit_impl_ratio(rows: list[dict[str, Any]], k: dict[str, float]) -> None:
@@ -242,14 +249,8 @@ def _fit_impl_ratio(rows: list[dict[str, Any]], k: dict[str, float]) -> None:
         activations(r["workload"], dataclasses.replace(r["candidate"], impl="sam2"), k)
         for r in rows
     ]
-    ph = np.array([[a["image_encoder"], a["memory_attention"]] for a in phases], float)
-    y = np.array([r["activation_bytes"] for r in rows], float)
-    grid = np.arange(0.3, 3.0, 0.005)
-    fe, fm = np.meshgrid(grid, grid, indexing="ij")
-    pred = np.maximum(fe[..., None] * ph[:, 0], fm[..., None] * ph[:, 1])
-    loss = (((pred - y) / y) ** 2).sum(axis=-1) + 1e-9 * (fe - fm) ** 2
-    i, j = np.unravel_index(np.argmin(loss), loss.shape)
-    k["hf_enc"], k["hf_mem"] = float(grid[i]), float(grid[j])
+    y = [r["activation_bytes"] for r in rows]
+    k["hf_enc"], k["hf_mem"] = _phase_factors(phases, y, np.arange(0.3, 3.0, 0.005))
 
 
 def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -537,6 +537,11 @@ def _resident(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
     else:
         host_part = obj_frames * (z["maskmem"] + z["masks"])
         state = obj_frames * per_full + z["pos_enc"]
+    return _placed(c, frames, state, host_part, obj_frames)
+
+
+def _placed(c: Candidate, frames: int, state: int, host_part: int, obj_frames: int) -> _Resident:
+    """What stays on the device under the offload knobs (``host_part``: the state they move)."""
     return _Resident(
         frames=frames,
         frames_dev=0 if c.offload_video_to_cpu else frames,
@@ -566,13 +571,7 @@ def _resident_hf(w: Workload, c: Candidate, S: int, arch: Arch) -> _Resident:
         # too, so the frame is encoded twice (another set of encodings and one more maskmem)
         pos += z["pos_enc"] * (K + 1) + z["maskmem"]
     state = obj_frames * (z["maskmem"] + z["masks"] + z["high_res"] + z["ptr"]) + pos
-    return _Resident(
-        frames=frames,
-        frames_dev=0 if c.offload_video_to_cpu else frames,
-        state=state,
-        state_dev=state - host_part if c.offload_state_to_cpu else state,
-        obj_frames=obj_frames,
-    )
+    return _placed(c, frames, state, host_part, obj_frames)
 
 
 def _host_terms(

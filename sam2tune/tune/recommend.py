@@ -115,14 +115,9 @@ def snippet_hf(w: Workload, c: Candidate) -> str:
         else ""
     )
     dt = "torch.bfloat16" if c.dtype == "bfloat16" else "torch.float32"
-    session = ['video=frames', 'inference_device="cuda"']
-    if c.offload_video_to_cpu:
-        session.append('video_storage_device="cpu"')
-    if c.offload_state_to_cpu:
-        session.append('inference_state_device="cpu"')
-    if c.vision_features_cache != 1:
-        session.append(f"max_vision_features_cache_size={c.vision_features_cache}")
-    session.append(f"dtype={dt}")
+    from sam2tune.adapter.hf import hf_session_args
+
+    session = ["video=frames", 'inference_device="cuda"', *hf_session_args(c), f"dtype={dt}"]
     hub = HF_IDS.get(w.model, "facebook/sam2.1-hiera-<size>")
     lines = [
         "# transformers (Python)",
