@@ -455,15 +455,15 @@ def predict(
     # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem);
     # transformers keeps the memory bank on the device whatever the state device
     bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
-    # transformers keeps vision_features_cache frames' features on its state device
+    # transformers keeps vision_features_cache frames' features on its state device (the host
+    # with offload_state_to_cpu); sam2's one frame of features: fitted
     feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0
+    feat_host = feat if c.offload_state_to_cpu else 0
     terms = {
         "weights": int(w.weights_bytes),
         "frames": int(res.frames_dev),
         "state": int(res.state_dev),
-        "cached_features": int(0 if hf and c.offload_state_to_cpu else feat)
-        if hf
-        else int(k["c_feat"] * S * S),
+        "cached_features": feat - feat_host if hf else int(k["c_feat"] * S * S),
         "activations": act["peak"],
         "bank_copy": 0 if hf else int(bank),
     }
@@ -476,8 +476,8 @@ def predict(
         base = measure(device_kind)
         host_baseline = int(base["rss_bytes"])
         host_resident = int(base.get("resident_bytes") or host_baseline)
-    if hf and c.offload_state_to_cpu:  # the cache follows inference_state_device to the host
-        res = dataclasses.replace(res, state=res.state + feat)
+    if feat_host:  # counted with the offloaded state in the host terms
+        res = dataclasses.replace(res, state=res.state + feat_host)
     host_terms = _host_terms(
         w,
         c,
