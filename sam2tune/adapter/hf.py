@@ -531,6 +531,13 @@ class HFSession:
                                     binarize=True)[0]
         return m[:, 0].cpu().numpy().astype(bool)
 
+    def _logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mask logits at the video's resolution, (objects, 1, H, W), as SAM 2 yields them."""
+        proc = self.predictor.processor
+        return proc.post_process_masks(
+            [logits.float()], original_sizes=[list(self._size)], binarize=False
+        )[0]
+
     def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Any]:
         """As :meth:`sam2tune.adapter.session.Session.track`: objects join when propagation
         reaches their first prompted frame; each object's later prompts are given then."""
@@ -547,7 +554,7 @@ class HFSession:
                 self.session, start_frame_idx=start, max_frame_num_to_track=end - start
             ):
                 masks = self._masks(out.pred_masks)
-                kept = out.pred_masks if keep_logits else None
+                kept = self._logits(out.pred_masks) if keep_logits else None
                 self.next_is_prompt = out.frame_idx == end and i + 1 < len(groups)
                 yield FrameStep(int(out.frame_idx), [int(o) for o in out.object_ids], masks, kept)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sam2tune.config.schema import RunConfig
+from sam2tune.gpus import fit_headroom
 from sam2tune.memory_model.memory import (
     Candidate,
     MemoryModel,
@@ -140,6 +141,7 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
                     r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]
                 ),
                 "cuda_max_reserved_bytes": r.get("cuda_max_reserved_bytes"),
+                "cuda_max_allocated_bytes": r.get("cuda_max_allocated_bytes") if cuda else None,
                 "cuda_context_bytes": env.get("cuda_total_bytes", 0)
                 - env.get("cuda_free_at_start_bytes", 0)
                 if cuda
@@ -332,6 +334,14 @@ def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
         info["cuda_context_source"] = "total - free at the runs' start (min over runs)"
     if rr:
         info["cuda_reserved_over_allocated"] = float(np.max(rr))
+    pairs = [
+        (int(r["cuda_max_allocated_bytes"]), int(r["cuda_max_reserved_bytes"]))
+        for r in rows
+        if r.get("cuda_max_allocated_bytes") and r.get("cuda_max_reserved_bytes")
+    ]
+    if pairs:  # the one usable-memory rule's headroom (sam2tune.gpus)
+        head = fit_headroom(pairs, f"fitted on {len(pairs)} CUDA runs (envelope)")
+        info["cuda_headroom"] = dataclasses.asdict(head)
 
 
 def fit(
