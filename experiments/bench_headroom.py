@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--write", help="model file whose CUDA calibration gets the fit")
     a = ap.parse_args()
     pairs, labels = [], []
-    for d in a.results_dirs:
+    dirs = sorted({str(r.parent.parent) for d in a.results_dirs for r in Path(d).rglob("runs/*")
+                   if (r / "report.json").is_file()})
+    for d in dirs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InvalidRecordWarning)
             df = load_results(d)
@@ -52,6 +54,7 @@ def main() -> None:
     cal = model.calibration.setdefault("cuda", {})
     cal["cuda_headroom"] = dataclasses.asdict(head)
     ctx = cal.get("cuda_context_bytes", 0)
+    ratio_rule = float(cal.get("cuda_reserved_over_allocated") or ratio_rule)
     print(f"usable memory, old rule (total - context {fmt_bytes(ctx)}) / {ratio_rule:.2f} vs "
           "the fitted rule:")
     for name in ("RTX 3090", "RTX 4090", "A100 80GB", "H200"):

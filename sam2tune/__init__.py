@@ -1,42 +1,34 @@
 """sam2tune: memory profiling and auto-tuning benchmark suite for SAM 2 video segmentation.
 
 conf (Hydra) -> one run in an isolated process -> report.json -> results table (pandas)
+
+The public API (imported on first use, so ``import sam2tune`` stays light):
+
+* :func:`recommend` -> :class:`~sam2tune.tune.answer.Recommendation` (the best configuration
+  for a GPU and workload, with ``build_predictor`` / ``propagate`` / ``snippet``);
+* :func:`build_predictor` and :func:`propagate`: every configuration an answer may choose;
+* :func:`load_results`: every recorded run as one flat row (pandas).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_results", "propagate"]
+__all__ = ["__version__", "build_predictor", "load_results", "propagate", "recommend"]
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
-
-    import pandas as pd
-    import torch
-
-
-def load_results(results_dir="results", cache: bool = True, strict: bool = False) -> pd.DataFrame:
-    """Every recorded run under ``results_dir`` as one flat row each (see
-    :func:`sam2tune.results.load_results`: a missing folder raises, unreadable records are named
-    in a warning, or raise with ``strict=True``)."""
-    from sam2tune.results import load_results as _load
-
-    return _load(results_dir, cache=cache, strict=strict)
+_LAZY = {
+    "build_predictor": "sam2tune.api",
+    "propagate": "sam2tune.api",
+    "recommend": "sam2tune.tune.answer",
+    "load_results": "sam2tune.results",
+}
 
 
-def propagate(
-    predictor: Any,
-    video_path: str,
-    prompts: Sequence[Mapping[str, Any]],
-    strategy: str = "stock",
-    segment_frames: int = 0,
-    prefetch: int = 4,
-) -> Iterator[tuple[int, list[int], torch.Tensor]]:
-    """SAM 2's ``propagate_in_video`` with sam2tune's memory strategies (``stock`` | ``release``
-    | ``stream``): yields ``(frame_idx, obj_ids, mask_logits)``; see
-    :func:`sam2tune.api.propagate`."""
-    from sam2tune.api import propagate as _propagate
-
-    return _propagate(predictor, video_path, prompts, strategy, segment_frames, prefetch)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sam2tune' has no attribute {name!r}")

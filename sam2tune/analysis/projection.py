@@ -61,7 +61,7 @@ def project(df: pd.DataFrame, model: MemoryModel | None = None) -> pd.DataFrame:
 
 def gpu_lines(model: MemoryModel | None = None) -> list[tuple[str, int, int]]:
     """(name, vendor bytes, usable bytes) of :data:`PROJECTION_GPUS`."""
-    from sam2tune.tune.recommend import catalog, usable_memory
+    from sam2tune.gpus import catalog, usable_memory
 
     model = model or MemoryModel.load()
     cat = catalog()
@@ -75,7 +75,7 @@ def projection_conclusions(df: pd.DataFrame) -> list[str]:
     p = project(df, model)
     if p.empty:
         return []
-    from sam2tune.tune.recommend import catalog, usable_memory
+    from sam2tune.gpus import catalog, usable_memory
 
     gpus = sorted((usable_memory(b, model)[0], n) for n, b in catalog().items())
     out = []

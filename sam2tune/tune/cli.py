@@ -95,6 +95,23 @@ class RecommendArgs(ModelArgs):
     """``sam2tune recommend``: the best configuration for a GPU, and why."""
 
     lookup: str | None = _h(None, "lookup table JSON (default results_dir/lookup/gpu_lookup.json)")
+    format: str = _h("text", "text | json (overrides, predicted figures, reasons, snippet)")
+    verify: int = _h(
+        0,
+        "run the answer's snippet on this machine for N frames (synthetic video) and print "
+        "measured against predicted (device peak, host peak, fps)",
+    )
+    checkpoint: str | None = _h(
+        None, "verify with this checkpoint (default: the download cache, else random-init)"
+    )
+
+    def validate(self) -> None:
+        """One-line errors for values the type alone does not rule out."""
+        super().validate()
+        if self.format not in ("text", "json"):
+            raise InputError(f"format: must be text or json, got {self.format!r}")
+        if self.verify < 0:
+            raise InputError(f"verify: frames must be >= 0, got {self.verify}")
 
 
 @dataclass
@@ -112,6 +129,7 @@ class PredictArgs:
     model_file: str | None = _h(None, "memory model JSON (default: conf/memory_model.json)")
     device_kind: str = _h("cuda", "cuda | cpu: which coefficients apply")
     budget: str | None = _h(None, "with a budget: max_frames_within_budget, e.g. 24GiB")
+    gpu: str | None = _h(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (as recommend)')
     host_budget: str | None = _h(None, "host RAM budget for max_frames_within_budget")
 
 
@@ -322,7 +340,11 @@ def _predict_budgets(pa: PredictArgs) -> dict[str, int]:
     from sam2tune.units import parse_bytes
 
     budgets: dict[str, int] = {}
-    for name in ("budget", "host_budget"):
+    if pa.gpu is not None:
+        from sam2tune.gpus import resolve_budget
+
+        budgets["budget"] = resolve_budget(pa.budget, pa.gpu)[0]
+    for name in ("budget", "host_budget") if pa.gpu is None else ("host_budget",):
         if getattr(pa, name) is not None:
             try:
                 b = parse_bytes(getattr(pa, name), name=name)
@@ -384,10 +406,13 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
     )
     print(f"trust: {p['trust']['statement']}")
+    if "usable_rule" in p:
+        verdict = "fits" if p["fits"] else "does NOT fit"
+        print(f"budget: {p['usable_rule']}: {verdict} [predicted]")
     fits = p.get("max_frames_within_budget_by_strategy")
     if fits:
         hb = budgets.get("host_budget")
-        within = f"{fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
+        within = f"usable {fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
         print(f"frames that fit within {within} [predicted]:")
         for name, n in fits.items():
             limit = "no limit (the peak does not grow with frames)" if n is None else n
@@ -430,7 +455,15 @@ def predict_cmd(args: list[str]) -> None:
     p = predict(w, c, model, ta.device_kind)
     p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
     if budgets.get("budget"):
+        from sam2tune.gpus import usable_memory
+
         p["budget_bytes"] = budgets["budget"]
+        usable, rule = usable_memory(budgets["budget"], model, ta.device_kind)
+        budgets = dict(budgets, budget=usable)  # frames within the usable memory
+        p["usable_budget_bytes"], p["usable_rule"] = usable, rule
+        p["fits"] = p["device_peak_bytes"] <= usable and (
+            "host_budget" not in budgets or p["host_peak_bytes"] <= budgets["host_budget"]
+        )
         p["host_budget_bytes"] = budgets.get("host_budget")
         own, by_strategy = _frames_within(cfg, c, model, ta.device_kind, budgets)
         p["max_frames_within_budget"] = own
@@ -516,14 +549,6 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
     ]
 
 
-def _usable(total: int, model, device_kind: str) -> tuple[int, str]:
-    from sam2tune.tune.recommend import usable_memory
-
-    if device_kind != "cuda":
-        return total, f"{fmt_bytes(total)} (device_kind={device_kind}: no CUDA deductions)"
-    return usable_memory(total, model)
-
-
 def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
     """Why the chosen knobs: what the workload would need without each remedy it takes."""
     import dataclasses
@@ -593,65 +618,46 @@ def recorded_runs(results_dir: str) -> Any:
 
 
 def recommend_cmd(args: list[str]) -> None:
-    """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...``."""
-    from sam2tune.memory_model.memory import Candidate
-    from sam2tune.tune.recommend import (
-        from_lookup,
-        nothing_fits,
-        recommend,
-        resolve_budget,
-        snippet,
-    )
-    from sam2tune.tune.space import impls_of
-    from sam2tune.tune.tuner import evaluate
+    """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...
+    [format=text|json] [verify=N]``."""
+    from sam2tune.tune.answer import NothingFits, answer, describe
 
     ta = parse(args, "recommend", RecommendArgs)
-    total, desc = resolve_budget(ta.budget, ta.gpu)
-    hb, hdesc = host_budget(ta)
-    w, preset = workload(ta)
-    model, path = load_model(ta)
-    budget, udesc = _usable(total, model, ta.device_kind)
-    cal = model.kind(ta.device_kind)[1]
-    print(f"sam2tune recommendation for {desc}; host RAM {hdesc}")
-    print(f"budget: {udesc}")
-    print(
-        f"workload: {w.model} @ {w.image_size} px, {w.num_frames} frames, "
-        f"{w.num_objects} objects, "
-        f"{w.num_cond_frames} prompted frame(s)"
-    )
-    impls = impls_of(ta.impl)
-    lk = (  # the lookup table's answers consider every implementation
-        from_lookup(
-            Path(ta.lookup or Path(ta.results_dir) / "lookup" / "gpu_lookup.json"), ta.gpu, w, hb
-        )
-        if ta.impl == "any"
-        else None
-    )
-    data = recorded_runs(ta.results_dir)
-    if lk is not None:
-        c = Candidate(**lk["candidate"])
-        best = evaluate(w, c, budget, hb, model, ta.device_kind, data)
-        source = "per-GPU lookup table"
-    else:
-        found, choices = recommend(w, budget, hb, model, ta.device_kind, data, impls)
-        source = f"memory model screen of the knob space ({len(choices)} candidates)"
-        if found is None:
-            print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
-            sys.exit(1)
-        best = found
-    print(f"answer from: {source}; memory model calibrated on {cal} ({path})")
-    for line in _describe(best, w, budget, hb):
-        print(line)
-    for line in _why(best, w, budget, hb, model, ta.device_kind):
+    try:
+        rec = answer(ta)
+    except NothingFits as e:
+        if ta.format == "json":
+            print(json.dumps({"config": None, "nothing_fits": str(e),
+                              "usable_budget_bytes": e.usable_budget_bytes}, indent=1))
+        else:
+            print(str(e))
+        sys.exit(1)
+    checked = None
+    if ta.verify:
+        from sam2tune.tune.verify import verify
+
+        checked = verify(rec, ta.verify, checkpoint=ta.checkpoint, quiet=ta.format == "json")
+    if ta.format == "json":
+        d = rec.to_dict()
+        d["verify"] = checked
+        print(json.dumps(d, indent=1, default=str))
+        return
+    for line in describe(rec):
         print(line)
     print()
-    print(snippet(w, best.candidate, preset.config_file, preset.checkpoint_name))
+    print(rec.snippet)
+    if checked is not None:
+        from sam2tune.tune.verify import verify_lines
+
+        for line in verify_lines(checked):
+            print(line)
 
 
 def tune_cmd(args: list[str]) -> None:
     """``sam2tune tune budget=24GiB [host_budget=64GiB] workload.*=... [n_trials=60] [confirm=2]
     [storage=URL] [study_name=NAME]``."""
-    from sam2tune.tune.recommend import nothing_fits, resolve_budget
+    from sam2tune.gpus import resolve_budget, usable_memory
+    from sam2tune.tune.recommend import nothing_fits
     from sam2tune.tune.space import impls_of
     from sam2tune.tune.tuner import TuneSpec, choose, ranked, run_tuner
 
@@ -660,7 +666,7 @@ def tune_cmd(args: list[str]) -> None:
     hb, hdesc = host_budget(ta)
     w, _ = workload(ta)
     model, path = load_model(ta)
-    budget, udesc = _usable(total, model, ta.device_kind)
+    budget, udesc = usable_memory(total, model, ta.device_kind)
     print(f"budget: {udesc}")
     data = recorded_runs(ta.results_dir)
     spec = TuneSpec(

@@ -7,15 +7,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sam2tune.config.store import CONF_DIR
-from sam2tune.errors import InputError
-from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload
+from sam2tune.gpus import catalog, resolve_budget, usable_memory
+from sam2tune.memory_model.memory import MemoryModel, Workload
+from sam2tune.tune.snippet import snippet
 from sam2tune.tune.tuner import Choice, choose, screen
-from sam2tune.units import GiB, fmt_bytes, gb_to_bytes, parse_bytes
+from sam2tune.units import GiB, fmt_bytes
 
-__all__ = ["catalog", "resolve_budget", "recommend", "snippet", "lookup_table", "CLASSES"]
+__all__ = [
+    "catalog",
+    "resolve_budget",
+    "usable_memory",
+    "recommend",
+    "snippet",
+    "lookup_table",
+    "CLASSES",
+]
 
 #: workload classes of the lookup table: 30 fps video lengths x objects x input resolution
 CLASSES: dict[str, Any] = {
@@ -24,170 +30,6 @@ CLASSES: dict[str, Any] = {
     "image_size": [512, 1024],
     "prompt_every": [0, 30],  # 0: each object prompted once; 30: re-prompted every 30 frames
 }
-
-
-def catalog() -> dict[str, int]:
-    """GPU name -> memory in bytes (vendor GB converted once, in gb_to_bytes)."""
-    raw = yaml.safe_load((CONF_DIR / "gpus.yaml").read_text())
-    return {str(k): gb_to_bytes(float(v)) for k, v in raw.items()}
-
-
-def detect_gpu() -> tuple[str, int]:
-    """The local GPU through NVML (name, total bytes)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(h)
-        name = name.decode() if isinstance(name, bytes) else name
-        return str(name), int(pynvml.nvmlDeviceGetMemoryInfo(h).total)
-    except Exception as e:
-        raise InputError(
-            f"budget: no budget or gpu given and no GPU detected through NVML ({e}); "
-            'pass budget=24GiB or gpu="RTX 4090"'
-        ) from None
-
-
-def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
-    """Bytes and a description: an explicit budget, a catalog GPU, or the local GPU."""
-    if budget is not None:
-        try:
-            b = parse_bytes(budget, name="budget")
-        except ValueError as e:
-            raise InputError(str(e)) from None
-        if b is None:
-            raise InputError("budget: give a size such as 24GiB")
-        return b, f"budget {fmt_bytes(b)}"
-    if gpu is not None:
-        cat = catalog()
-        match = {k.lower(): k for k in cat}.get(gpu.strip().lower())
-        if match is None:
-            raise InputError(
-                f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml ({', '.join(cat)})"
-            )
-        return cat[match], f"{match} ({cat[match] / 1e9:g} GB = {fmt_bytes(cat[match])})"
-    name, total = detect_gpu()
-    return total, f"{name} (detected, {fmt_bytes(total)})"
-
-
-#: defaults until a GPU run is recorded (then `sam2tune fit` stores measured values): the CUDA
-#: context PyTorch creates (CUDA 12/13 with lazy module loading: a few hundred MiB on recent
-#: GPUs; assumed, not measured by this project) and the caching allocator's headroom, reserved
-#: over allocated (fragmentation; assumed 10 %).
-CUDA_CONTEXT_DEFAULT = 512 * 2**20
-RESERVED_OVER_ALLOCATED_DEFAULT = 1.10
-
-
-def usable_memory(total: int, model: MemoryModel) -> tuple[int, str]:
-    """A GPU's memory for SAM 2's tensors: total - CUDA context, divided by the allocator's
-    reserved/allocated ratio. Measured values come from the model's CUDA calibration."""
-    cal = model.calibration.get("cuda", {})
-    ctx = cal.get("cuda_context_bytes")
-    ratio = cal.get("cuda_reserved_over_allocated")
-    ctx_src = "measured on CUDA runs" if ctx else "assumed: no CUDA run recorded yet"
-    ratio_src = "measured on CUDA runs" if ratio else "assumed"
-    ctx = int(ctx or CUDA_CONTEXT_DEFAULT)
-    ratio = float(ratio or RESERVED_OVER_ALLOCATED_DEFAULT)
-    usable = max(0, int((total - ctx) / ratio))
-    return usable, (
-        f"usable {fmt_bytes(usable)} = ({fmt_bytes(total)} - CUDA context {fmt_bytes(ctx)} "
-        f"[{ctx_src}]) / allocator reserved:allocated {ratio:.2f} [{ratio_src}]"
-    )
-
-
-#: transformers' hub ids of Meta's SAM 2.1 checkpoints, by sam2tune model preset
-HF_IDS = {
-    "sam2.1_tiny": "facebook/sam2.1-hiera-tiny",
-    "sam2.1_small": "facebook/sam2.1-hiera-small",
-    "sam2.1_base_plus": "facebook/sam2.1-hiera-base-plus",
-    "sam2.1_large": "facebook/sam2.1-hiera-large",
-}
-
-
-def snippet_hf(w: Workload, c: Candidate) -> str:
-    """Ready-to-paste transformers calls (``Sam2VideoModel`` / ``Sam2VideoProcessor``) for a
-    transformers candidate, and the equivalent sam2tune overrides."""
-    size = c.image_size or w.image_size
-    cfg_kw = (
-        f", max_cond_frame_num={c.max_cond_frames_in_attn}"
-        if c.max_cond_frames_in_attn != -1
-        else ""
-    )
-    dt = "torch.bfloat16" if c.dtype == "bfloat16" else "torch.float32"
-    from sam2tune.adapter.hf import hf_session_args
-
-    session = ["video=frames", 'inference_device="cuda"', *hf_session_args(c), f"dtype={dt}"]
-    hub = HF_IDS.get(w.model, "facebook/sam2.1-hiera-<size>")
-    lines = [
-        "# transformers (Python)",
-        "import torch",
-        "from transformers import Sam2VideoModel, Sam2VideoProcessor",
-        f'model = Sam2VideoModel.from_pretrained("{hub}"{cfg_kw})'
-        f'.to("cuda", dtype={dt})',
-        f'processor = Sam2VideoProcessor.from_pretrained("{hub}")',
-        None
-        if size == 1024
-        else f"# image_size {size}: the hub config is 1024; sam2tune.adapter.hf.hf_config builds "
-        f"the config at {size} (image, prompt-encoder and memory-attention sizes together)",
-        "session = processor.init_video_session(" + ", ".join(session) + ")",
-        "processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=1,",
-        "                                          input_boxes=[[[x0, y0, x1, y1]]])",
-        "model(inference_session=session, frame_idx=0)",
-        "for out in model.propagate_in_video_iterator(session):",
-        "    masks = processor.post_process_masks(",
-        "        [out.pred_masks],",
-        "        original_sizes=[[session.video_height, session.video_width]])[0]",
-        "",
-        "# the same with sam2tune",
-        "sam2tune run " + " ".join(c.overrides(w)),
-    ]
-    return "\n".join(x for x in lines if x is not None)
-
-
-def snippet(w: Workload, c: Candidate, config_file: str, checkpoint_name: str) -> str:
-    """Ready-to-paste calls of the candidate's implementation (SAM 2's, or transformers') and
-    the equivalent sam2tune overrides."""
-    if c.impl == "transformers":
-        return snippet_hf(w, c)
-    extra = [f"++model.image_size={c.image_size or w.image_size}"]
-    if c.max_cond_frames_in_attn != -1:
-        extra.append(f"++model.max_cond_frames_in_attn={c.max_cond_frames_in_attn}")
-    target = (
-        "from sam2.sam2_video_predictor_legacy import SAM2VideoPredictor  # batched objects\n"
-        if c.predictor == "legacy_batched"
-        else ""
-    )
-    lines = [
-        "# SAM 2 (Python)",
-        "import torch",
-        "from sam2.build_sam import build_sam2_video_predictor",
-        target.rstrip("\n") if target else None,
-        f'predictor = build_sam2_video_predictor("{config_file}", '
-        f'"checkpoints/{checkpoint_name}",',
-        f"                                       hydra_overrides_extra={extra!r})",
-        "state = predictor.init_state(video_path,",
-        f"                             offload_video_to_cpu={c.offload_video_to_cpu},",
-        f"                             offload_state_to_cpu={c.offload_state_to_cpu})",
-    ]
-    if c.dtype == "bfloat16":
-        lines.append(
-            'with torch.autocast("cuda", dtype=torch.bfloat16):  # around prompts and propagation'
-        )
-    if c.strategy != "stock" or c.segment_frames:
-        lines += [
-            f"# knobs.strategy={c.strategy}, knobs.segment_frames={c.segment_frames} are "
-            "sam2tune's bounded-memory modes (not SAM 2 options): run SAM 2's loop through "
-            "sam2tune's public API (same mask logits as propagate_in_video)",
-            "import sam2tune",
-            "prompts = [dict(frame_idx=0, obj_id=1, box=[x0, y0, x1, y1])]  # SAM 2's arguments",
-            "for frame_idx, obj_ids, mask_logits in sam2tune.propagate(",
-            f"        predictor, video_path, prompts, strategy={c.strategy!r}, "
-            f"segment_frames={c.segment_frames}):",
-            "    masks = (mask_logits > 0.0).cpu().numpy()",
-        ]
-    lines += ["", "# the same with sam2tune", "sam2tune run " + " ".join(c.overrides(w))]
-    return "\n".join(x for x in lines if x is not None)
 
 
 def recommend(
@@ -217,7 +59,7 @@ def nothing_fits(
     """What is missing and the smallest change that would fit (GPUs compared by their usable
     memory when ``model`` is given on CUDA)."""
     def usable(b: int) -> int:
-        return usable_memory(b, model)[0] if model is not None and device_kind == "cuda" else b
+        return usable_memory(b, model, device_kind)[0] if model is not None else b
 
     def cfg(c: Choice) -> str:
         return " ".join(c.candidate.overrides(w)[1:]) or "stock"
@@ -271,7 +113,7 @@ def lookup_table(
     rows = []
     cal = model.kind(device_kind)[1]
     for gpu, total in catalog().items():
-        budget = usable_memory(total, model)[0] if device_kind == "cuda" else total
+        budget = usable_memory(total, model, device_kind)[0]
         for (length, n), k, s, pe in product(
             CLASSES["frames"].items(),
             CLASSES["objects"],
@@ -319,7 +161,7 @@ def lookup_table(
                     margin_bytes=budget - p["device_peak_bytes"],
                     quality=best.quality,
                     trust=p["trust"]["statement"],
-                    snippet=snippet(w, best.candidate, preset.config_file, preset.checkpoint_name),
+                    snippet=snippet(w, best.candidate, preset.checkpoint_name),
                     candidate=asdict(best.candidate),
                 )
             rows.append(row)
@@ -344,8 +186,8 @@ def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tup
         f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; each object "
         "prompted once (prompt every 0) or every 30 frames; "
         f"{rows[0]['figure']}. Peaks in GiB (2^30 bytes). Each GPU is budgeted at its usable "
-        "memory: total minus the CUDA context, over the allocator's reserved:allocated ratio "
-        "(`usable_bytes` in the CSV/JSON).",
+        "memory: total minus the CUDA context minus the allocator's headroom, min(ratio x peak, "
+        "cap) fitted on the H200 records (`usable_bytes` in the CSV/JSON; sam2tune.gpus).",
         "",
         "| GPU | video | objects | px | prompt every | config | device peak GiB | host peak GiB "
         "| best with transformers |",

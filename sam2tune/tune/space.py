@@ -8,8 +8,11 @@ conditioning frames in attention -> lower resolution -> split the video.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import pandas as pd
 
@@ -43,16 +46,39 @@ def impls_of(choice: str) -> tuple[str, ...]:
         raise InputError(f"impl: must be one of {', '.join(IMPL_CHOICES)}, got {choice!r}")
     return ("sam2", "transformers") if choice == "any" else (choice,)
 
-#: relative fps vs stock with no data (SAM 2's own figure for offload_state: 27 -> 24 fps)
-SPEED_PRIOR = {
-    "offload_video": 0.99,
-    "offload_state": 0.89,
-    "release": 1.0,
-    "stream": 0.98,
-    "legacy_batched": 1.0,
-    "bfloat16": 1.0,
-    "segments": 0.97,
+#: speed relative to stock where nothing was measured, each with its source (a prior without a
+#: source is not a figure)
+SPEED_PRIOR: dict[str, tuple[float, str]] = {
+    "offload_video": (
+        0.99,
+        "prior: one host-to-device copy of a frame per step (SAM 2's docs: 'saves GPU memory "
+        "with only a very small overhead')",
+    ),
+    "offload_state": (
+        0.89,
+        "prior: SAM 2's README figure for offload_state_to_cpu, 27 -> 24 fps (one object, 768 px)",
+    ),
+    "release": (1.0, "prior: release frees dict entries between steps, no extra compute"),
+    "stream": (
+        0.98,
+        "prior: stream with frames decoded in the loop ran 0.98x stock's end-to-end time on the "
+        "H200 (results/gpu-nvidia-h200/stream_speed.json), taken as no gain",
+    ),
+    "legacy_batched": (1.0, "prior: SAM 2's batched predictor, unmeasured here"),
+    "bfloat16": (1.0, "prior: autocast, unmeasured here"),
+    "segments": (0.97, "prior: each segment re-runs init_state and a mask prompt"),
 }
+
+
+@cache
+def measured_speed() -> dict[str, dict[str, dict[str, Any]]]:
+    """Speed ratios to stock this project measured, by device kind and setting
+    (``conf/speed.yaml``: each entry names its record)."""
+    import yaml
+
+    from sam2tune.config.store import CONF_DIR
+
+    return yaml.safe_load((CONF_DIR / "speed.yaml").read_text()) or {}
 
 
 def image_sizes(s: int) -> list[int]:
@@ -147,22 +173,12 @@ class Scores:
 def _setting(c: Candidate) -> str:
     from sam2tune.analysis.table import setting_label
 
-    return setting_label(
-        {
-            "offload_video_to_cpu": c.offload_video_to_cpu,
-            "offload_state_to_cpu": c.offload_state_to_cpu,
-            "strategy": c.strategy,
-            "segment_frames": c.segment_frames,
-            "max_cond_frames_in_attn": c.max_cond_frames_in_attn,
-            "dtype": c.dtype,
-            "predictor": c.predictor,
-            "impl": c.impl,
-            "vision_features_cache": c.vision_features_cache,
-        }
-    )
+    return setting_label(dataclasses.asdict(c))
 
 
-def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores:
+def score(
+    c: Candidate, w: Workload, data: pd.DataFrame | None = None, device_kind: str = "cuda"
+) -> Scores:
     """Expected agreement with the full-quality run and speed relative to stock."""
     size = c.image_size or w.image_size
     lossless = (
@@ -198,20 +214,27 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
         if c.segment_frames:
             q -= 0.03
         qs = "prior (escalation order; no recorded runs)" + (f"; {fsrc}" if hf else "")
-    sp = 1.0
-    if c.offload_video_to_cpu:
-        sp *= SPEED_PRIOR["offload_video"]
-    if c.offload_state_to_cpu:
-        sp *= SPEED_PRIOR["offload_state"]
-    if c.strategy in ("release", "stream"):
-        sp *= SPEED_PRIOR[c.strategy]
-    if c.segment_frames:
-        sp *= SPEED_PRIOR["segments"]
+    sp, srcs = 1.0, []
+    for key, on in (
+        ("offload_video", c.offload_video_to_cpu),
+        ("offload_state", c.offload_state_to_cpu),
+        ("release", c.strategy == "release"),
+        ("stream", c.strategy == "stream"),
+        ("segments", bool(c.segment_frames)),
+    ):
+        if not on:
+            continue
+        m = measured_speed().get(device_kind, {}).get(key)
+        ratio, src = (m["ratio"], f"measured: {m['source']}") if m else SPEED_PRIOR[key]
+        sp *= float(ratio)
+        srcs.append(f"{key} {float(ratio):.2f}x ({src})")
     sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
-    ss = "prior"
+    ss = "; ".join(srcs) if srcs else "stock"
     if data is not None and not data.empty:
         setting = _setting(c)
         ok = data[(data["status"] == "ok")]
+        if "device" in ok:  # speed and quality measured on the device kind asked about
+            ok = ok[ok["device"].astype(str).str.startswith(device_kind)]
         same = ok[(ok["setting"] == setting) & (ok["image_size"] == size)]
         base = ok[(ok["setting"] == "stock") & (ok["image_size"] == size)]
         real = same[same["weights"] != "random-init"] if "weights" in same else same.iloc[0:0]
@@ -230,5 +253,5 @@ def score(c: Candidate, w: Workload, data: pd.DataFrame | None = None) -> Scores
         if not same.empty and not base.empty and same["fps"].notna().any():
             sp = float(same["fps"].median() / base["fps"].median())
             sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
-            ss = f"measured ratio to stock ({len(same)} runs)"
+            ss = f"measured fps ratio to stock ({len(same)} {device_kind} runs in the results)"
     return Scores(q, sp, qs, ss)

@@ -89,7 +89,7 @@ def evaluate(
 ) -> Choice:
     """Predicted peaks, expected quality and speed, and feasibility of one candidate."""
     p = predict(w, c, model, device_kind)
-    s = score(c, w, data)
+    s = score(c, w, data, device_kind)
     ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host_budget
     return Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok)
 
