@@ -187,7 +187,8 @@ def usable_memory(total: int, model: Any, device_kind: str = "cuda") -> tuple[in
     budget is taken whole (no CUDA deductions).
     """
     if device_kind != "cuda":
-        return int(total), f"usable {fmt_bytes(total)} (device_kind={device_kind}: no CUDA deductions)"
+        why = f"device_kind={device_kind}: no CUDA deductions"
+        return int(total), f"usable {fmt_bytes(total)} ({why})"
     head, ctx, ctx_src = headroom_of(model)
     room = max(0, total - ctx)
     p = room / (1.0 + head.ratio)

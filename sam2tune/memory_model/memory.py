@@ -91,6 +91,9 @@ class Workload:
     video_width: int = 1920
     # exact prompted frames per object, when known (a recorded run, the synthetic scenario)
     cond_frames: list[list[int]] | None = None
+    # the frame each object is first prompted on (None = every object on frame 0); with
+    # prompt_every each is re-prompted every prompt_every frames from there
+    first_frames: list[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_size", "num_frames", "num_objects", "num_cond_frames"):
@@ -105,6 +108,22 @@ class Workload:
             raise ValueError(f"workload.prompt_every: must be >= 0, got {self.prompt_every}")
         if self.prompt_every:
             self.num_cond_frames = len(range(0, self.num_frames, self.prompt_every))
+        if self.first_frames is not None and self.cond_frames is None:
+            ff = [int(f) for f in self.first_frames]
+            if len(ff) != self.num_objects:
+                raise ValueError(
+                    f"workload.first_frames: one frame per object ({self.num_objects}), got "
+                    f"{len(ff)}"
+                )
+            for i, f in enumerate(ff):
+                if not 0 <= f < self.num_frames:
+                    raise ValueError(
+                        f"workload.first_frames[{i}]: must be in 0..{self.num_frames - 1}, got {f}"
+                    )
+            step = self.prompt_every or self.num_frames
+            self.cond_frames = [list(range(f, self.num_frames, step)) for f in ff]
+            self.num_cond_frames = len({f for fs in self.cond_frames for f in fs})
+            self.object_frames = sum(self.num_frames - f for f in ff)
 
     def with_frames(self, n: int) -> Workload:
         """The same workload on a video of ``n`` frames (prompts every ``prompt_every`` kept)."""
@@ -466,6 +485,9 @@ def predict(
         "cached_features": feat - feat_host if hf else int(k["c_feat"] * S * S),
         "activations": act["peak"],
         "bank_copy": 0 if hf else int(bank),
+        # the mask logits SAM 2 returns for a frame (and a prompt call): objects x H x W float32
+        # at the video's own resolution, on the device, alive while the next step runs
+        "output_masks": int(w.num_objects * w.video_height * w.video_width * 4),
     }
     if device_kind == "cuda":  # allocator-visible library workspaces (measured constant)
         terms["cuda_fixed"] = int(k.get("d_0", 0.0))
@@ -624,20 +646,12 @@ def _host_terms(
     return t
 
 
-#: axes of the trust region: how a workload is placed against what the model was calibrated on
-TRUST_AXES = (
-    "image_size",
-    "num_frames",
-    "num_objects",
-    "memory_frames",
-    "model",
-    "impl",
-    "predictor",
-    "dtype",
-    "strategy",
-    "offload_video_to_cpu",
-    "offload_state_to_cpu",
-)
+#: axes that scale only terms SAM 2's code fixes (no fitted coefficient grows with them):
+#: extrapolating them is not a warning, and the trust note says why
+EXACT_AXES = {
+    "num_frames": "frames scale exact terms only (frame cache, state per object-frame)",
+    "memory_frames": "memory tokens cost exact per-token bytes (SAM 2's attention code)",
+}
 
 
 def workload_axes(w: Workload, c: Candidate, read: dict[str, int] | None = None) -> dict[str, Any]:
@@ -672,38 +686,70 @@ def trust_region(
     if not region:
         return {"inside": False, "axes": {}, "statement": "no calibration region recorded"}
     axes: dict[str, Any] = {}
-    notes = []
+    notes, exact = [], []
     for name, v in workload_axes(w, c, read).items():
         cal = region.get(name)
         if cal is None and name == "impl":  # fitted before impl= existed: Meta's sam2 only
             cal = ["sam2"]
         if cal is None:
             continue
-        if isinstance(cal, dict):  # numeric range
-            lo, hi = cal["min"], cal["max"]
-            if v > hi:
-                f = v / hi if hi else math.inf
-                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "above", "factor": f}
-                notes.append(f"{name} {v}: {f:.1f}x the largest calibrated ({hi})")
-            elif v < lo:
-                f = lo / v if v else math.inf
-                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "below", "factor": f}
-                notes.append(f"{name} {v}: below the smallest calibrated ({lo})")
-            else:
-                axes[name] = {"value": v, "calibrated": [lo, hi], "status": "inside"}
-        else:
-            ok = v in cal
-            axes[name] = {"value": v, "calibrated": cal, "status": "inside" if ok else "unseen"}
-            if not ok:
-                notes.append(f"{name} {v}: never calibrated (seen: {', '.join(map(str, cal))})")
+        ax, note = _axis(name, v, cal)
+        axes[name] = ax
+        if ax.get("via"):
+            exact.append(f"model {v} shares {ax['via']}'s architecture (calibrated)")
+        if note and name in EXACT_AXES:
+            ax["exact"] = True
+            exact.append(f"{note} ({EXACT_AXES[name]})")
+        elif note:
+            notes.append(note)
     inside = not notes
-    return {
-        "inside": inside,
-        "axes": axes,
-        "statement": "inside the calibrated region on every axis"
+    head = (
+        "inside the calibrated region for every fitted term"
         if inside
-        else "outside the calibrated region: " + "; ".join(notes),
-    }
+        else "fitted terms extrapolated: " + "; ".join(notes)
+    )
+    if exact:
+        head += "; not a concern: " + "; ".join(exact)
+    return {"inside": inside, "axes": axes, "statement": head, "exact_extrapolations": exact}
+
+
+def _axis(name: str, v: Any, cal: Any) -> tuple[dict[str, Any], str | None]:
+    """One axis against its calibrated range or set: its entry and a note when outside."""
+    if isinstance(cal, dict):  # numeric range
+        lo, hi = cal["min"], cal["max"]
+        if v > hi:
+            f = v / hi if hi else math.inf
+            ax = {"value": v, "calibrated": [lo, hi], "status": "above", "factor": f}
+            return ax, f"{name} {v}: {f:.1f}x the largest calibrated ({hi})"
+        if v < lo:
+            f = lo / v if v else math.inf
+            ax = {"value": v, "calibrated": [lo, hi], "status": "below", "factor": f}
+            return ax, f"{name} {v}: below the smallest calibrated ({lo})"
+        return {"value": v, "calibrated": [lo, hi], "status": "inside"}, None
+    if v in cal:
+        return {"value": v, "calibrated": cal, "status": "inside"}, None
+    if name == "model":
+        twin = _same_architecture(str(v), [str(m) for m in cal])
+        if twin is not None:
+            ax = {"value": v, "calibrated": cal, "status": "inside", "via": twin}
+            return ax, None
+    seen = ", ".join(map(str, cal))
+    return {"value": v, "calibrated": cal, "status": "unseen"}, (
+        f"{name} {v}: never calibrated (seen: {seen})"
+    )
+
+
+def _same_architecture(model: str, calibrated: list[str]) -> str | None:
+    """A calibrated model whose sizes the fitted terms read are the same (``sam2_tiny`` and
+    ``sam2.1_tiny``: same Hiera trunk width, memory frames, pointers and widths), if any."""
+    try:
+        mine = _arch(model)
+    except Exception:
+        return None
+    size = model.split("_", 1)[-1]
+    same = [m for m in calibrated if _arch(m) == mine]
+    same.sort(key=lambda m: m.split("_", 1)[-1] != size)  # the same size name first
+    return same[0] if same else None
 
 
 def max_frames_within_budget(
@@ -751,8 +797,3 @@ def max_frames_within_budget(
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
-
-
-def rel_error(pred: float, actual: float) -> float:
-    """(predicted - actual) / actual."""
-    return abs(pred - actual) / actual if actual else math.inf

@@ -38,6 +38,7 @@ WORKLOAD_HELP = {
     "video_height": "the video's own height (output masks, decoding)",
     "video_width": "the video's own width",
     "cond_frames": "(exact prompted frames per object; from runs)",
+    "first_frames": "the frame each object is first prompted on, e.g. [0,0,450] (null = all on 0)",
 }
 
 
@@ -391,6 +392,7 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         f"objects, {w.num_cond_frames} prompted frames; knobs "
         f"{' '.join(c.overrides(w)[2:]) or 'stock'}"
     )
+    print(f"prompts assumed: {p['prompt_schedule']}")
     print(f"accelerator ({kind}) peak {fmt_bytes(p['device_peak_bytes'])} [predicted]:")
     for k, v in p["terms"].items():
         print(f"  {k:16s} {fmt_bytes(v):>12s}")
@@ -412,7 +414,8 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
     fits = p.get("max_frames_within_budget_by_strategy")
     if fits:
         hb = budgets.get("host_budget")
-        within = f"usable {fmt_bytes(budgets['budget'])}" + (f" and host {fmt_bytes(hb)}" if hb else "")
+        within = f"usable {fmt_bytes(budgets['budget'])}"
+        within += f" and host {fmt_bytes(hb)}" if hb else ""
         print(f"frames that fit within {within} [predicted]:")
         for name, n in fits.items():
             limit = "no limit (the peak does not grow with frames)" if n is None else n
@@ -453,7 +456,14 @@ def predict_cmd(args: list[str]) -> None:
     w = workload_of(cfg)
     c = dataclasses.replace(candidate_of(cfg.knobs), impl=cfg.impl.name)
     p = predict(w, c, model, ta.device_kind)
+    from sam2tune.tune.answer import prompt_schedule
+
     p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
+    p["prompt_schedule"] = prompt_schedule(w) + (
+        " (the synthetic video: its last object enters after the first frame; recommend's "
+        "workload.* assumes every object on frame 0 unless workload.first_frames says otherwise)"
+        if cfg.video.kind == "synthetic" and w.num_objects > 1 else ""
+    )
     if budgets.get("budget"):
         from sam2tune.gpus import usable_memory
 

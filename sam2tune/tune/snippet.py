@@ -157,7 +157,7 @@ def snippet(w: Workload, c: Candidate, checkpoint_name: str) -> str:
         *_notes(w, c),
         *_call("predictor = sam2tune.build_predictor", _build_args(w, c), "    "),
         *loop,
-        "    masks = (mask_logits[:, 0] > 0.0).cpu().numpy()  # (objects, H, W) bool, obj_ids order",
+        "    masks = (mask_logits[:, 0] > 0.0).cpu().numpy()  # (objects, H, W) bool, by obj_ids",
         "",
         *_comment(f"measured as a sam2tune run: sam2tune run {' '.join(c.overrides(w))}"),
     ]

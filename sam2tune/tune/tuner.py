@@ -189,6 +189,19 @@ def open_study(spec: TuneSpec) -> optuna.Study:
     )
 
 
+#: the Candidate fields each implementation's search space suggests (besides ``impl``)
+_PARAMS = {
+    "transformers": (
+        "offload_video_to_cpu", "offload_state_to_cpu", "max_cond_frames_in_attn", "dtype",
+        "image_size",
+    ),
+    "sam2": (
+        "strategy", "offload_video_to_cpu", "offload_state_to_cpu", "max_cond_frames_in_attn",
+        "dtype", "predictor", "segment_frames", "image_size",
+    ),
+}
+
+
 def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
     w = spec.workload
     space = candidates(w, spec.device_kind)
@@ -227,7 +240,11 @@ def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
     )
 
 
-def _candidate_from_params(p: dict[str, Any]) -> Candidate:
+def _candidate_from_params(p: dict[str, Any], spec: TuneSpec) -> Candidate:
+    """The candidate a trial's params describe (``impl`` is a param only when the study searches
+    several implementations; otherwise the one it searches)."""
+    p = dict(p)
+    p.setdefault("impl", spec.impls[0])
     c = Candidate.from_knobs(p, image_size=int(p["image_size"]))
     if c.strategy == "stream":  # stream never holds the whole video: the offload is moot
         c = dataclasses.replace(c, offload_video_to_cpu=False)
@@ -240,7 +257,6 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
     from sam2tune.config.presets import model_preset
     from sam2tune.config.schema import (
         ImplConfig,
-        KnobsConfig,
         LimitsConfig,
         ProbeConfig,
         RunConfig,
@@ -255,15 +271,8 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
     cfg = RunConfig(
         model=model_preset(w.model, image_size=c.image_size or w.image_size),
         video=VideoConfig(num_frames=n, num_objects=min(w.num_objects, 4)),
-        knobs=KnobsConfig(
-            offload_video_to_cpu=c.offload_video_to_cpu,
-            offload_state_to_cpu=c.offload_state_to_cpu,
-            max_cond_frames_in_attn=c.max_cond_frames_in_attn,
-            dtype=c.dtype,
-            predictor=c.predictor,
-            strategy=c.strategy,
-            segment_frames=c.segment_frames if c.segment_frames < n else 0,
-            vision_features_cache=c.vision_features_cache,
+        knobs=dataclasses.replace(
+            c.knobs(), segment_frames=c.segment_frames if c.segment_frames < n else 0
         ),
         impl=ImplConfig(c.impl),
         limits=LimitsConfig(
@@ -339,7 +348,7 @@ def run_tuner(
     for t in study.trials:
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
-        c = _candidate_from_params(t.params)
+        c = _candidate_from_params(t.params, spec)
         if c not in by_candidate:
             by_candidate[c] = _evaluate(spec, c, model)
         if "confirmed" in t.user_attrs:  # a confirmation trial: the measured verdict wins
@@ -355,6 +364,7 @@ def run_tuner(
         model,
         spec.device_kind,
         spec.data,
+        spec.impls,
     ):
         by_candidate.setdefault(ch.candidate, ch)
     choices = list(by_candidate.values())
@@ -384,16 +394,11 @@ def _record_confirmation(
     """Store the confirmation as a trial of its own: same params, the measured verdict as its
     constraints, the run's id and figures as user attributes."""
     c = ch.candidate
-    params = {
-        "strategy": c.strategy,
-        "offload_video_to_cpu": c.offload_video_to_cpu,
-        "offload_state_to_cpu": c.offload_state_to_cpu,
-        "max_cond_frames_in_attn": c.max_cond_frames_in_attn,
-        "dtype": c.dtype,
-        "predictor": c.predictor,
-        "segment_frames": c.segment_frames,
-        "image_size": c.image_size,
-    }
+    # the params the trial's own search space suggests for this implementation (_suggest)
+    names = _PARAMS["transformers" if c.impl == "transformers" else "sam2"]
+    params: dict[str, Any] = {n: getattr(c, n) for n in names}
+    if len(spec.impls) > 1:
+        params["impl"] = c.impl
     study.enqueue_trial(params, user_attrs={"confirmed": conf})
     trial = study.ask()
     _suggest(trial, spec)  # takes the enqueued values
