@@ -143,7 +143,7 @@ def test_recommend_json_and_predict_agree_on_one_usable_budget(tmp_path):
     pred = _json(p.stdout)
     assert pred["usable_budget_bytes"] == rec["usable_budget_bytes"]
     assert pred["usable_budget_bytes"] < 8 * 2**30 - 600 * 2**20  # context and headroom off
-    assert "late" in pred["prompt_schedule"]  # the synthetic video's entering object, said
+    assert "enters after the first frame" in pred["prompt_schedule"]  # said, not assumed
 
 
 def test_recommend_verify_runs_the_snippet_and_compares(tmp_path):

@@ -47,6 +47,7 @@ class SegmentedSession:
         self.init_s = 0.0  # all segments' init_state time
         self.frame_wait_s = 0.0  # all segments' time waiting for streamed frames
         self.next_is_prompt = False  # the first step starts a segment (an "init" step)
+        self._hw: tuple[int, ...] = (1, 1)  # the video's size, once a frame was yielded
 
     def init(self) -> None:
         """Segments start their own sessions inside :meth:`track` (an ``("init", lo)`` step
@@ -84,11 +85,13 @@ class SegmentedSession:
             ]
             seeded = last is not None
             last = {}
+            known = sorted({p.obj_id for p in prompts if p.frame < b})
             if not local:  # every object lost and none prompted here: nothing to track
                 for t in range(a, b):
                     self.next_is_prompt = False
-                    empty = torch.zeros((0, 1, 1, 1)) if keep_logits else None
-                    yield FrameStep(t, [], np.zeros((0, 1, 1), bool), empty)
+                    yield self._complete(FrameStep(t, [], np.zeros((0, *self._hw), bool),
+                                                   torch.zeros((0, 1, *self._hw))
+                                                   if keep_logits else None), known)
                 a = b
                 continue
             self.current = Session(
@@ -110,9 +113,28 @@ class SegmentedSession:
                 if seeded and f == 0:
                     continue  # the overlap frame: yielded by the previous segment
                 self.next_is_prompt = self.current.next_is_prompt and not (g == b - 1 and b < n)
-                yield FrameStep(g, ids, m, ev.logits)
+                self._hw = tuple(m.shape[1:]) if m.shape[0] else self._hw
+                yield self._complete(FrameStep(g, ids, m, ev.logits), known)
             self._close_current()
             a = b
+
+    def _complete(self, ev: FrameStep, known: list[int]) -> FrameStep:
+        """Every object prompted so far, in id order: one lost at a segment boundary (its last
+        mask empty, so nothing seeds it) is yielded empty with SAM 2's no-object logit
+        (``NO_OBJ_SCORE`` = -1024), as SAM 2 yields an object it does not see."""
+        missing = [o for o in known if o not in ev.obj_ids]
+        if not missing:
+            return ev
+        ids = ev.obj_ids + missing
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        h, w = self._hw
+        masks = np.concatenate([ev.masks.reshape(-1, h, w), np.zeros((len(missing), h, w), bool)])
+        logits = ev.logits
+        if logits is not None:
+            fill = torch.full((len(missing), 1, h, w), -1024.0, dtype=logits.dtype,
+                              device=logits.device)
+            logits = torch.cat([logits.reshape(-1, 1, h, w), fill])[order]
+        return FrameStep(ev.frame_idx, [ids[i] for i in order], masks[order], logits)
 
     def census(self) -> Census:
         """The current segment's census (empty when no segment session is open)."""
