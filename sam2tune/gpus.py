@@ -119,7 +119,7 @@ def resolve_budget(budget: str | None, gpu: str | None, detect: bool = True) -> 
 #: until a CUDA run is recorded: the CUDA context PyTorch creates (assumed, not measured)
 CUDA_CONTEXT_DEFAULT = 512 * 2**20
 #: until a CUDA run is recorded: headroom up to 50 % of the peak, at most 512 MiB (assumed)
-HEADROOM_DEFAULT = {"ratio": 0.5, "cap_bytes": 512 * 2**20}
+HEADROOM_DEFAULT: dict[str, Any] = {"ratio": 0.5, "cap_bytes": 512 * 2**20}
 
 
 @dataclass(frozen=True)

@@ -553,7 +553,7 @@ def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
         f"  predicted accelerator peak {fmt_bytes(p['device_peak_bytes'])}, margin "
         f"{fmt_bytes(margin)} ({margin / budget:.0%} of the budget) [predicted]",
         f"  predicted host peak {fmt_bytes(p['host_peak_bytes'])} of {fmt_bytes(hb)} [predicted]",
-        f"  expected speed {ch.speed:.2f}x stock fps [{ch.speed_source}]",
+        f"  expected speed {ch.speed:.2f}x stock's [{ch.speed_source}]",
         f"  expected quality: agreement {ch.quality:.3f} with the full-quality run "
         f"[{ch.quality_source}]",
     ]

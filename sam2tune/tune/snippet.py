@@ -11,7 +11,7 @@ Every snippet, whatever the implementation and knobs, has the same shape:
 * a loop that leaves the last frame's index in ``frame_idx`` and its binary masks, objects first,
   in ``masks``.
 
-The test suite executes every variant (``tests/test_snippets.py``).
+The test suite executes every variant (``tests/test_answers.py``).
 """
 
 from __future__ import annotations

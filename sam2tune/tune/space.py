@@ -51,12 +51,13 @@ def impls_of(choice: str) -> tuple[str, ...]:
 SPEED_PRIOR: dict[str, tuple[float, str]] = {
     "offload_video": (
         0.99,
-        "prior: one host-to-device copy of a frame per step (SAM 2's docs: 'saves GPU memory "
-        "with only a very small overhead')",
+        "prior: SAM 2's init_state comment (sam2_video_predictor.py): 'saves the GPU memory "
+        "with only a very small overhead'",
     ),
     "offload_state": (
         0.89,
-        "prior: SAM 2's README figure for offload_state_to_cpu, 27 -> 24 fps (one object, 768 px)",
+        "prior: SAM 2's init_state comment (sam2_video_predictor.py): fps 27 -> 24 for one "
+        "object at 768 px",
     ),
     "release": (1.0, "prior: release frees dict entries between steps, no extra compute"),
     "stream": (
@@ -225,7 +226,10 @@ def score(
         if not on:
             continue
         m = measured_speed().get(device_kind, {}).get(key)
-        ratio, src = (m["ratio"], f"measured: {m['source']}") if m else SPEED_PRIOR[key]
+        if m:
+            ratio, src = m["ratio"], f"measured: {m['source']}; {m['record']}"
+        else:
+            ratio, src = SPEED_PRIOR[key]
         sp *= float(ratio)
         srcs.append(f"{key} {float(ratio):.2f}x ({src})")
     sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
