@@ -6,7 +6,6 @@ sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from sam2tune.config.store import CONF_DIR, check_override_keys, config_error_line, register
 from sam2tune.errors import InputError
+from sam2tune.resources import data_dir
 
 __all__ = ["main"]
 
@@ -25,8 +25,9 @@ commands:
   study NAME [key=value ...]    run a study from experiments/NAME.py: its sweep, then its report
   report [results_dir=DIR] [out=DIR] [title=TEXT]
                                 HTML + Markdown report (figures, tables, computed conclusions)
-  download [MODEL ...] [--all]  fetch Meta's official SAM 2 checkpoints into the cache
-  predict <run overrides> [budget=24GiB] [host_budget=64GiB] [format=json] [device_kind=cuda|cpu]
+  download [MODEL ...] [all=true] [cache_dir=DIR]
+                                fetch Meta's official SAM 2 checkpoints into the cache
+  predict <run overrides> [budget=24GiB | gpu=NAME] [host_budget=64GiB] [format=json]
                                 predicted peak memory term by term, trust region, frames that fit
   calibrate [design=calibration|validation] [results_dir=DIR] [device=cuda]
                                 run the memory model's designed calibration / validation set
@@ -34,11 +35,12 @@ commands:
                                 fit the memory model; error per axis on a validation set
   tune budget=24GiB workload.*=... [n_trials=60] [confirm=2]
                                 Optuna search of the knob space (model-screened, confirmed by runs)
-  recommend [budget=24GiB | gpu="RTX 4090"] workload.*=...
-                                the best configuration for a GPU, why, and a snippet to paste
+  recommend [budget=24GiB | gpu="RTX 4090"] workload.*=... [format=json] [verify=N]
+                                the best configuration for a GPU, why, and a snippet that runs
   lookup [workload.model=...] [host_budget=64GiB]
                                 per-GPU lookup table (results/lookup/)
   COMMAND --help                help of one command
+  --version                     sam2tune's version
 
 examples:
   sam2tune run
@@ -50,7 +52,7 @@ knobs.offload_video_to_cpu=true
   sam2tune download sam2.1_tiny
 """
 
-STUDIES_DIR = CONF_DIR.parent / "experiments"
+STUDIES_DIR = data_dir("experiments")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -177,21 +179,35 @@ def _interrupted_summary(overrides: list[str], started: str) -> None:
 
 
 def _download(args: list[str]) -> None:
-    """sam2tune download [MODEL ...] [--all] [cache_dir=DIR]
+    """sam2tune download [MODEL ...] [all=true] [cache_dir=DIR]
 
-    Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints),
-    verified by size and hashed; runs find them there by model name."""
+    Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints, or
+    cache_dir=DIR/checkpoints), verified by size and hashed; runs find them there by model name.
+    MODEL: any model preset (default sam2.1_tiny); all=true: every preset. (The older spellings
+    --all and --cache-dir DIR are accepted too.)"""
     from sam2tune.adapter.checkpoints import DownloadError, download
     from sam2tune.config.presets import model_preset
     from sam2tune.paths import cache_dir
 
-    ap = argparse.ArgumentParser(prog="sam2tune download", description="fetch SAM 2 checkpoints")
-    ap.add_argument("models", nargs="*", default=[], help=f"any of {', '.join(_choices('model'))}")
-    ap.add_argument("--all", action="store_true", help="every model preset")
-    ap.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/sam2tune)")
-    ns = ap.parse_args(args)
-    names = _choices("model") if ns.all else (ns.models or ["sam2.1_tiny"])
-    root = cache_dir(ns.cache_dir)
+    rest, models = list(args), []
+    kv: dict[str, str] = {}
+    while rest:
+        a = rest.pop(0)
+        if a == "--all":
+            kv["all"] = "true"
+        elif a == "--cache-dir":
+            if not rest:
+                _fail("download: --cache-dir needs a folder")
+            kv["cache_dir"] = rest.pop(0)
+        elif "=" in a or a.startswith("-"):
+            kv.update(_key_values([a], {"cache_dir", "all"}, "download"))
+        else:
+            models.append(a)
+    if kv.get("all", "false").lower() not in ("true", "false"):
+        _fail(f"all: must be true or false, got {kv['all']!r}")
+    every = kv.get("all", "").lower() == "true"
+    names = _choices("model") if every else (models or ["sam2.1_tiny"])
+    root = cache_dir(kv.get("cache_dir"))
     for name in names:
         try:
             m = model_preset(name)
@@ -354,6 +370,11 @@ def _command_help(cmd: str) -> None:
 def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return
+    if argv[0] in ("--version", "-V", "version"):
+        import sam2tune
+
+        print(f"sam2tune {sam2tune.__version__}")
         return
     cmd, rest = argv[0], argv[1:]
     if cmd != "run" and any(a in ("-h", "--help") for a in rest):

@@ -277,3 +277,24 @@ def test_measured_speed_figures_match_their_records_and_rank_answers():
     cpu = score(Candidate(strategy="stream"), w, None, "cpu")
     assert cuda.speed > 1.5 and "measured" in cuda.speed_source and "stream_speed" in cuda.speed_source
     assert cpu.speed < 1.0 and cpu.speed_source.startswith("stream 0.98x (prior")
+
+
+def test_predict_and_recommend_share_one_workload_grammar(tmp_path):
+    """predict takes recommend's workload.* (first_frames included) and predicts the very answer
+    recommend chose, with the same prompt schedule printed."""
+    wl = ["workload.model=sam2.1_tiny", "workload.image_size=256", "workload.num_objects=2",
+          "workload.num_frames=200000", "workload.first_frames=[0,500]"]
+    r = subprocess.run(sam2tune_cmd() + ["recommend", "gpu=RTX 3090", "host_budget=16GiB",
+                                         "impl=sam2", f"results_dir={tmp_path}", "format=json",
+                                         *wl], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = _json(r.stdout)
+    assert "first prompted on frame 500" in rec["prompt_schedule"]
+    knobs = [o for o in rec["overrides"] if o.startswith("knobs.")]
+    p = subprocess.run(sam2tune_cmd() + ["predict", *wl, *knobs, "gpu=RTX 3090", "format=json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    pred = _json(p.stdout)
+    assert pred["device_peak_bytes"] == rec["predicted_device_peak_bytes"]
+    assert pred["usable_budget_bytes"] == rec["usable_budget_bytes"]
+    assert pred["prompt_schedule"] == rec["prompt_schedule"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra.core.config_store import ConfigStore
 
 from sam2tune.config.schema import RunConfig
+from sam2tune.resources import data_dir
 
 __all__ = [
     "CONF_DIR",
@@ -17,8 +16,8 @@ __all__ = [
     "config_error_line",
 ]
 
-#: the repository's ``conf/`` folder (the package is installed editable from the repository)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+#: sam2tune's ``conf/`` (package data in a wheel, the repository's in a checkout)
+CONF_DIR = data_dir("conf")
 
 
 def register() -> None:

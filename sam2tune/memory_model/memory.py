@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2tune.metrics import MaskDir  # its write queue is part of stream's host memory
+from sam2tune.resources import data_dir
 
 if TYPE_CHECKING:
     from sam2tune.adapter.arch import Arch
@@ -68,7 +69,7 @@ __all__ = [
 
 STREAM_WINDOW = 2
 REQUIRED_COEFFS = ("a_enc", "a_q", "a_out", "c_feat")
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "conf" / "memory_model.json"
+DEFAULT_MODEL_PATH = data_dir("conf") / "memory_model.json"
 
 
 @dataclass

@@ -212,8 +212,8 @@ def split_args(args: list[str], command: str, cls: type):
     import dataclasses
 
     own = {f.name for f in dataclasses.fields(cls)}
-    mine = [a for a in args if a.split("=", 1)[0] in own]
-    rest = [a for a in args if a.split("=", 1)[0] not in own]
+    mine = [a for a in args if a.split("=", 1)[0].lstrip("+") in own]
+    rest = [a for a in args if a.split("=", 1)[0].lstrip("+") not in own]
     return parse(mine, command, cls), rest
 
 
@@ -221,6 +221,8 @@ def parse(args: list[str], command: str, cls: type = TuneArgs):
     """Typed arguments of a command from ``key=value`` pairs (unknown keys refused)."""
     from omegaconf import OmegaConf
 
+    # `+key=` / `++key=` as in `sam2tune run` (Hydra's add / force-add): every key here exists
+    args = [a.lstrip("+") if "=" in a else a for a in args]
     try:
         base = OmegaConf.structured(cls)
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))
@@ -357,17 +359,13 @@ def _predict_budgets(pa: PredictArgs) -> dict[str, int]:
 
 
 def _frames_within(
-    cfg: Any, c: Any, model: Any, device_kind: str, budgets: dict[str, int]
+    make: Any, c: Any, model: Any, device_kind: str, budgets: dict[str, int]
 ) -> tuple[int | None, dict[str, int | None]]:
     """max_frames_within_budget for the given knobs and for each strategy (stock, with
-    offload_video, release, stream)."""
+    offload_video, release, stream); ``make(n)``: the workload at ``n`` frames."""
     import dataclasses
 
-    from sam2tune.memory_model.calibrate import workload_of
     from sam2tune.memory_model.memory import max_frames_within_budget
-
-    def make(n: int):
-        return workload_of(cfg, n)
 
     variants = {
         "stock": dataclasses.replace(c, offload_video_to_cpu=False, strategy="stock"),
@@ -429,12 +427,13 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
 
 
 def predict_cmd(args: list[str]) -> None:
-    """``sam2tune predict <run overrides> [format=json] [model_file=...] [device_kind=cuda|cpu]
-    [budget=24GiB] [host_budget=64GiB]``."""
+    """``sam2tune predict <run overrides | workload.*=...> [format=json] [model_file=...]
+    [device_kind=cuda|cpu] [budget=24GiB | gpu=NAME] [host_budget=64GiB]``."""
     from sam2tune.memory_model.calibrate import candidate_of, workload_of
     from sam2tune.memory_model.memory import predict
 
-    pa, overrides = split_args(args, "predict", PredictArgs)
+    wargs = [a for a in args if a.startswith("workload.")]  # recommend's workload grammar
+    pa, overrides = split_args([a for a in args if a not in wargs], "predict", PredictArgs)
     if pa.format not in ("text", "json"):
         raise InputError(f"format: must be text or json, got {pa.format!r}")
     if pa.device_kind not in ("cuda", "cpu"):
@@ -453,8 +452,10 @@ def predict_cmd(args: list[str]) -> None:
         cfg.video = dc.replace(
             cfg.video, num_frames=vd.num_frames, height=vd.height, width=vd.width
         )
-    w = workload_of(cfg)
+    w = workload(parse(wargs, "predict", ModelArgs))[0] if wargs else workload_of(cfg)
     c = dataclasses.replace(candidate_of(cfg.knobs), impl=cfg.impl.name)
+    if wargs:  # the knobs' image size is the workload's
+        c = dataclasses.replace(c, image_size=w.image_size)
     p = predict(w, c, model, ta.device_kind)
     from sam2tune.tune.answer import prompt_schedule
 
@@ -462,7 +463,7 @@ def predict_cmd(args: list[str]) -> None:
     p["prompt_schedule"] = prompt_schedule(w) + (
         " (the synthetic video: its last object enters after the first frame; recommend's "
         "workload.* assumes every object on frame 0 unless workload.first_frames says otherwise)"
-        if cfg.video.kind == "synthetic" and w.num_objects > 1 else ""
+        if cfg.video.kind == "synthetic" and w.num_objects > 1 and not wargs else ""
     )
     if budgets.get("budget"):
         from sam2tune.gpus import usable_memory
@@ -475,7 +476,10 @@ def predict_cmd(args: list[str]) -> None:
             "host_budget" not in budgets or p["host_peak_bytes"] <= budgets["host_budget"]
         )
         p["host_budget_bytes"] = budgets.get("host_budget")
-        own, by_strategy = _frames_within(cfg, c, model, ta.device_kind, budgets)
+        own, by_strategy = _frames_within(
+            w.with_frames if wargs else (lambda n: workload_of(cfg, n)), c, model,
+            ta.device_kind, budgets,
+        )
         p["max_frames_within_budget"] = own
         p["max_frames_within_budget_by_strategy"] = by_strategy
     if pa.format == "json":
