@@ -801,6 +801,9 @@ TUNE_WORKLOAD = [
     "workload.image_size=256",
     "workload.num_frames=8",
     "workload.num_objects=1",
+    # the confirmation runs' video size (the output-mask term is at the video's resolution)
+    "workload.video_height=270",
+    "workload.video_width=480",
     "n_trials=30",
     "confirm=1",
     "confirm_frames=8",

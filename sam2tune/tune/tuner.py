@@ -270,7 +270,10 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
     n = min(spec.confirm_frames, w.num_frames)
     cfg = RunConfig(
         model=model_preset(w.model, image_size=c.image_size or w.image_size),
-        video=VideoConfig(num_frames=n, num_objects=min(w.num_objects, 4)),
+        video=VideoConfig(
+            num_frames=n, num_objects=min(w.num_objects, 4), height=w.video_height,
+            width=w.video_width,
+        ),
         knobs=dataclasses.replace(
             c.knobs(), segment_frames=c.segment_frames if c.segment_frames < n else 0
         ),
