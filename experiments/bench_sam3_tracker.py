@@ -135,6 +135,7 @@ def main() -> None:
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
 
 

@@ -152,6 +152,11 @@ def build_predictor(
         )
     except ValueError as e:
         raise _err(str(e).removeprefix("sam2tune: error: ")) from None
+    if impl == "sam2" and dtype != "float32":
+        raise _err(
+            "dtype: Meta's sam2 is built in float32 and runs bfloat16 as autocast: pass "
+            f"dtype={dtype!r} to sam2tune.propagate"
+        )
     if impl == "transformers" and predictor != "per_object":
         raise _err("predictor: transformers' Sam2VideoModel has no legacy batched predictor")
     built = build_impl(impl, cfg, knobs, dev, cache_dir())

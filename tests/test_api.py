@@ -88,3 +88,38 @@ def test_unknown_strategy_is_refused(predictor, frames):
         sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")
     with pytest.raises(ValueError, match="prefetch: must be >= 0"):
         sam2tune.propagate(predictor, frames, PROMPTS, strategy="stream", prefetch=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(predictor="batched"), "predictor: one of per_object, legacy_batched, got 'batched'"),
+        (dict(impl="tensorflow"), "impl: one of sam2, transformers, got 'tensorflow'"),
+        (dict(dtype="float16"), "dtype: one of float32, bfloat16, got 'float16'"),
+        (dict(dtype="bfloat16"), "dtype: Meta's sam2 is built in float32"),
+        (dict(device="gpu0"), "device: 'gpu0' is not a torch device"),
+        (dict(model="sam3_huge"), "model: unknown model 'sam3_huge'"),
+        (dict(max_cond_frames_in_attn=1), "knobs.max_cond_frames_in_attn: must be -1 (all) or >= 2"),
+        (dict(impl="transformers", predictor="legacy_batched"), "predictor: transformers'"),
+    ],
+)
+def test_build_predictor_names_the_bad_argument(kwargs, needle):
+    from sam2tune.errors import InputError
+
+    args = dict(model="sam2.1_tiny", checkpoint=None, device="cpu") | kwargs
+    with pytest.raises(InputError) as e:
+        sam2tune.build_predictor(args.pop("model"), args.pop("checkpoint"), args.pop("device"),
+                                 **args)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_propagate_refuses_what_transformers_cannot_do_before_any_frame(frames):
+    from sam2tune.adapter.hf import HFPredictor
+    from sam2tune.errors import InputError
+
+    hf = HFPredictor(None, None, torch.device("cpu"), 256, torch.float32)  # never run
+    p = [dict(frame_idx=0, obj_id=1, box=[1, 2, 30, 40])]
+    with pytest.raises(InputError, match="strategy: transformers' session has no"):
+        sam2tune.propagate(hf, str(frames), p, strategy="stream")
+    with pytest.raises(InputError, match="dtype: transformers' model was built in float32"):
+        sam2tune.propagate(hf, str(frames), p, dtype="bfloat16")
