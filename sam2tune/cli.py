@@ -115,6 +115,13 @@ def _run(overrides: list[str]) -> None:
     multirun = "-m" in overrides or "--multirun" in overrides
     if multirun:
         _validate_sweep(overrides)
+    else:  # a bad value in one line, before Hydra's app prints its own page
+        from sam2tune.config.store import compose_run
+
+        try:
+            compose_run([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        except InputError as e:
+            _fail(str(e))
     register()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="run")

@@ -45,7 +45,9 @@ def config_error_line(e: BaseException) -> str:
     (``e.__cause__``, e.g. a ``__post_init__`` ValueError, where there is one)."""
     cause = e.__cause__ or e
     lines = str(cause).splitlines()
-    return lines[0] if lines else type(cause).__name__
+    line = lines[0] if lines else type(cause).__name__
+    key = getattr(cause, "full_key", None) or getattr(e, "full_key", None)  # OmegaConf: apart
+    return f"{key}: {line}" if key and not line.startswith(f"{key}:") else line
 
 
 def compose_run(overrides: list[str]) -> RunConfig:
