@@ -34,44 +34,125 @@ STRATEGIES = ("stock", "release", "stream")
 PREDICTORS = ("per_object", "legacy_batched")
 IMPLS = ("sam2", "transformers")
 DTYPES = ("float32", "bfloat16")
+#: frames decoded ahead at most (each one is held like a window frame: 12 MiB at 1024 px)
+MAX_PREFETCH = 64
 _KEYS = {"frame_idx", "obj_id", "points", "labels", "box", "mask"}
 
 
-def _prompt(i: int, d: Mapping[str, Any]) -> Any:
+def _video_shape(video_path: Any) -> tuple[int, int, int]:
+    """(frames, height, width) of a JPEG folder or an mp4, read from headers only."""
+    import os
+
+    from sam2tune.errors import InputError
+    from sam2tune.video.sources import count_frames, jpeg_frames
+
+    if not isinstance(video_path, str | os.PathLike):
+        got = type(video_path).__name__
+        raise InputError(f"video_path: a JPEG folder or an mp4 path, got {got}")
+    path = os.path.expanduser(os.fspath(video_path))
+    if not os.path.exists(path):
+        raise InputError(f"video_path: no such file or folder {path!r}")
+    if os.path.isdir(path):
+        frames = jpeg_frames(path)
+        if not frames:
+            raise InputError(f"video_path: no <index>.jpg frames in {path!r}")
+        from PIL import Image
+
+        with Image.open(frames[0]) as im:
+            w, h = im.size
+        return len(frames), h, w
+    if not path.lower().endswith(".mp4"):
+        raise InputError(f"video_path: {path!r} is neither a JPEG folder nor an .mp4 file")
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    cap.release()
+    return count_frames(path), h, w
+
+
+def _int(i: int, key: str, v: Any) -> int:
+    """An integer prompt field (an integral float such as 3.0 too), named when it is not."""
+    ok = isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+    if not ok and isinstance(v, float | np.floating) and float(v).is_integer():
+        ok = True
+    if not ok:
+        raise _err(f"prompts[{i}].{key}: an integer, got {v!r}")
+    return int(v)
+
+
+def _numbers(i: int, key: str, v: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A finite float array of ``shape`` (-1 = any length >= 1), named when it is not."""
+    if isinstance(v, str | bytes):
+        raise _err(f"prompts[{i}].{key}: numbers, got a string")
+    try:
+        a = np.asarray(v, np.float64)
+    except (TypeError, ValueError):
+        raise _err(f"prompts[{i}].{key}: numbers, got {v!r}") from None
+    want = " x ".join("N" if n == -1 else str(n) for n in shape)
+    fits = a.ndim == len(shape) and all(n in (-1, m) for n, m in zip(shape, a.shape, strict=False))
+    if not fits or a.size == 0:
+        raise _err(f"prompts[{i}].{key}: {want} numbers, got shape {tuple(a.shape)}")
+    if not np.isfinite(a).all():
+        raise _err(f"prompts[{i}].{key}: finite numbers, got {v!r}")
+    return a
+
+
+def _prompt(i: int, d: Mapping[str, Any], video: tuple[int, int, int]) -> Any:
+    """One prompt checked against the video (frames, height, width): frame index in range,
+    integer object id, points / box inside the frame, labels 0 or 1, a mask of the video's size;
+    each refusal names the prompt's index and field."""
     from sam2tune.scenario import Prompt
 
+    n, h, w = video
     if not isinstance(d, Mapping):
-        raise TypeError(
-            f"prompts[{i}]: a dict with SAM 2's argument names, got {type(d).__name__}"
-        )
+        raise _err(f"prompts[{i}]: a dict with SAM 2's argument names, got {type(d).__name__}")
     unknown = set(d) - _KEYS
     if unknown:
-        raise ValueError(
+        raise _err(
             f"prompts[{i}]: unknown key(s) {', '.join(sorted(unknown))} "
             f"(SAM 2's names: {', '.join(sorted(_KEYS))})"
         )
     for k in ("frame_idx", "obj_id"):
-        if k not in d:
-            raise ValueError(f"prompts[{i}]: {k} is required")
-    frame, obj = int(d["frame_idx"]), int(d["obj_id"])
+        if d.get(k) is None:
+            raise _err(f"prompts[{i}]: {k} is required")
+    frame, obj = _int(i, "frame_idx", d["frame_idx"]), _int(i, "obj_id", d["obj_id"])
+    if not 0 <= frame < n:
+        raise _err(f"prompts[{i}].frame_idx: must be in 0..{n - 1} (the video has {n} frames), "
+                   f"got {frame}")
     if d.get("mask") is not None:
-        if any(d.get(k) is not None for k in ("points", "box")):
-            raise ValueError(f"prompts[{i}]: a mask prompt takes no points or box (SAM 2)")
-        return Prompt(frame, obj, "mask", mask=np.asarray(d["mask"], bool))
+        if any(d.get(k) is not None for k in ("points", "box", "labels")):
+            raise _err(f"prompts[{i}]: a mask prompt takes no points, labels or box (SAM 2)")
+        m = np.asarray(d["mask"])
+        if m.shape != (h, w):
+            raise _err(f"prompts[{i}].mask: an H x W = {h} x {w} array (the video's size), got "
+                       f"shape {tuple(m.shape)}")
+        return Prompt(frame, obj, "mask", mask=m.astype(bool))
     points, labels = d.get("points"), d.get("labels")
     if (points is None) != (labels is None):
-        raise ValueError(f"prompts[{i}]: points and labels go together")
-    pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2).tolist()
-    lbl = None if labels is None else np.asarray(labels, np.int32).reshape(-1).tolist()
-    if pts is not None and len(pts) != len(lbl or []):
-        raise ValueError(f"prompts[{i}]: {len(pts)} points but {len(lbl or [])} labels")
+        raise _err(f"prompts[{i}]: points and labels go together")
+    pts = lbl = None
+    if points is not None:
+        pa = _numbers(i, "points", points, (-1, 2))
+        la = _numbers(i, "labels", labels, (-1,))
+        if len(pa) != len(la):
+            raise _err(f"prompts[{i}]: {len(pa)} points but {len(la)} labels")
+        if not set(la.tolist()) <= {0.0, 1.0}:
+            raise _err(f"prompts[{i}].labels: 1 (positive) or 0 (negative), got {la.tolist()}")
+        out = [(x, y) for x, y in pa.tolist() if not (0 <= x <= w and 0 <= y <= h)]
+        if out:
+            raise _err(f"prompts[{i}].points: {out[0]} lies outside the {w} x {h} frame")
+        pts, lbl = pa.tolist(), [int(v) for v in la.tolist()]
     if d.get("box") is not None:
-        box = np.asarray(d["box"], np.float32).reshape(-1).tolist()
-        if len(box) != 4:
-            raise ValueError(f"prompts[{i}]: box is [x0, y0, x1, y1], got {len(box)} numbers")
-        return Prompt(frame, obj, "box", box=box, points=pts, labels=lbl)
+        x0, y0, x1, y1 = _numbers(i, "box", d["box"], (4,)).tolist()
+        if not (x0 < x1 and y0 < y1):
+            raise _err(f"prompts[{i}].box: [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got "
+                       f"{[x0, y0, x1, y1]}")
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise _err(f"prompts[{i}].box: {[x0, y0, x1, y1]} lies outside the {w} x {h} frame")
+        return Prompt(frame, obj, "box", box=[x0, y0, x1, y1], points=pts, labels=lbl)
     if pts is None:
-        raise ValueError(f"prompts[{i}]: give points + labels, a box, or a mask")
+        raise _err(f"prompts[{i}]: give points + labels, a box, or a mask")
     return Prompt(frame, obj, "points", points=pts, labels=lbl)
 
 
@@ -226,11 +307,21 @@ def propagate(
     from sam2tune.config.schema import KnobsConfig
 
     _choice("strategy", strategy, STRATEGIES)
+    if isinstance(prompts, Mapping | str | bytes) or not isinstance(prompts, Sequence):
+        raise _err(f"prompts: a list of dicts (one per prompt), got {type(prompts).__name__}")
     if not prompts:
         raise _err("prompts: give at least one prompt")
-    if int(prefetch) < 0:
-        raise _err(f"prefetch: must be >= 0 (0 = decode in the loop), got {prefetch}")
+    for name, v, hi in (("prefetch", prefetch, MAX_PREFETCH), ("segment_frames", segment_frames,
+                                                                None)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (hi and v > hi):
+            bound = f"0..{hi}" if hi else ">= 0"
+            raise _err(f"{name}: an integer {bound}, got {v!r}")
     hf = _is_hf(predictor)
+    if not hf and not all(hasattr(predictor, a) for a in ("init_state", "propagate_in_video")):
+        raise _err(
+            f"predictor: a SAM 2 video predictor (sam2tune.build_predictor), got "
+            f"{type(predictor).__name__}"
+        )
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
     if hf:
@@ -248,8 +339,9 @@ def propagate(
         dtype = own
     elif vision_features_cache != 1:
         raise _err("vision_features_cache: Meta's sam2 keeps exactly one frame's features (1)")
+    video = _video_shape(video_path)
+    ps = [_prompt(i, d, video) for i, d in enumerate(prompts)]
     try:
-        ps = [_prompt(i, d) for i, d in enumerate(prompts)]
         knobs = KnobsConfig(
             strategy=strategy, segment_frames=int(segment_frames), stream_prefetch=int(prefetch),
             offload_video_to_cpu=bool(offload_video_to_cpu),
@@ -258,7 +350,7 @@ def propagate(
         )
     except (TypeError, ValueError) as e:
         raise _err(str(e).removeprefix("sam2tune: error: ")) from None
-    return _frames(_session(predictor, video_path, knobs, hf), ps, knobs, hf)
+    return _frames(_session(predictor, str(video_path), knobs, hf), ps, knobs, hf)
 
 
 def _session(predictor: Any, video_path: str, knobs: Any, hf: bool) -> Any:

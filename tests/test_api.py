@@ -73,8 +73,25 @@ def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
         ([dict(frame_idx=0, obj_id=1)], "points + labels, a box, or a mask"),
         ([dict(frame_idx=0, obj_id=1, points=[[1, 2]])], "points and labels go together"),
         ([dict(frame=0, obj_id=1, box=[0, 0, 1, 1])], "unknown key(s) frame"),
-        ([dict(frame_idx=0, obj_id=1, box=[0, 0, 1])], "box is [x0, y0, x1, y1]"),
+        ([dict(frame_idx=0, obj_id=1, box=[0, 0, 1])], "prompts[0].box: 4 numbers, got shape (3,)"),
         ([], "at least one prompt"),
+        # against the video (5 frames of 128 x 96), each naming the prompt's index and field
+        ([PROMPTS[0], dict(frame_idx=-1, obj_id=3, box=[1, 1, 9, 9])],
+         "prompts[1].frame_idx: must be in 0..4 (the video has 5 frames), got -1"),
+        ([dict(frame_idx=100, obj_id=1, box=[1, 1, 9, 9])], "prompts[0].frame_idx: must be in 0..4"),
+        ([dict(frame_idx=None, obj_id=1, box=[1, 1, 9, 9])], "prompts[0]: frame_idx is required"),
+        ([dict(frame_idx=1.7, obj_id=1, box=[1, 1, 9, 9])], "prompts[0].frame_idx: an integer, got 1.7"),
+        ([dict(frame_idx=0, obj_id="abc", box=[1, 1, 9, 9])], "prompts[0].obj_id: an integer"),
+        ([dict(frame_idx=0, obj_id=1, box="1,1,9,9")], "prompts[0].box: numbers, got a string"),
+        ([dict(frame_idx=0, obj_id=1, box=[9, 1, 1, 9])], "prompts[0].box: [x0, y0, x1, y1] with x0 < x1"),
+        ([dict(frame_idx=0, obj_id=1, box=[200, 1, 300, 9])], "prompts[0].box: [200.0, 1.0, 300.0, 9.0] lies outside the 128 x 96 frame"),
+        ([dict(frame_idx=0, obj_id=1, points=[[1, 2, 3]], labels=[1])], "prompts[0].points: N x 2 numbers, got shape (1, 3)"),
+        ([dict(frame_idx=0, obj_id=1, points=[], labels=[])], "prompts[0].points: N x 2 numbers"),
+        ([dict(frame_idx=0, obj_id=1, points=[[1, 2]], labels=[7])], "prompts[0].labels: 1 (positive) or 0"),
+        ([dict(frame_idx=0, obj_id=1, points=[[500, 2]], labels=[1])], "prompts[0].points: (500.0, 2.0) lies outside"),
+        ([dict(frame_idx=0, obj_id=1, mask=np.ones((1, 96, 128), bool))], "prompts[0].mask: an H x W = 96 x 128 array"),
+        ([dict(frame_idx=0, obj_id=1, mask=np.ones((10, 10), bool))], "got shape (10, 10)"),
+        (dict(frame_idx=0, obj_id=1, box=[1, 1, 9, 9]), "prompts: a list of dicts"),
     ],
 )
 def test_malformed_prompts_are_named(predictor, frames, prompts, needle):
@@ -86,7 +103,7 @@ def test_malformed_prompts_are_named(predictor, frames, prompts, needle):
 def test_unknown_strategy_is_refused(predictor, frames):
     with pytest.raises(ValueError, match="strategy: one of stock, release, stream"):
         sam2tune.propagate(predictor, frames, PROMPTS, strategy="lazy")
-    with pytest.raises(ValueError, match="prefetch: must be >= 0"):
+    with pytest.raises(ValueError, match="prefetch: an integer 0..64, got -1"):
         sam2tune.propagate(predictor, frames, PROMPTS, strategy="stream", prefetch=-1)
 
 
@@ -123,3 +140,18 @@ def test_propagate_refuses_what_transformers_cannot_do_before_any_frame(frames):
         sam2tune.propagate(hf, str(frames), p, strategy="stream")
     with pytest.raises(InputError, match="dtype: transformers' model was built in float32"):
         sam2tune.propagate(hf, str(frames), p, dtype="bfloat16")
+
+
+def test_bad_predictor_video_and_numbers_are_named(predictor, frames, tmp_path):
+    from sam2tune.errors import InputError
+
+    for args, kw, needle in [
+        ((None, frames, PROMPTS), {}, "predictor: a SAM 2 video predictor"),
+        ((predictor, str(tmp_path / "nope"), PROMPTS), {}, "video_path: no such file or folder"),
+        ((predictor, frames, PROMPTS), dict(prefetch="x"), "prefetch: an integer 0..64, got 'x'"),
+        ((predictor, frames, PROMPTS), dict(prefetch=10**7), "prefetch: an integer 0..64"),
+        ((predictor, frames, PROMPTS), dict(segment_frames=-2), "segment_frames: an integer >= 0"),
+    ]:
+        with pytest.raises(InputError) as e:
+            sam2tune.propagate(*args, **kw)
+        assert needle in str(e.value), (needle, str(e.value))
