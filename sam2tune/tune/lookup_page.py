@@ -42,7 +42,7 @@ def page_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "host_peak": fmt_bytes(r["predicted_host_peak_bytes"])
                 if r["predicted_host_peak_bytes"] is not None
                 else "n/a",
-                "margin": f"{fmt_bytes(margin)} ({margin / usable:.0%} of the budget)"
+                "margin": f"{fmt_bytes(margin)} ({margin / usable:.0%} of the usable budget)"
                 if margin is not None
                 else "n/a",
                 "usable": f"{fmt_bytes(usable)} of {fmt_bytes(r['gpu_bytes'])}",

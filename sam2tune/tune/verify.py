@@ -43,7 +43,7 @@ _s.propagate = _timed
 
 _EPILOGUE = """
 import json as _json, resource as _res, torch as _torch
-_out = dict(_T, frame_idx=int(frame_idx), masks_shape=list(masks.shape),
+_out = dict(globals().get("_T", {}), frame_idx=int(frame_idx), masks_shape=list(masks.shape),
             host_peak_bytes=_res.getrusage(_res.RUSAGE_SELF).ru_maxrss * 1024)
 if _torch.cuda.is_available():
     _out["device_peak_bytes"] = int(_torch.cuda.max_memory_allocated())
