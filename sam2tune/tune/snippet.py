@@ -103,6 +103,22 @@ def _comment(text: str) -> list[str]:
     return textwrap.wrap(text, 97, initial_indent="# ", subsequent_indent="# ")
 
 
+def _sam2_builder(w: Workload, c: Candidate) -> str:
+    """SAM 2's own call that builds the same predictor (a comment for who wants it)."""
+    from sam2tune.config.presets import model_preset
+
+    ov = [f"++model.image_size={c.image_size or w.image_size}"]
+    if c.max_cond_frames_in_attn != -1:
+        ov.append(f"++model.max_cond_frames_in_attn={c.max_cond_frames_in_attn}")
+    if c.predictor == "legacy_batched":
+        ov.append("++model._target_=sam2.sam2_video_predictor_legacy.SAM2VideoPredictor")
+    return (
+        "build_predictor builds SAM 2's own predictor, as sam2.build_sam."
+        f'build_sam2_video_predictor("{model_preset(w.model).config_file}", checkpoint, '
+        f"device=device, hydra_overrides_extra={ov!r}) does"
+    )
+
+
 def _notes(w: Workload, c: Candidate) -> list[str]:
     """What the knobs are in each library's own terms (comments)."""
     out = []
@@ -115,6 +131,7 @@ def _notes(w: Workload, c: Candidate) -> list[str]:
             f"terms: {native}"
         )
     elif c.strategy == "stock" and not c.segment_frames:
+        out.append(_sam2_builder(w, c))
         out.append(
             "strategy stock is SAM 2's own loop: predictor.init_state(video_path, "
             f"offload_video_to_cpu={c.offload_video_to_cpu}, "
@@ -122,10 +139,17 @@ def _notes(w: Workload, c: Candidate) -> list[str]:
             "predictor.propagate_in_video(state)"
         )
     else:
+        out.append(_sam2_builder(w, c))
         out.append(
             f"strategy={c.strategy}, segment_frames={c.segment_frames}: sam2tune's bounded-memory "
             "mode over SAM 2's own predictor (never call predictor.init_state yourself: it loads "
             "the whole video)"
+            + (
+                "; stream decodes frames on demand, so offload_video_to_cpu has no frame cache "
+                "to move"
+                if c.strategy == "stream"
+                else ""
+            )
         )
     if w.prompt_every:
         out.append(
