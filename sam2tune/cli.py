@@ -115,7 +115,8 @@ def _run(overrides: list[str]) -> None:
     multirun = "-m" in overrides or "--multirun" in overrides
     if multirun:
         _validate_sweep(overrides)
-    else:  # a bad value in one line, before Hydra's app prints its own page
+    elif not any(o.startswith("-") for o in overrides):  # Hydra's flags (--cfg, --info) aside:
+        # a bad value in one line, before Hydra's app prints its own page
         from sam2tune.config.store import compose_run
 
         try:

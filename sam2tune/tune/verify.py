@@ -41,10 +41,20 @@ def _timed(*a, **k):
 _s.propagate = _timed
 """
 
+#: peak RSS of this process alone: VmHWM (the high-water mark of this process's own memory
+#: map); ru_maxrss would carry over the parent's peak across fork + exec on Linux
 _EPILOGUE = """
 import json as _json, resource as _res, torch as _torch
+def _hwm():
+    try:
+        for _l in open("/proc/self/status"):
+            if _l.startswith("VmHWM:"):
+                return int(_l.split()[1]) * 1024
+    except OSError:
+        pass
+    return _res.getrusage(_res.RUSAGE_SELF).ru_maxrss * 1024
 _out = dict(globals().get("_T", {}), frame_idx=int(frame_idx), masks_shape=list(masks.shape),
-            host_peak_bytes=_res.getrusage(_res.RUSAGE_SELF).ru_maxrss * 1024)
+            host_peak_bytes=_hwm())
 if _torch.cuda.is_available():
     _out["device_peak_bytes"] = int(_torch.cuda.max_memory_allocated())
 print("SAM2TUNE_VERIFY " + _json.dumps(_out))
