@@ -65,10 +65,11 @@ def _video_shape(video_path: Any) -> tuple[int, int, int]:
         raise InputError(f"video_path: {path!r} is neither a JPEG folder nor an .mp4 file")
     import cv2
 
+    n = count_frames(path)  # refuses a file without frames, in one line
     cap = cv2.VideoCapture(path)
     h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     cap.release()
-    return count_frames(path), h, w
+    return n, h, w
 
 
 def _int(i: int, key: str, v: Any) -> int:
@@ -350,10 +351,10 @@ def propagate(
         )
     except (TypeError, ValueError) as e:
         raise _err(str(e).removeprefix("sam2tune: error: ")) from None
-    return _frames(_session(predictor, str(video_path), knobs, hf), ps, knobs, hf)
+    return _frames(_session(predictor, str(video_path), knobs, hf, video[0]), ps, knobs, hf)
 
 
-def _session(predictor: Any, video_path: str, knobs: Any, hf: bool) -> Any:
+def _session(predictor: Any, video_path: str, knobs: Any, hf: bool, num_frames: int) -> Any:
     if hf:
         from sam2tune.adapter.hf import HFSession
 
@@ -361,10 +362,8 @@ def _session(predictor: Any, video_path: str, knobs: Any, hf: bool) -> Any:
     from sam2tune.adapter.segments import SegmentedSession
     from sam2tune.adapter.session import Session
 
-    if knobs.segment_frames:
-        from sam2tune.video.sources import count_frames
-
-        return SegmentedSession(predictor, video_path, knobs, count_frames(video_path))
+    if knobs.segment_frames:  # the frame count _video_shape already read
+        return SegmentedSession(predictor, video_path, knobs, num_frames)
     return Session(predictor, video_path, knobs)
 
 

@@ -85,9 +85,8 @@ def detect_gpu() -> tuple[str, int]:
         ) from None
 
 
-def resolve_budget(budget: str | None, gpu: str | None, detect: bool = True) -> tuple[int, str]:
-    """Bytes and a description: an explicit budget, a catalog GPU, or (``detect``) the local
-    GPU.
+def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
+    """Bytes and a description: an explicit budget, a catalog GPU, or the local GPU.
 
     Raises:
         InputError: a malformed size, an unknown GPU (naming the catalog), or nothing given and
@@ -110,18 +109,12 @@ def resolve_budget(budget: str | None, gpu: str | None, detect: bool = True) -> 
             names = ", ".join(x.name for x in catalog_entries())
             raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml ({names})")
         return g.total_bytes, f"{g.name} ({g.total_bytes / 1e9:g} GB = {fmt_bytes(g.total_bytes)})"
-    if not detect:
-        raise InputError('budget: give budget=24GiB or gpu="RTX 4090"')
     name, total = detect_gpu()
     return total, f"{name} (detected, {fmt_bytes(total)})"
 
 
 #: until a CUDA run is recorded: the CUDA context PyTorch creates (assumed, not measured)
 CUDA_CONTEXT_DEFAULT = 512 * 2**20
-#: until a CUDA run is recorded: headroom up to 50 % of the peak, at most 512 MiB (assumed)
-HEADROOM_DEFAULT: dict[str, Any] = {"ratio": 0.5, "cap_bytes": 512 * 2**20}
-
-
 @dataclass(frozen=True)
 class Headroom:
     """The allocator's headroom ``min(ratio x peak, cap_bytes)`` and how well it bounds the runs
@@ -137,6 +130,13 @@ class Headroom:
     def of(self, peak: int) -> int:
         """Headroom in bytes at an allocated peak of ``peak`` bytes."""
         return int(min(self.ratio * peak, self.cap_bytes))
+
+
+#: until a CUDA run is recorded: headroom up to 50 % of the peak, at most 512 MiB (assumed)
+HEADROOM_DEFAULT = Headroom(
+    ratio=0.5, cap_bytes=512 * 2**20, runs=0, max_under_bytes=0, median_over_bytes=0,
+    source="assumed: no CUDA run recorded yet",
+)
 
 
 def fit_headroom(pairs: list[tuple[int, int]], source: str) -> Headroom:
@@ -166,13 +166,7 @@ def headroom_of(model: Any) -> tuple[Headroom, int, str]:
     recorded in a memory model's CUDA calibration (assumed defaults without one)."""
     cal = (getattr(model, "calibration", None) or {}).get("cuda", {})
     h = cal.get("cuda_headroom")
-    if h:
-        head = Headroom(**h)
-    else:
-        head = Headroom(
-            **HEADROOM_DEFAULT, runs=0, max_under_bytes=0, median_over_bytes=0,
-            source="assumed: no CUDA run recorded yet",
-        )
+    head = Headroom(**h) if h else HEADROOM_DEFAULT
     ctx = cal.get("cuda_context_bytes")
     ctx_src = str(cal.get("cuda_context_source") or "measured on CUDA runs") if ctx else (
         "assumed: no CUDA run recorded yet"

@@ -218,6 +218,8 @@ def recommend(
 
 def describe(rec: Recommendation) -> list[str]:
     """The answer as text lines (``sam2tune recommend``'s output before the snippet)."""
+    from sam2tune.tune.cli import choice_lines
+
     w = rec.workload
     return [
         f"sam2tune recommendation for {rec.target}; host RAM {fmt_bytes(rec.host_budget_bytes)}",
@@ -227,14 +229,10 @@ def describe(rec: Recommendation) -> list[str]:
         f"prompts assumed: {rec.prompt_schedule}",
         f"answer from: {rec.answer_source}; memory model calibrated on {rec.calibrated_on} "
         f"({rec.model_file})",
-        f"chosen: {' '.join(rec.overrides[1:])}",
-        f"  predicted accelerator peak {fmt_bytes(rec.predicted_device_peak_bytes)}, margin "
-        f"{fmt_bytes(rec.margin_bytes)} ({rec.margin_bytes / max(1, rec.usable_budget_bytes):.0%}"
-        " of the usable budget) [predicted]",
-        f"  predicted host peak {fmt_bytes(rec.predicted_host_peak_bytes)} of "
-        f"{fmt_bytes(rec.host_budget_bytes)} [predicted]",
-        f"  expected speed {rec.expected_speed:.2f}x stock's [{rec.speed_source}]",
-        f"  expected quality: agreement {rec.expected_quality:.3f} with the full-quality run "
-        f"[{rec.quality_source}]",
+        *choice_lines(
+            "chosen", rec.overrides[1:], rec.predicted_device_peak_bytes,
+            rec.predicted_host_peak_bytes, rec.usable_budget_bytes, rec.host_budget_bytes,
+            rec.expected_speed, rec.speed_source, rec.expected_quality, rec.quality_source,
+        ),
         *[f"  {r}" for r in rec.reasons],
     ]

@@ -549,18 +549,30 @@ def print_errors(ev, summary) -> None:
             )
 
 
+def choice_lines(
+    label: str, overrides: list[str], device_peak: int, host_peak: int, budget: int, hb: int,
+    speed: float, speed_source: str, quality: float, quality_source: str,
+) -> list[str]:
+    """A chosen configuration as text (``tune``'s best and ``recommend``'s answer alike):
+    ``budget`` is the usable accelerator memory, ``hb`` the host budget."""
+    margin = budget - device_peak
+    return [
+        f"{label}: {' '.join(overrides)}",
+        f"  predicted accelerator peak {fmt_bytes(device_peak)}, margin {fmt_bytes(margin)} "
+        f"({margin / max(1, budget):.0%} of the usable budget) [predicted]",
+        f"  predicted host peak {fmt_bytes(host_peak)} of {fmt_bytes(hb)} [predicted]",
+        f"  expected speed {speed:.2f}x stock's [{speed_source}]",
+        f"  expected quality: agreement {quality:.3f} with the full-quality run "
+        f"[{quality_source}]",
+    ]
+
+
 def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
     p = ch.prediction
-    margin = budget - p["device_peak_bytes"]
-    return [
-        f"{label}: {' '.join(ch.candidate.overrides(w)[1:])}",
-        f"  predicted accelerator peak {fmt_bytes(p['device_peak_bytes'])}, margin "
-        f"{fmt_bytes(margin)} ({margin / budget:.0%} of the budget) [predicted]",
-        f"  predicted host peak {fmt_bytes(p['host_peak_bytes'])} of {fmt_bytes(hb)} [predicted]",
-        f"  expected speed {ch.speed:.2f}x stock's [{ch.speed_source}]",
-        f"  expected quality: agreement {ch.quality:.3f} with the full-quality run "
-        f"[{ch.quality_source}]",
-    ]
+    return choice_lines(
+        label, ch.candidate.overrides(w)[1:], p["device_peak_bytes"], p["host_peak_bytes"],
+        budget, hb, ch.speed, ch.speed_source, ch.quality, ch.quality_source,
+    )
 
 
 def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
