@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from sam2tune.memory_model.calibrate import fit_and_evaluate
-from sam2tune.tune.cli import print_errors
+from sam2tune.tune.text import print_errors
 
 GOAL = {"device_median": 0.03, "device_max": 0.08, "host_median": 0.05, "host_max": 0.10}
 

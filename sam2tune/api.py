@@ -28,14 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sam2tune.config.schema import DTYPES, IMPLS, MAX_PREFETCH, PREDICTORS, STRATEGIES
+
 __all__ = ["build_predictor", "propagate", "STRATEGIES", "PREDICTORS", "IMPLS"]
 
-STRATEGIES = ("stock", "release", "stream")
-PREDICTORS = ("per_object", "legacy_batched")
-IMPLS = ("sam2", "transformers")
-DTYPES = ("float32", "bfloat16")
-#: frames decoded ahead at most (each one is held like a window frame: 12 MiB at 1024 px)
-MAX_PREFETCH = 64
 _KEYS = {"frame_idx", "obj_id", "points", "labels", "box", "mask"}
 
 
@@ -79,6 +75,13 @@ def _int(i: int, key: str, v: Any) -> int:
         ok = True
     if not ok:
         raise _err(f"prompts[{i}].{key}: an integer, got {v!r}")
+    return int(v)
+
+
+def _whole(name: str, v: Any) -> int:
+    """An integer argument (not a bool, not a fractional float), named when it is not."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise _err(f"{name}: an integer, got {v!r}")
     return int(v)
 
 
@@ -205,12 +208,40 @@ def build_predictor(
     """
     import sys
 
+    from sam2tune.adapter.impls import build_impl
+    from sam2tune.paths import cache_dir
+
+    dev = _device(device)
+    cfg, knobs = _build_settings(
+        model, checkpoint, image_size, max_cond_frames_in_attn, predictor, impl, dtype
+    )
+    built = build_impl(impl, cfg, knobs, dev, cache_dir())
+    if built.weights == "random-init":
+        print(
+            f"sam2tune: {model} has random-init weights (no checkpoint given or cached): masks "
+            "are meaningless; memory and speed are faithful",
+            file=sys.stderr,
+        )
+    return built.predictor
+
+
+def _device(device: Any) -> torch.device:
     import torch
 
-    from sam2tune.adapter.build import build_impl
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise _err(f"device: {device!r} is not a torch device ({e})") from None
+
+
+def _build_settings(
+    model: str, checkpoint: Any, image_size: int | None, max_cond_frames_in_attn: int,
+    predictor: str, impl: str, dtype: str,
+) -> tuple[Any, Any]:
+    """The model preset and build-time knobs of :func:`build_predictor`'s arguments (checked,
+    each refusal naming its argument)."""
     from sam2tune.config.presets import model_preset
     from sam2tune.config.schema import KnobsConfig
-    from sam2tune.paths import cache_dir
 
     _choice("predictor", predictor, PREDICTORS)
     _choice("impl", impl, IMPLS)
@@ -219,18 +250,14 @@ def build_predictor(
         checkpoint, "__fspath__"
     ):
         raise _err(f"checkpoint: a file path, got {type(checkpoint).__name__}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise _err(f"device: {device!r} is not a torch device ({e})") from None
     extra: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
     if image_size is not None:
-        extra["image_size"] = int(image_size)
+        extra["image_size"] = _whole("image_size", image_size)
     try:
         cfg = model_preset(model, **extra)
         knobs = KnobsConfig(
-            max_cond_frames_in_attn=int(max_cond_frames_in_attn), predictor=predictor,
-            dtype=dtype,
+            max_cond_frames_in_attn=_whole("max_cond_frames_in_attn", max_cond_frames_in_attn),
+            predictor=predictor, dtype=dtype,
         )
     except ValueError as e:
         raise _err(str(e).removeprefix("sam2tune: error: ")) from None
@@ -241,14 +268,7 @@ def build_predictor(
         )
     if impl == "transformers" and predictor != "per_object":
         raise _err("predictor: transformers' Sam2VideoModel has no legacy batched predictor")
-    built = build_impl(impl, cfg, knobs, dev, cache_dir())
-    if built.weights == "random-init":
-        print(
-            f"sam2tune: {model} has random-init weights (no checkpoint given or cached): masks "
-            "are meaningless; memory and speed are faithful",
-            file=sys.stderr,
-        )
-    return built.predictor
+    return cfg, knobs
 
 
 def _is_hf(predictor: Any) -> bool:
@@ -270,8 +290,7 @@ def propagate(
     dtype: str | None = None,
     vision_features_cache: int = 1,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
-    """Prompt and propagate forward through a video, yielding what SAM 2's
-    ``propagate_in_video`` yields.
+    """Prompt and propagate forward through a video, yielding what SAM 2's loop yields.
 
     Args:
         predictor: from :func:`build_predictor`, or SAM 2's own ``build_sam2_video_predictor``.
@@ -280,22 +299,18 @@ def propagate(
             ``labels``, or ``box`` (optionally with points), or ``mask``; coordinates in video
             pixels. Objects first prompted after the first frame are added when propagation
             reaches them; an object's later prompts are given when it is added.
-        strategy: ``stock`` (SAM 2's own ``init_state`` + ``propagate_in_video``), ``release``
-            or ``stream`` (bounded memory; Meta's sam2 only).
-        segment_frames: > 0 splits the video into sessions of this many frames (each seeded
-            with the previous one's last masks; not bit-identical to one session).
-        prefetch: ``stream`` only: frames decoded ahead by as many background threads (a
-            bounded queue, so the loop waits on decoding only when the decoder is slower than
-            SAM 2); 0 decodes in the loop. The values yielded do not depend on it.
-        offload_video_to_cpu: keep the frames in host RAM (SAM 2's ``init_state`` argument;
-            transformers' ``video_storage_device="cpu"``).
-        offload_state_to_cpu: keep the per-object state in host RAM (SAM 2's ``init_state``
-            argument; transformers' ``inference_state_device="cpu"``).
+        strategy: ``stock`` (SAM 2's own loop), ``release`` or ``stream`` (bounded memory).
+        segment_frames: > 0: sessions of this many frames, each seeded with the previous
+            one's last masks (not bit-identical to one session).
+        prefetch: ``stream`` only: frames decoded ahead by background threads (0..64; 0
+            decodes in the loop). The values yielded do not depend on it.
+        offload_video_to_cpu, offload_state_to_cpu: keep the frames / the per-object state in
+            host RAM (SAM 2's ``init_state`` arguments; transformers' ``video_storage_device``
+            / ``inference_state_device="cpu"``).
         dtype: ``float32`` or ``bfloat16`` (Meta's sam2: ``torch.autocast`` around prompts and
             propagation, as SAM 2's examples do; transformers: the model's own dtype, which it
             must match). None = the predictor's own.
-        vision_features_cache: transformers only: frames of vision features kept
-            (``max_vision_features_cache_size``); Meta's sam2 keeps one.
+        vision_features_cache: transformers only: frames of vision features it keeps.
 
     Yields:
         ``(frame_idx, obj_ids, mask_logits)``: mask logits (objects, 1, H, W) at the video's
@@ -307,6 +322,28 @@ def propagate(
     """
     from sam2tune.config.schema import KnobsConfig
 
+    hf = _is_hf(predictor)
+    dtype = _check_run(predictor, hf, prompts, strategy, segment_frames, prefetch, dtype,
+                       vision_features_cache)
+    video = _video_shape(video_path)
+    ps = [_prompt(i, d, video) for i, d in enumerate(prompts)]
+    try:
+        knobs = KnobsConfig(
+            strategy=strategy, segment_frames=int(segment_frames), stream_prefetch=int(prefetch),
+            offload_video_to_cpu=bool(offload_video_to_cpu),
+            offload_state_to_cpu=bool(offload_state_to_cpu), dtype=dtype,
+            vision_features_cache=int(vision_features_cache),
+        )
+    except (TypeError, ValueError) as e:
+        raise _err(str(e).removeprefix("sam2tune: error: ")) from None
+    return _frames(_session(predictor, str(video_path), knobs, hf, video[0]), ps, knobs, hf)
+
+
+def _check_run(
+    predictor: Any, hf: bool, prompts: Any, strategy: str, segment_frames: Any, prefetch: Any,
+    dtype: str | None, vision_features_cache: Any,
+) -> str:
+    """:func:`propagate`'s arguments other than the prompts, checked; the dtype to run in."""
     _choice("strategy", strategy, STRATEGIES)
     if isinstance(prompts, Mapping | str | bytes) or not isinstance(prompts, Sequence):
         raise _err(f"prompts: a list of dicts (one per prompt), got {type(prompts).__name__}")
@@ -317,7 +354,6 @@ def propagate(
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (hi and v > hi):
             bound = f"0..{hi}" if hi else ">= 0"
             raise _err(f"{name}: an integer {bound}, got {v!r}")
-    hf = _is_hf(predictor)
     if not hf and not all(hasattr(predictor, a) for a in ("init_state", "propagate_in_video")):
         raise _err(
             f"predictor: a SAM 2 video predictor (sam2tune.build_predictor), got "
@@ -325,33 +361,22 @@ def propagate(
         )
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
-    if hf:
-        own = "bfloat16" if str(predictor.dtype) == "torch.bfloat16" else "float32"
-        if dtype is not None and dtype != own:
-            raise _err(
-                f"dtype: transformers' model was built in {own}; build it with "
-                f"build_predictor(..., impl='transformers', dtype={dtype!r})"
-            )
-        if strategy != "stock" or segment_frames:
-            raise _err(
-                "strategy: transformers' session has no bounded-memory strategies or segments "
-                "(strategy='stock', segment_frames=0)"
-            )
-        dtype = own
-    elif vision_features_cache != 1:
-        raise _err("vision_features_cache: Meta's sam2 keeps exactly one frame's features (1)")
-    video = _video_shape(video_path)
-    ps = [_prompt(i, d, video) for i, d in enumerate(prompts)]
-    try:
-        knobs = KnobsConfig(
-            strategy=strategy, segment_frames=int(segment_frames), stream_prefetch=int(prefetch),
-            offload_video_to_cpu=bool(offload_video_to_cpu),
-            offload_state_to_cpu=bool(offload_state_to_cpu), dtype=dtype or "float32",
-            vision_features_cache=int(vision_features_cache),
+    if not hf:
+        if vision_features_cache != 1:
+            raise _err("vision_features_cache: Meta's sam2 keeps exactly one frame's features (1)")
+        return dtype or "float32"
+    own = "bfloat16" if str(predictor.dtype) == "torch.bfloat16" else "float32"
+    if dtype is not None and dtype != own:
+        raise _err(
+            f"dtype: transformers' model was built in {own}; build it with "
+            f"build_predictor(..., impl='transformers', dtype={dtype!r})"
         )
-    except (TypeError, ValueError) as e:
-        raise _err(str(e).removeprefix("sam2tune: error: ")) from None
-    return _frames(_session(predictor, str(video_path), knobs, hf, video[0]), ps, knobs, hf)
+    if strategy != "stock" or segment_frames:
+        raise _err(
+            "strategy: transformers' session has no bounded-memory strategies or segments "
+            "(strategy='stock', segment_frames=0)"
+        )
+    return own
 
 
 def _session(predictor: Any, video_path: str, knobs: Any, hf: bool, num_frames: int) -> Any:

@@ -1,61 +1,44 @@
-"""``sam2tune`` command line: subcommands over Hydra configs.
-
-sam2tune run [key=value ...] [-m]     one isolated SAM 2 run per point (Hydra overrides)
-sam2tune download [MODEL ...|--all]   fetch Meta's official checkpoints into the cache
-"""
+"""``sam2tune`` command line: one registry of commands (:data:`COMMANDS`: name, typed
+arguments, function, help). ``run`` speaks Hydra's override grammar (and sweeps with ``-m``);
+every other command takes ``key=value`` onto its typed arguments (:mod:`sam2tune.config.args`),
+so ``+key=``, typos, types and ``--help`` behave the same everywhere."""
 
 from __future__ import annotations
 
 import re
 import sys
+import textwrap
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
 
+from sam2tune import __version__
+from sam2tune.config.args import arg, help_lines, parse, split_args
 from sam2tune.config.store import CONF_DIR, check_override_keys, config_error_line, register
 from sam2tune.errors import InputError
+from sam2tune.paths import check_results_dir
 from sam2tune.resources import data_dir
+from sam2tune.runner.engines import check_launcher
+from sam2tune.tune import cli as tcli
+from sam2tune.tune.args import (
+    CalibrateArgs,
+    FitArgs,
+    LookupArgs,
+    PredictArgs,
+    RecommendArgs,
+    TuneArgs,
+)
 
-__all__ = ["main"]
+__all__ = ["main", "COMMANDS", "Command", "usage", "command_help"]
 
-USAGE = """usage: sam2tune COMMAND [ARGS]
-
-commands:
-  run [key=value ...] [-m]      run SAM 2 experiments from conf/run.yaml (Hydra overrides;
-                                -m sweeps comma-separated values, one isolated run per point)
-  study NAME [key=value ...]    run a study from experiments/NAME.py: its sweep, then its report
-  report [results_dir=DIR] [out=DIR] [title=TEXT]
-                                HTML + Markdown report (figures, tables, computed conclusions)
-  download [MODEL ...] [all=true] [cache_dir=DIR]
-                                fetch Meta's official SAM 2 checkpoints into the cache
-  predict <run overrides> [budget=24GiB | gpu=NAME] [host_budget=64GiB] [format=json]
-                                predicted peak memory term by term, trust region, frames that fit
-  calibrate [design=calibration|validation] [results_dir=DIR] [device=cuda]
-                                run the memory model's designed calibration / validation set
-  fit [results_dir=DIR] [validation_dir=DIR] [out=FILE]
-                                fit the memory model; error per axis on a validation set
-  tune budget=24GiB workload.*=... [n_trials=60] [confirm=2]
-                                Optuna search of the knob space (model-screened, confirmed by runs)
-  recommend [budget=24GiB | gpu="RTX 4090"] workload.*=... [format=json] [verify=N]
-                                the best configuration for a GPU, why, and a snippet that runs
-  lookup [workload.model=...] [host_budget=64GiB]
-                                per-GPU lookup table (results/lookup/)
-  COMMAND --help                help of one command
-  --version                     sam2tune's version
-
-examples:
-  sam2tune run
-  sam2tune run model=sam2.1_small model.image_size=512 video.num_frames=60 \
-knobs.offload_video_to_cpu=true
-  sam2tune run -m knobs.offload_video_to_cpu=false,true video.num_frames=8,16
-  sam2tune study demo
-  sam2tune report results_dir=results out=results/report
-  sam2tune download sam2.1_tiny
-"""
 
 STUDIES_DIR = data_dir("experiments")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     print(f"sam2tune: error: {message}", file=sys.stderr)
     sys.exit(code)
 
@@ -95,6 +78,7 @@ def _validate_sweep(overrides: list[str]) -> None:
         label = " ".join(p for p in point if "," not in p and not p.startswith("hydra"))
         try:
             cfg = compose_run(point)
+            check_results_dir(cfg.results_dir)
             key = repr(cfg.video)
             if cfg.video.kind != "synthetic" and key not in seen_videos:
                 resolve_video(cfg.video, cache_dir(cfg.cache_dir))  # frames decodable to the end
@@ -103,26 +87,36 @@ def _validate_sweep(overrides: list[str]) -> None:
             _fail(f"sweep point {i + 1}/{len(points)} ({label}): {e}; nothing was run")
 
 
-def _run(overrides: list[str]) -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
+def _prevalidate(overrides: list[str], multirun: bool) -> None:
+    """Keys, group choices and values in one line each, before Hydra's app prints its own
+    page: every sweep point with ``-m``, the one run otherwise (Hydra's flags aside)."""
+    from sam2tune.config.store import compose_run
 
     try:
         check_override_keys(overrides)
     except InputError as e:
         _fail(str(e))
     _check_group_choices(overrides)
-    multirun = "-m" in overrides or "--multirun" in overrides
     if multirun:
         _validate_sweep(overrides)
-    elif not any(o.startswith("-") for o in overrides):  # Hydra's flags (--cfg, --info) aside:
-        # a bad value in one line, before Hydra's app prints its own page
-        from sam2tune.config.store import compose_run
-
         try:
-            compose_run([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+            check_launcher(overrides)
         except InputError as e:
             _fail(str(e))
+    elif not any(o.startswith("-") for o in overrides):  # --cfg, --info: Hydra's own
+        try:
+            cfg = compose_run([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+            check_results_dir(cfg.results_dir)
+        except InputError as e:
+            _fail(str(e))
+
+
+def _run(overrides: list[str]) -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    multirun = "-m" in overrides or "--multirun" in overrides
+    _prevalidate(overrides, multirun)
     register()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="run")
@@ -186,41 +180,37 @@ def _interrupted_summary(overrides: list[str], started: str) -> None:
     print(f"interrupted: {sweep_summary(counts)}", file=sys.stderr)
 
 
-def _download(args: list[str]) -> None:
-    """sam2tune download [MODEL ...] [all=true] [cache_dir=DIR]
+@dataclass
+class DownloadArgs:
+    """Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints, or
+    cache_dir/checkpoints), verified by size and hashed; runs find them there by model name.
+    Model names may also be given bare: `sam2tune download sam2.1_tiny sam2.1_large`."""
 
-    Fetch Meta's official SAM 2 checkpoints into the cache (~/.cache/sam2tune/checkpoints, or
-    cache_dir=DIR/checkpoints), verified by size and hashed; runs find them there by model name.
-    MODEL: any model preset (default sam2.1_tiny); all=true: every preset. (The older spellings
-    --all and --cache-dir DIR are accepted too.)"""
+    models: list[str] = arg(None, "model presets to fetch", factory=lambda: ["sam2.1_tiny"])
+    all: bool = arg(False, "every model preset")
+    cache_dir: str | None = arg(None, "cache root (default ~/.cache/sam2tune)")
+
+
+def _download(args: list[str]) -> None:
     from sam2tune.adapter.checkpoints import DownloadError, download
     from sam2tune.config.presets import model_preset
     from sam2tune.paths import cache_dir
 
-    rest, models = list(args), []
-    kv: dict[str, str] = {}
-    while rest:
-        a = rest.pop(0)
-        if a == "--all":
-            kv["all"] = "true"
-        elif a == "--cache-dir":
-            if not rest:
-                _fail("download: --cache-dir needs a folder")
-            kv["cache_dir"] = rest.pop(0)
-        elif "=" in a or a.startswith("-"):
-            kv.update(_key_values([a], {"cache_dir", "all"}, "download"))
-        else:
-            models.append(a)
-    if kv.get("all", "false").lower() not in ("true", "false"):
-        _fail(f"all: must be true or false, got {kv['all']!r}")
-    every = kv.get("all", "").lower() == "true"
-    names = _choices("model") if every else (models or ["sam2.1_tiny"])
-    root = cache_dir(kv.get("cache_dir"))
+    bare = [a for a in args if "=" not in a and not a.startswith("-")]
+    legacy = {"--all": "all=true"}
+    kv = [legacy.get(a, a) for a in args if a not in bare or a in legacy]
+    if "--cache-dir" in kv:  # the older spelling `--cache-dir DIR`
+        i = kv.index("--cache-dir")
+        if i + 1 >= len(kv):
+            _fail("download: --cache-dir needs a folder")
+        kv[i : i + 2] = [f"cache_dir={kv[i + 1]}"]
+    if bare:
+        kv.append(f"models=[{','.join(bare)}]")
+    da = parse(kv, "download", DownloadArgs)
+    names = _choices("model") if da.all else da.models
+    root = cache_dir(da.cache_dir)
     for name in names:
-        try:
-            m = model_preset(name)
-        except InputError as e:
-            _fail(str(e))
+        m = model_preset(name)
         print(f"downloading {m.checkpoint_url} -> {root / 'checkpoints'}", file=sys.stderr)
         try:
             path = download(m, root)
@@ -229,33 +219,26 @@ def _download(args: list[str]) -> None:
         print(path)
 
 
-def _key_values(args: list[str], allowed: set[str], command: str) -> dict[str, str]:
-    out = {}
-    for a in args:
-        key, eq, value = a.partition("=")
-        if not eq or key not in allowed:
-            _fail(
-                f"{command}: unexpected argument {a!r} "
-                f"(expected {', '.join(sorted(k + '=...' for k in allowed))})"
-            )
-        out[key] = value
-    return out
+@dataclass
+class ReportArgs:
+    """HTML + Markdown report of a results folder: environment and provenance, conclusions
+    computed from the rows, figures, the run table, unreadable records."""
+
+    results_dir: str = arg("results", "the results folder (its runs/)")
+    out: str | None = arg(None, "output folder (default results_dir/report)")
+    title: str = arg("sam2tune report", "the report's title")
 
 
 def _report(args: list[str]) -> None:
-    """sam2tune report [results_dir=results] [out=DIR] [title=TEXT]
-
-    HTML + Markdown report of a results folder: environment and provenance, conclusions computed
-    from the rows, figures, the run table, unreadable records."""
     from sam2tune.analysis.report import build_report
 
-    kv = _key_values(args, {"results_dir", "out", "title"}, "report")
-    results = Path(kv.get("results_dir", "results"))
+    ra = parse(args, "report", ReportArgs)
+    results = Path(ra.results_dir)
     if not (results / "runs").is_dir():
         _fail(f"results_dir: no recorded runs under {str(results)!r}")
-    out = Path(kv.get("out", str(results / "report")))
+    out = Path(ra.out or str(results / "report"))
     try:
-        html_path, md_path = build_report(results, out, title=kv.get("title", "sam2tune report"))
+        html_path, md_path = build_report(results, out, title=ra.title)
     except ValueError as e:
         _fail(str(e))
     except OSError as e:
@@ -270,7 +253,7 @@ def studies() -> list[str]:
     )
 
 
-def load_study(name: str):
+def load_study(name: str) -> ModuleType:
     """Import study ``name`` from ``experiments/`` (an unknown name fails in one line)."""
     import importlib.util
 
@@ -285,22 +268,27 @@ def load_study(name: str):
     return mod
 
 
-def _study(args: list[str]) -> None:
-    """sam2tune study NAME [run overrides ...] [results_dir=results/NAME]
+@dataclass
+class StudyArgs:
+    """Run a study from experiments/NAME.py: its sweep (isolated runs), then its report. Any
+    `sam2tune run` override besides these applies to every point, e.g. device=cuda."""
 
-    Run a study from experiments/NAME.py: its sweep (isolated runs), then its report."""
+    name: str | None = arg(None, "the study (also given bare: `sam2tune study demo`)")
+    results_dir: str | None = arg(None, "where its runs and report go (default results/NAME)")
+
+
+def _study(args: list[str]) -> None:
     import subprocess
 
     from sam2tune.analysis.report import build_report
 
-    if not args:
+    bare = args[:1] if args and "=" not in args[0] and not args[0].startswith("-") else []
+    sa, extra = split_args([f"name={a}" for a in bare] + args[len(bare) :], "study", StudyArgs)
+    if sa.name is None:
         _fail(f"study: name a study ({', '.join(studies())})")
-    name, extra = args[0], args[1:]
+    name = sa.name
     mod = load_study(name)
-    results = next(
-        (a.split("=", 1)[1] for a in extra if a.startswith("results_dir=")), f"results/{name}"
-    )
-    extra = [a for a in extra if not a.startswith("results_dir=")]
+    results = sa.results_dir or f"results/{name}"
     print(f"[study {name}] {mod.TITLE}", file=sys.stderr, flush=True)
     # a study runs one sweep (SWEEP) or several (SWEEPS: when its points are not one product)
     for sweep in getattr(mod, "SWEEPS", [mod.SWEEP]):
@@ -333,7 +321,10 @@ def _study(args: list[str]) -> None:
     print(f"[study {name}] report: {html_path}\n[study {name}]         {md_path}")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: Any = None, line: str | None = None,
+) -> None:
     print(f"sam2tune: warning: {message}", file=sys.stderr)
 
 
@@ -345,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     import signal
 
-    def _terminate(signum, frame):
+    def _terminate(signum: int, frame: Any) -> NoReturn:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
@@ -359,57 +350,116 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
 
 
-def _command_help(cmd: str) -> None:
-    import inspect
+@dataclass(frozen=True)
+class Command:
+    """One ``sam2tune`` command: its name, its typed ``key=value`` arguments (None: Hydra's
+    ``run`` grammar), the function that runs it, and its help."""
 
-    from sam2tune.tune import cli as tcli
+    name: str
+    func: Callable[[list[str]], None]
+    args: type | None
+    usage: str
+    summary: str
 
-    if cmd in tcli.COMMAND_ARGS:
-        print(tcli.command_help(cmd))
-        return
-    funcs = {"report": _report, "study": _study, "download": _download}
-    if cmd not in funcs:
-        _fail(f"unknown command {cmd!r} (sam2tune --help lists them)")
-    print(inspect.getdoc(funcs[cmd]) or f"sam2tune {cmd}")
-    if cmd == "study":
-        print("\nstudies: " + ", ".join(studies()))
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("run", _run, None, "run [key=value ...] [-m]",
+                "run SAM 2 experiments from conf/run.yaml (Hydra overrides; -m sweeps "
+                "comma-separated values, one isolated run per point)"),
+        Command("study", _study, StudyArgs, "study NAME [key=value ...]",
+                "run a study from experiments/NAME.py: its sweep, then its report"),
+        Command("report", _report, ReportArgs, "report [results_dir=DIR] [out=DIR] [title=TEXT]",
+                "HTML + Markdown report (figures, tables, computed conclusions)"),
+        Command("download", _download, DownloadArgs,
+                "download [MODEL ...] [all=true] [cache_dir=DIR]",
+                "fetch Meta's official SAM 2 checkpoints into the cache"),
+        Command("predict", tcli.predict_cmd, PredictArgs,
+                "predict <run overrides | workload.*=...> [budget=24GiB | gpu=NAME] "
+                "[host_budget=64GiB] [format=json]",
+                "predicted peak memory term by term, trust region, frames that fit"),
+        Command("calibrate", tcli.calibrate_cmd, CalibrateArgs,
+                "calibrate [design=calibration|validation] [seed=0] [<run overrides>]",
+                "run the memory model's designed calibration / validation set"),
+        Command("fit", tcli.fit_cmd, FitArgs,
+                "fit [results_dir=DIR] [validation_dir=DIR] [out=FILE]",
+                "fit the memory model; error per axis on a validation set"),
+        Command("tune", tcli.tune_cmd, TuneArgs,
+                "tune budget=24GiB workload.*=... [n_trials=60] [confirm=2]",
+                "Optuna search of the knob space (model-screened, confirmed by runs)"),
+        Command("recommend", tcli.recommend_cmd, RecommendArgs,
+                'recommend [budget=24GiB | gpu="RTX 4090"] workload.*=... [format=json] '
+                "[verify=N]",
+                "the best configuration for a GPU, why, and a snippet that runs"),
+        Command("lookup", tcli.lookup_cmd, LookupArgs,
+                "lookup [workload.model=...] [host_budget=64GiB] [out=DIR]",
+                "per-GPU lookup table (results/lookup/)"),
+    )
+}
+
+EXAMPLES = """examples:
+  sam2tune run
+  sam2tune run model=sam2.1_small model.image_size=512 video.num_frames=60 \\
+knobs.offload_video_to_cpu=true
+  sam2tune run -m knobs.offload_video_to_cpu=false,true video.num_frames=8,16
+  sam2tune study demo
+  sam2tune report results_dir=results out=results/report
+  sam2tune download sam2.1_tiny"""
+
+
+def usage() -> str:
+    """``sam2tune --help``: every registered command with its one-line summary."""
+    lines = ["usage: sam2tune COMMAND [ARGS]", "", "commands:"]
+    for c in COMMANDS.values():
+        head = f"  {c.usage}"
+        text = textwrap.wrap(c.summary, 99 - 32)
+        if len(head) <= 30:
+            lines.append(head.ljust(32) + text[0])
+            text = text[1:]
+        else:
+            lines.append(head)
+        lines += [" " * 32 + t for t in text]
+    lines += [
+        "  COMMAND --help".ljust(32) + "help of one command (its arguments and defaults)",
+        "  --version".ljust(32) + "sam2tune's version",
+        "",
+        EXAMPLES,
+    ]
+    return "\n".join(lines)
+
+
+def command_help(name: str) -> str:
+    """``sam2tune COMMAND --help``, generated from the command's typed arguments."""
+    c = COMMANDS[name]
+    if c.args is None:
+        return f"usage: sam2tune {c.usage}\n\n{c.summary}"
+    lines = help_lines(c.args, f"sam2tune {c.usage}")
+    if name == "study":
+        lines += ["", "studies: " + ", ".join(studies())]
+    return "\n".join(lines)
 
 
 def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return
     if argv[0] in ("--version", "-V", "version"):
-        import sam2tune
-
-        print(f"sam2tune {sam2tune.__version__}")
+        print(f"sam2tune {__version__}")
         return
-    cmd, rest = argv[0], argv[1:]
-    if cmd != "run" and any(a in ("-h", "--help") for a in rest):
-        _command_help(cmd)
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        _fail(f"unknown command {name!r} (commands: {', '.join(COMMANDS)})")
+    if command.args is not None and any(a in ("-h", "--help") for a in rest):
+        print(command_help(name))
         return
-    if cmd == "run":
-        _run(rest)
-    elif cmd == "download":
-        _download(rest)
-    elif cmd == "report":
-        _report(rest)
-    elif cmd == "study":
-        _study(rest)
-    elif cmd in ("predict", "fit", "tune", "recommend", "lookup", "calibrate"):
-        from sam2tune.tune import cli as tcli
-
-        try:
-            getattr(tcli, f"{cmd}_cmd")(rest)
-        except InputError as e:
-            _fail(str(e))
-        except OSError as e:  # e.g. a read-only results_dir: say which file, no traceback
-            _fail(f"{e.filename or cmd}: {e.strerror or e}")
-    else:
-        _fail(
-            f"unknown command {cmd!r} (commands: run, study, report, predict, calibrate, fit, "
-            "tune, recommend, lookup, download)"
-        )
+    try:
+        command.func(rest)
+    except InputError as e:
+        _fail(str(e))
+    except OSError as e:  # e.g. a read-only results_dir: say which file, no traceback
+        _fail(f"{e.filename or name}: {e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "check_writable_dir",
+    "check_results_dir",
     "report_path",
 ]
 
@@ -84,3 +85,24 @@ def check_writable_dir(path: Path, name: str) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise InputError(f"{name}: cannot write to {str(path)!r} ({e.strerror or e})") from None
+
+
+def check_results_dir(path: str | Path, name: str = "results_dir") -> None:
+    """``path`` is (or can become) a folder this process writes into, checked without creating
+    anything: an existing file, or a read-only nearest existing folder, is refused.
+
+    Raises:
+        InputError: one line naming the input.
+    """
+    from sam2tune.errors import InputError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{name}: {str(path)!r} is a file, not a folder")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{name}: {str(probe)!r} (in {str(path)!r}) is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{name}: cannot write to {str(probe)!r} (permission denied)")

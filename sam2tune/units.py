@@ -47,9 +47,7 @@ def parse_bytes(value: str | int | float | None, *, name: str = "size") -> int |
     if isinstance(value, bool):
         raise ValueError(f"{name}: expected a size such as 2GiB, got {value!r}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"{name}: size must be positive, got {value!r}")
-        return int(value)
+        return _whole_bytes(name, value, repr(value), unit=False)
     text = str(value).strip()
     if text.lower() in ("", "none", "null"):
         return None
@@ -58,9 +56,22 @@ def parse_bytes(value: str | int | float | None, *, name: str = "size") -> int |
         raise ValueError(
             f"{name}: cannot parse size {text!r} (expected e.g. 2GiB, 512MiB, 24GB or bytes)"
         )
-    n = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if n <= 0:
-        raise ValueError(f"{name}: size must be positive, got {text!r}")
+    unit = m.group(2).lower()
+    return _whole_bytes(name, float(m.group(1)) * _UNITS[unit], repr(text), unit=unit != "")
+
+
+def _whole_bytes(name: str, n: float, shown: str, unit: bool) -> int:
+    """A positive, finite size; without a unit it is bytes and must be a whole number (a
+    fraction of a byte is a forgotten unit, not a size)."""
+    if n != n or n in (float("inf"), float("-inf")):
+        raise ValueError(f"{name}: size must be finite, got {shown}")
+    if not unit and not float(n).is_integer():
+        raise ValueError(
+            f"{name}: a size without a unit is bytes and must be a whole number, got {shown} "
+            "(give a unit, e.g. 8GiB)"
+        )
+    if n < 1:
+        raise ValueError(f"{name}: size must be at least 1 byte, got {shown}")
     return int(n)
 
 

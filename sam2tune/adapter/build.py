@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BuiltPredictor",
-    "build_impl",
     "build_predictor",
     "sam2_overrides",
     "predictor_target",
@@ -139,14 +138,3 @@ def build_predictor(
     nbytes += sum(b.numel() * b.element_size() for b in predictor.buffers())
     return BuiltPredictor(predictor, weights, str(ckpt) if ckpt else None, int(nbytes), ours)
 
-
-def build_impl(
-    impl: str, model: ModelConfig, knobs: KnobsConfig, device: torch.device, cache_root
-) -> BuiltPredictor:
-    """The predictor of implementation ``impl`` (``sam2`` or ``transformers``) for these
-    settings; transformers' gets Meta's weights for ``model``, converted by name."""
-    if impl == "transformers":
-        from sam2tune.adapter.hf import build_hf
-
-        return build_hf(model, knobs, device, cache_root)
-    return build_predictor(model, knobs, device, cache_root)

@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sam2tune.adapter.build import BuiltPredictor, build_predictor
 from sam2tune.adapter.census import Census, walk_tensors
+from sam2tune.adapter.session import FrameStep, PromptStep, join_groups
+from sam2tune.config.schema import KnobsConfig
 from sam2tune.errors import InputError
 
 if TYPE_CHECKING:
-    from sam2tune.adapter.build import BuiltPredictor
     from sam2tune.adapter.frames import StreamingFrames
-    from sam2tune.config.schema import KnobsConfig, ModelConfig
+    from sam2tune.config.schema import ModelConfig
     from sam2tune.scenario import Prompt
 
 __all__ = [
@@ -311,13 +313,11 @@ def build_hf(
     Meta's random-init weights from ``model.weights_seed``), converted by name."""
     from transformers import Sam2VideoModel
 
-    from sam2tune.adapter.build import BuiltPredictor, build_predictor
-    from sam2tune.config.schema import KnobsConfig as Knobs
 
     why = hf_available()
     if why is not None:
         raise InputError(why)
-    meta = build_predictor(model, Knobs(), torch.device("cpu"), cache_root)
+    meta = build_predictor(model, KnobsConfig(), torch.device("cpu"), cache_root)
     cfg = hf_config(model, knobs)
     hf: Any = Sam2VideoModel(cfg)
     state = convert_state_dict(meta.predictor.state_dict(), hf.state_dict())
@@ -541,8 +541,6 @@ class HFSession:
     def track(self, prompts: list[Prompt], keep_logits: bool = False) -> Iterator[Any]:
         """As :meth:`sam2tune.adapter.session.Session.track`: objects join when propagation
         reaches their first prompted frame; each object's later prompts are given then."""
-        from sam2tune.adapter.session import FrameStep, PromptStep, join_groups
-
         model = self.predictor.model
         groups = join_groups(prompts, self.num_frames)
         for i, (start, end, group) in enumerate(groups):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 from sam2tune.units import parse_bytes
 
@@ -39,8 +40,27 @@ DEVICES = ("auto", "cpu", "cuda")
 IMPLS = ("sam2", "transformers")
 
 
-def _fail(name: str, message: str) -> None:
+#: strategy=stream: the most frames decoded ahead (each is held like a window frame)
+MAX_PREFETCH = 64
+#: a synthetic video's most frames (10 minutes at 30 fps): it is rendered before the run
+MAX_SYNTHETIC_FRAMES = 18000
+#: the most objects a synthetic video draws
+MAX_SYNTHETIC_OBJECTS = 256
+
+
+def _fail(name: str, message: str) -> NoReturn:
     raise ValueError(f"{name}: {message}")
+
+
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """Every float field of a dataclass (nested ones too) is a finite number: NaN and inf are
+    refused, naming the field (they would be written as NaN / Infinity, which is not JSON)."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            check_finite(v, f"{prefix}{f.name}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            _fail(f"{prefix}{f.name}", f"must be a finite number, got {v}")
 
 
 @dataclass
@@ -83,7 +103,8 @@ class VideoConfig:
     path: str | None = None
     # jpeg_dir: optional folder of DAVIS-style palette PNG masks (<index>.png, ids = palette index)
     annotations: str | None = None
-    # number of frames (synthetic: generated; jpeg_dir/mp4: the first N, None = all)
+    # number of frames (synthetic: generated, at most 18000; jpeg_dir/mp4: the first N, None =
+    # all; more than the video has is refused)
     num_frames: int | None = 8
     # synthetic: number of objects (the last one enters after the first frame when there are 2+)
     num_objects: int = 2
@@ -101,8 +122,17 @@ class VideoConfig:
         if self.kind == "synthetic":
             if self.num_frames is None:
                 _fail("video.num_frames", "a synthetic video needs a frame count")
-            if self.num_objects <= 0:
-                _fail("video.num_objects", f"must be positive, got {self.num_objects}")
+            if self.num_frames > MAX_SYNTHETIC_FRAMES:
+                _fail(
+                    "video.num_frames",
+                    f"a synthetic video has at most {MAX_SYNTHETIC_FRAMES} frames (10 minutes at "
+                    f"30 fps; it is rendered before the run), got {self.num_frames}",
+                )
+            if not 0 < self.num_objects <= MAX_SYNTHETIC_OBJECTS:
+                _fail(
+                    "video.num_objects",
+                    f"must be 1..{MAX_SYNTHETIC_OBJECTS}, got {self.num_objects}",
+                )
             if self.height < 32 or self.width < 32:
                 _fail("video.height/width", f"must be >= 32, got {self.height}x{self.width}")
         elif not self.path:
@@ -175,7 +205,7 @@ class KnobsConfig:
     segment_frames: int = 0
     # strategy=stream: decode this many frames ahead in as many background threads (bounded
     # queue; each queued frame is held like a window frame: 12 MiB at 1024). 0 = decode in the
-    # propagation loop. Speed only: masks are bit-identical either way.
+    # propagation loop; at most 64. Speed only: masks are bit-identical either way.
     stream_prefetch: int = 4
     # vision features of this many recent frames kept for reuse. transformers:
     # max_vision_features_cache_size (each cached frame holds the backbone's features: 1.9 MiB at
@@ -197,8 +227,12 @@ class KnobsConfig:
             _fail("knobs.dtype", f"unknown dtype {self.dtype!r} (choose from {DTYPES})")
         if self.predictor not in PREDICTORS:
             _fail("knobs.predictor", f"unknown predictor {self.predictor!r} (choose {PREDICTORS})")
-        if self.stream_prefetch < 0:
-            _fail("knobs.stream_prefetch", f"must be >= 0 (0 = off), got {self.stream_prefetch}")
+        if not 0 <= self.stream_prefetch <= MAX_PREFETCH:
+            _fail(
+                "knobs.stream_prefetch",
+                f"must be 0..{MAX_PREFETCH} (0 = off; each frame ahead is held in memory), got "
+                f"{self.stream_prefetch}",
+            )
         if self.vision_features_cache < 1:
             _fail("knobs.vision_features_cache", f"must be >= 1, got {self.vision_features_cache}")
 
@@ -332,6 +366,7 @@ class RunConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.device not in DEVICES:
             _fail("device", f"unknown device {self.device!r} (choose from {DEVICES})")
         why = impl_refusal(self.impl.name, self.knobs, self.model)

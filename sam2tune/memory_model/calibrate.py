@@ -344,6 +344,41 @@ def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
         info["cuda_headroom"] = dataclasses.asdict(head)
 
 
+def _fit_info(
+    rows: list[dict[str, Any]], meta: list[dict[str, Any]], hf: list[dict[str, Any]],
+    k: dict[str, float], device_kind: str, host_baseline: int, host_resident: int,
+    baseline_source: str,
+) -> dict[str, Any]:
+    """What a fit was made on (stored as the model file's calibration of ``device_kind``)."""
+    return {
+        "device_kind": device_kind,
+        "runs": len(meta),
+        "run_ids": [r["run_id"] for r in meta],
+        "host_baseline_bytes": int(host_baseline),
+        "host_resident_bytes": int(host_resident),
+        "host_baseline_source": baseline_source,
+        "region": region_of(rows),
+        "impl_ratio": {
+            "transformers": {
+                "runs": len(hf),
+                "run_ids": [r["run_id"] for r in hf],
+                "hf_enc": k["hf_enc"],
+                "hf_mem": k["hf_mem"],
+            }
+            if hf
+            else "no transformers runs: its activations are predicted as sam2's (ratio 1.0)"
+        },
+        "summary": {
+            "runs": len(meta),
+            "devices": sorted({r["device_name"] or "?" for r in rows}),
+            "weights": sorted({r["weights"] for r in rows}),
+            "target": "cuda_max_allocated_bytes"
+            if device_kind == "cuda"
+            else "est_device_peak_bytes (census+tracked estimate)",
+        },
+    }
+
+
 def fit(
     rows: list[dict[str, Any]],
     device_kind: str,
@@ -384,33 +419,8 @@ def fit(
         fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
         k["d_0"] = float(np.median(fixed)) if fixed else 0.0
     _fit_host(meta, k, device_kind, host_baseline, host_resident)
-    info = {
-        "device_kind": device_kind,
-        "runs": len(meta),
-        "run_ids": [r["run_id"] for r in meta],
-        "host_baseline_bytes": int(host_baseline),
-        "host_resident_bytes": int(host_resident),
-        "host_baseline_source": baseline_source,
-        "region": region_of(rows),
-        "impl_ratio": {
-            "transformers": {
-                "runs": len(hf),
-                "run_ids": [r["run_id"] for r in hf],
-                "hf_enc": k["hf_enc"],
-                "hf_mem": k["hf_mem"],
-            }
-            if hf
-            else "no transformers runs: its activations are predicted as sam2's (ratio 1.0)"
-        },
-        "summary": {
-            "runs": len(meta),
-            "devices": sorted({r["device_name"] or "?" for r in rows}),
-            "weights": sorted({r["weights"] for r in rows}),
-            "target": "cuda_max_allocated_bytes"
-            if device_kind == "cuda"
-            else "est_device_peak_bytes (census+tracked estimate)",
-        },
-    }
+    info = _fit_info(rows, meta, hf, k, device_kind, host_baseline, host_resident,
+                     baseline_source)
     if device_kind == "cuda":
         _cuda_allocator(rows, info)
     return k, info

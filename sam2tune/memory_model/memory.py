@@ -97,7 +97,8 @@ class Workload:
     first_frames: list[int] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "num_frames", "num_objects", "num_cond_frames"):
+        for name in ("image_size", "num_frames", "num_objects", "num_cond_frames",
+                     "video_height", "video_width"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"workload.{name}: must be a positive integer, got {v!r}")
@@ -442,6 +443,37 @@ def activations(
     return {"image_encoder": int(enc), "memory_attention": int(mem), "peak": int(max(enc, mem))}
 
 
+def _device_terms(
+    w: Workload, c: Candidate, k: dict[str, float], S: int, arch: Arch, res: _Resident,
+    read: dict[str, int], act_peak: int, device_kind: str,
+) -> tuple[dict[str, int], int]:
+    """The accelerator's terms (integer bytes) and the features transformers keeps on the host
+    (offload_state_to_cpu), counted with the host's terms."""
+    z = _sizes(S, arch.mem_dim, _es(c))
+    hf = c.impl == "transformers"
+    # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem);
+    # transformers keeps the memory bank on the device whatever the state device
+    bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
+    # transformers keeps vision_features_cache frames' features on its state device (the host
+    # with offload_state_to_cpu); sam2's one frame of features: fitted
+    feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0
+    feat_host = feat if c.offload_state_to_cpu else 0
+    terms = {
+        "weights": int(w.weights_bytes),
+        "frames": int(res.frames_dev),
+        "state": int(res.state_dev),
+        "cached_features": feat - feat_host if hf else int(k["c_feat"] * S * S),
+        "activations": act_peak,
+        "bank_copy": 0 if hf else int(bank),
+        # the mask logits SAM 2 returns for a frame (and a prompt call): objects x H x W float32
+        # at the video's own resolution, on the device, alive while the next step runs
+        "output_masks": int(w.num_objects * w.video_height * w.video_width * 4),
+    }
+    if device_kind == "cuda":  # allocator-visible library workspaces (measured constant)
+        terms["cuda_fixed"] = int(k.get("d_0", 0.0))
+    return terms, feat_host
+
+
 def predict(
     w: Workload,
     c: Candidate,
@@ -470,28 +502,7 @@ def predict(
     res = _resident(w, c, S, arch)
     read = memory_read(w, c, S)
     act = activations(w, c, k, read)
-    z = _sizes(S, arch.mem_dim, _es(c))
-    hf = c.impl == "transformers"
-    # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem);
-    # transformers keeps the memory bank on the device whatever the state device
-    bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
-    # transformers keeps vision_features_cache frames' features on its state device (the host
-    # with offload_state_to_cpu); sam2's one frame of features: fitted
-    feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0
-    feat_host = feat if c.offload_state_to_cpu else 0
-    terms = {
-        "weights": int(w.weights_bytes),
-        "frames": int(res.frames_dev),
-        "state": int(res.state_dev),
-        "cached_features": feat - feat_host if hf else int(k["c_feat"] * S * S),
-        "activations": act["peak"],
-        "bank_copy": 0 if hf else int(bank),
-        # the mask logits SAM 2 returns for a frame (and a prompt call): objects x H x W float32
-        # at the video's own resolution, on the device, alive while the next step runs
-        "output_masks": int(w.num_objects * w.video_height * w.video_width * 4),
-    }
-    if device_kind == "cuda":  # allocator-visible library workspaces (measured constant)
-        terms["cuda_fixed"] = int(k.get("d_0", 0.0))
+    terms, feat_host = _device_terms(w, c, k, S, arch, res, read, act["peak"], device_kind)
     device_peak = sum(terms.values())
     if host_baseline is None:
         from sam2tune.memory_model.baseline import host_baseline as measure
@@ -501,17 +512,9 @@ def predict(
         host_resident = int(base.get("resident_bytes") or host_baseline)
     if feat_host:  # counted with the offloaded state in the host terms
         res = dataclasses.replace(res, state=res.state + feat_host)
+    resident = host_baseline if host_resident is None else host_resident
     host_terms = _host_terms(
-        w,
-        c,
-        k,
-        S,
-        res,
-        act["peak"],
-        device_peak,
-        device_kind,
-        host_baseline,
-        host_baseline if host_resident is None else host_resident,
+        w, c, k, S, res, act["peak"], device_peak, device_kind, host_baseline, resident
     )
     cal = model.calibration.get(source.split(" ")[0], {})
     return {

@@ -20,6 +20,7 @@ from sam2tune.config.schema import KnobsConfig, RunConfig
 from sam2tune.metrics import JF, MaskDir, MaskSet, agreement, jf_agreement
 from sam2tune.paths import atomic_write
 from sam2tune.runner.limits import lift_limits
+from sam2tune.runner.propagate import propagate
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
 
@@ -99,8 +100,6 @@ def _compute_reference(
 ) -> MaskSet:
     """The reference masks: every memory knob off, at the reference's resolution, outside the
     run's budgets; the run's predictor is reused unless the reference needs its own."""
-    from sam2tune.runner.measure import propagate
-
     lift_limits(dev)
     ref_knobs = KnobsConfig()
     rb = built

@@ -113,7 +113,7 @@ def prompt_schedule(w: Workload) -> str:
 
 
 def _choose(ta: Any, w: Workload, budget: int, hb: int, model: Any) -> tuple[Any, str]:
-    from sam2tune.tune.cli import recorded_runs
+    from sam2tune.tune.args import recorded_runs
     from sam2tune.tune.recommend import from_lookup, nothing_fits
     from sam2tune.tune.recommend import recommend as screen_best
     from sam2tune.tune.space import impls_of
@@ -143,8 +143,9 @@ def answer(ta: Any) -> Recommendation:
         NothingFits: no configuration fits (the message names the smallest change).
         InputError: a bad argument (one line naming it).
     """
-    from sam2tune.tune.cli import _why, host_budget, load_model, workload
+    from sam2tune.tune.args import host_budget, load_model, workload
     from sam2tune.tune.snippet import snippet
+    from sam2tune.tune.text import why_lines
 
     total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, _ = host_budget(ta)
@@ -172,7 +173,7 @@ def answer(ta: Any) -> Recommendation:
         expected_quality=float(best.quality),
         quality_source=best.quality_source,
         trust=p["trust"]["statement"],
-        reasons=[x.strip() for x in _why(best, w, budget, hb, model, ta.device_kind)],
+        reasons=[x.strip() for x in why_lines(best, w, budget, hb, model, ta.device_kind)],
         answer_source=source,
         model_file=str(path),
         calibrated_on=model.kind(ta.device_kind)[1],
@@ -201,7 +202,8 @@ def recommend(
         NothingFits: nothing fits (the message names the smallest change).
         sam2tune.errors.InputError: a bad argument, named.
     """
-    from sam2tune.tune.cli import RecommendArgs, parse
+    from sam2tune.config.args import parse
+    from sam2tune.tune.args import RecommendArgs
 
     args = [f"impl={impl}", f"device_kind={device_kind}", f"results_dir={results_dir}"]
     for name, v in (("gpu", gpu), ("budget", budget), ("host_budget", host_budget),
@@ -218,7 +220,7 @@ def recommend(
 
 def describe(rec: Recommendation) -> list[str]:
     """The answer as text lines (``sam2tune recommend``'s output before the snippet)."""
-    from sam2tune.tune.cli import choice_lines
+    from sam2tune.tune.text import choice_lines
 
     w = rec.workload
     return [

@@ -6,281 +6,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sam2tune.config.store import compose_run, config_error_line
+from sam2tune.config.args import parse, split_args
+from sam2tune.config.store import compose_run
 from sam2tune.errors import InputError
-from sam2tune.memory_model.memory import Workload
+from sam2tune.paths import check_results_dir
+from sam2tune.tune.args import (
+    CalibrateArgs,
+    FitArgs,
+    LookupArgs,
+    ModelArgs,
+    PredictArgs,
+    RecommendArgs,
+    TuneArgs,
+    host_budget,
+    load_model,
+    recorded_runs,
+    workload,
+)
+from sam2tune.tune.storage import check_storage, check_study_name
+from sam2tune.tune.text import describe_choice, print_errors, ranked_table
 from sam2tune.units import GiB, fmt_bytes
 
 __all__ = ["predict_cmd", "fit_cmd", "tune_cmd", "recommend_cmd", "lookup_cmd"]
-
-
-def _h(default, text: str, factory=None):
-    """A field with its help text (shown by ``sam2tune COMMAND --help``)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
-#: help of the workload's fields (``workload.<name>=``)
-WORKLOAD_HELP = {
-    "model": "model preset (sam2.1_tiny ... sam2.1_large, sam2_*)",
-    "image_size": "input resolution S (multiple of 16)",
-    "num_frames": "frames in the video (30 fps: 3600 = 2 minutes)",
-    "num_objects": "objects tracked",
-    "num_cond_frames": "prompted (conditioning) frames of each object",
-    "object_frames": "object-frames tracked (null = objects x frames)",
-    "weights_bytes": "(filled from the model preset)",
-    "prompt_every": "each object re-prompted every this many frames (0 = num_cond_frames)",
-    "video_height": "the video's own height (output masks, decoding)",
-    "video_width": "the video's own width",
-    "cond_frames": "(exact prompted frames per object; from runs)",
-    "first_frames": "the frame each object is first prompted on, e.g. [0,0,450] (null = all on 0)",
-}
-
-
-@dataclass
-class ModelArgs:
-    """What every model-backed answer needs: the budgets, the workload, the model file."""
-
-    budget: str | None = _h(None, "accelerator budget, e.g. 24GiB (GPU memory)")
-    gpu: str | None = _h(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (conf/gpus.yaml)')
-    host_budget: str | None = _h(None, "host RAM budget, e.g. 64GiB (default: this machine's)")
-    workload: Workload = _h(
-        None,
-        "the user's workload (workload.<field>=...)",
-        factory=lambda: Workload(model="sam2.1_large", image_size=1024, num_frames=3600),
-    )
-    device_kind: str = _h("cuda", "cuda | cpu: which coefficients and deductions apply")
-    results_dir: str = _h("results", "recorded runs (scores, a fitted memory_model.json)")
-    model_file: str | None = _h(None, "memory model JSON (default: results_dir's, else conf/)")
-    impl: str = _h(
-        "any",
-        "any | sam2 | transformers: the implementations an answer may use (any: Meta's sam2 or "
-        "transformers' Sam2VideoModel, whichever fits better)",
-    )
-
-    def validate(self) -> None:
-        """One-line errors for values the type alone does not rule out."""
-        from sam2tune.tune.space import impls_of
-
-        if self.device_kind not in ("cuda", "cpu"):
-            raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
-        impls_of(self.impl)
-
-
-@dataclass
-class TuneArgs(ModelArgs):
-    """``sam2tune tune``: Optuna over the knob space, screened by the model."""
-
-    n_trials: int = _h(60, "Optuna trials")
-    confirm: int = _h(0, "confirm the best N with real short runs")
-    confirm_frames: int = _h(8, "frames of each confirmation run")
-    storage: str | None = _h(None, "Optuna storage URL (default: a journal file in results_dir)")
-    study_name: str | None = _h(None, "Optuna study name (default: from the workload and budgets)")
-
-    def validate(self) -> None:
-        """One-line errors for values the type alone does not rule out."""
-        super().validate()
-        for name, low in (("n_trials", 1), ("confirm", 0), ("confirm_frames", 1)):
-            v = getattr(self, name)
-            if v < low:
-                raise InputError(f"{name}: must be >= {low}, got {v}")
-
-
-@dataclass
-class RecommendArgs(ModelArgs):
-    """``sam2tune recommend``: the best configuration for a GPU, and why."""
-
-    lookup: str | None = _h(None, "lookup table JSON (default results_dir/lookup/gpu_lookup.json)")
-    format: str = _h("text", "text | json (overrides, predicted figures, reasons, snippet)")
-    verify: int = _h(
-        0,
-        "run the answer's snippet on this machine for N frames (synthetic video) and print "
-        "measured against predicted (device peak, host peak, fps)",
-    )
-    checkpoint: str | None = _h(
-        None, "verify with this checkpoint (default: the download cache, else random-init)"
-    )
-
-    def validate(self) -> None:
-        """One-line errors for values the type alone does not rule out."""
-        super().validate()
-        if self.format not in ("text", "json"):
-            raise InputError(f"format: must be text or json, got {self.format!r}")
-        if self.verify < 0:
-            raise InputError(f"verify: frames must be >= 0, got {self.verify}")
-
-
-@dataclass
-class LookupArgs(ModelArgs):
-    """``sam2tune lookup``: the per-GPU lookup table."""
-
-    out: str | None = _h(None, "output folder (default results_dir/lookup)")
-
-
-@dataclass
-class PredictArgs:
-    """``sam2tune predict``: besides these, any ``sam2tune run`` override describes the run."""
-
-    format: str = _h("text", "text | json")
-    model_file: str | None = _h(None, "memory model JSON (default: conf/memory_model.json)")
-    device_kind: str = _h("cuda", "cuda | cpu: which coefficients apply")
-    budget: str | None = _h(None, "with a budget: max_frames_within_budget, e.g. 24GiB")
-    gpu: str | None = _h(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (as recommend)')
-    host_budget: str | None = _h(None, "host RAM budget for max_frames_within_budget")
-
-
-@dataclass
-class FitArgs:
-    """``sam2tune fit``."""
-
-    results_dir: str = _h("results", "calibration runs to fit on (several: A,B)")
-    validation_dir: str | None = _h(
-        None, "held-out runs: error per axis (random + extrapolation; several: A,B)"
-    )
-    out: str | None = _h(None, "model file (default results_dir/memory_model.json)")
-    impl_dir: str | None = _h(
-        None,
-        "runs of impl=transformers (e.g. results/implementations): its activation ratios to "
-        "sam2's (several: A,B; their sam2 runs are not used)",
-    )
-
-
-@dataclass
-class CalibrateArgs:
-    """``sam2tune calibrate``: besides these, run overrides applied to every point."""
-
-    design: str = _h(
-        "calibration", "calibration | validation (sam2tune/memory_model/design.py)"
-    )
-    seed: int = _h(0, "seed of the validation set's random draw")
-    jobs: int = _h(
-        1,
-        "isolated runs at once (one GPU shared: allocator figures stay per process; "
-        "NVML device-wide figures and free-at-start then include the other runs)",
-    )
-
-
-COMMAND_ARGS = {
-    "predict": PredictArgs,
-    "fit": FitArgs,
-    "calibrate": CalibrateArgs,
-    "tune": TuneArgs,
-    "recommend": RecommendArgs,
-    "lookup": LookupArgs,
-}
-
-
-def command_help(command: str) -> str:
-    """``--help`` text generated from the command's typed arguments."""
-    import dataclasses
-
-    cls = COMMAND_ARGS[command]
-    func = globals()[f"{command}_cmd"]
-    usage = (
-        " ".join((func.__doc__ or "").split("``")[1].split())
-        if "``" in (func.__doc__ or "")
-        else command
-    )
-    lines = [f"usage: {usage}", "", (cls.__doc__ or "").strip().replace("``", "`"), ""]
-    lines.append("arguments (key=value; default shown):")
-
-    def row(key: str, value, text: str) -> str:
-        v = "null" if value is None else value
-        return f"  {key}={v}".ljust(38) + f" {text}"
-
-    for f in dataclasses.fields(cls):
-        if f.name == "workload":
-            default = f.default_factory()  # type: ignore[misc,operator]
-            for wf in dataclasses.fields(Workload):
-                if wf.name in ("weights_bytes", "cond_frames", "object_frames"):
-                    continue  # filled by sam2tune
-                lines.append(
-                    row(f"workload.{wf.name}", getattr(default, wf.name), WORKLOAD_HELP[wf.name])
-                )
-            continue
-        lines.append(row(f.name, f.default, f.metadata.get("help", "")))
-    return "\n".join(lines)
-
-
-def split_args(args: list[str], command: str, cls: type):
-    """(typed own arguments, the remaining run overrides) for commands that take both."""
-    import dataclasses
-
-    own = {f.name for f in dataclasses.fields(cls)}
-    mine = [a for a in args if a.split("=", 1)[0].lstrip("+") in own]
-    rest = [a for a in args if a.split("=", 1)[0].lstrip("+") not in own]
-    return parse(mine, command, cls), rest
-
-
-def parse(args: list[str], command: str, cls: type = TuneArgs):
-    """Typed arguments of a command from ``key=value`` pairs (unknown keys refused)."""
-    from omegaconf import OmegaConf
-
-    # `+key=` / `++key=` as in `sam2tune run` (Hydra's add / force-add): every key here exists
-    args = [a.lstrip("+") if "=" in a else a for a in args]
-    try:
-        base = OmegaConf.structured(cls)
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))
-        ta = OmegaConf.to_object(merged)
-    except Exception as e:
-        raise InputError(f"{command}: {config_error_line(e)}") from None
-    assert isinstance(ta, cls)
-    if hasattr(ta, "validate"):
-        ta.validate()
-    return ta
-
-
-def load_model(ta: ModelArgs):
-    """The memory model file to use (model_file, else results_dir's, else the shipped one)."""
-    from sam2tune.memory_model.memory import DEFAULT_MODEL_PATH, MemoryModel
-
-    candidates = (
-        [Path(ta.model_file)]
-        if ta.model_file
-        else [Path(ta.results_dir) / "memory_model.json", DEFAULT_MODEL_PATH]
-    )
-    for p in candidates:
-        if p.is_file():
-            try:
-                return MemoryModel.load(p), p
-            except ValueError as e:
-                raise InputError(str(e)) from None
-    raise InputError(
-        f"model_file: no memory model at {', '.join(map(str, candidates))} (run `sam2tune fit`)"
-    )
-
-
-def workload(ta: TuneArgs):
-    """The workload with its model's exact weight size, and the model preset."""
-    import dataclasses
-
-    from sam2tune.config.presets import model_preset
-
-    preset = model_preset(ta.workload.model)
-    return dataclasses.replace(ta.workload, weights_bytes=preset.weights_bytes), preset
-
-
-def host_budget(ta: TuneArgs) -> tuple[int, str]:
-    """The host RAM budget in bytes and how it was chosen."""
-    from sam2tune.units import parse_bytes
-
-    if ta.host_budget is None:
-        import psutil
-
-        b = int(psutil.virtual_memory().total)
-        return b, f"{fmt_bytes(b)} (this machine's RAM)"
-    try:
-        parsed = parse_bytes(ta.host_budget, name="host_budget")
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if parsed is None:
-        raise InputError("host_budget: give a size such as 64GiB")
-    return parsed, fmt_bytes(parsed)
 
 
 def calibrate_cmd(args: list[str]) -> None:
@@ -528,121 +279,6 @@ def fit_cmd(args: list[str]) -> None:
     print(f"model: {out}")
 
 
-def print_errors(ev, summary) -> None:
-    """Per-run and per-axis errors of the held-out and extrapolation runs."""
-    for r in ev.itertuples():
-        print(
-            f"  {r.axis:24s} {r.model} {r.image_size}px {r.num_frames}f {r.num_objects}obj "
-            f"mem={r.memory_frames} {r.knobs}: device {fmt_bytes(r.device_pred)} vs "
-            f"{fmt_bytes(r.device_actual)} ({r.device_err:+.1%}), host {fmt_bytes(r.host_pred)} "
-            f"vs {fmt_bytes(r.host_actual)} ({r.host_err:+.1%}); activations "
-            f"{fmt_bytes(r.act_pred)} vs {fmt_bytes(r.act_actual)} ({r.act_err:+.1%})"
-        )
-    for kind, axes in summary.items():
-        for axis, s in axes.items():
-            print(
-                f"  [{kind}] {axis:24s} {s['runs']:3d} runs: device median "
-                f"{s['device_median']:.1%} "
-                f"max {s['device_max']:.1%}; host median {s['host_median']:.1%} "
-                f"max {s['host_max']:.1%}; activations alone median "
-                f"{s['activations_median']:.1%} max {s['activations_max']:.1%}"
-            )
-
-
-def choice_lines(
-    label: str, overrides: list[str], device_peak: int, host_peak: int, budget: int, hb: int,
-    speed: float, speed_source: str, quality: float, quality_source: str,
-) -> list[str]:
-    """A chosen configuration as text (``tune``'s best and ``recommend``'s answer alike):
-    ``budget`` is the usable accelerator memory, ``hb`` the host budget."""
-    margin = budget - device_peak
-    return [
-        f"{label}: {' '.join(overrides)}",
-        f"  predicted accelerator peak {fmt_bytes(device_peak)}, margin {fmt_bytes(margin)} "
-        f"({margin / max(1, budget):.0%} of the usable budget) [predicted]",
-        f"  predicted host peak {fmt_bytes(host_peak)} of {fmt_bytes(hb)} [predicted]",
-        f"  expected speed {speed:.2f}x stock's [{speed_source}]",
-        f"  expected quality: agreement {quality:.3f} with the full-quality run "
-        f"[{quality_source}]",
-    ]
-
-
-def _describe(ch, w, budget, hb, label="chosen") -> list[str]:
-    p = ch.prediction
-    return choice_lines(
-        label, ch.candidate.overrides(w)[1:], p["device_peak_bytes"], p["host_peak_bytes"],
-        budget, hb, ch.speed, ch.speed_source, ch.quality, ch.quality_source,
-    )
-
-
-def _why(ch, w, budget, hb, model, device_kind) -> list[str]:
-    """Why the chosen knobs: what the workload would need without each remedy it takes."""
-    import dataclasses
-
-    from sam2tune.memory_model.memory import predict
-
-    c = ch.candidate
-    p = ch.prediction
-    r, ph = p["memory_read"], p["activation_phases"]
-    out = [
-        f"  attention: each step reads {r['frames']} memory frames + {r['pointers']} object "
-        f"pointers ({r['tokens']} tokens x {r['batch']} object(s)); activations "
-        f"{fmt_bytes(p['terms']['activations'])} (memory attention "
-        f"{fmt_bytes(ph['memory_attention'])}, "
-        f"image encoder {fmt_bytes(ph['image_encoder'])}) [predicted]"
-    ]
-    checks = []
-    if c.max_cond_frames_in_attn != -1:
-        checks.append(
-            ("max_cond_frames_in_attn", dataclasses.replace(c, max_cond_frames_in_attn=-1))
-        )
-    if c.offload_video_to_cpu:
-        checks.append(("offload_video_to_cpu", dataclasses.replace(c, offload_video_to_cpu=False)))
-    if c.strategy != "stock":
-        checks.append((f"strategy={c.strategy}", dataclasses.replace(c, strategy="stock")))
-    if c.offload_state_to_cpu:
-        checks.append(("offload_state_to_cpu", dataclasses.replace(c, offload_state_to_cpu=False)))
-    for name, alt in checks:
-        q = predict(w, alt, model, device_kind)
-        over_dev = q["device_peak_bytes"] > budget
-        over_host = q["host_peak_bytes"] > hb
-        if not (over_dev or over_host):
-            continue
-        qr = q["memory_read"]
-        what = []
-        if over_dev:
-            what.append(
-                f"accelerator {fmt_bytes(q['device_peak_bytes'])} > {fmt_bytes(budget)}"
-                + (
-                    f" (attention would read {qr['frames']} memory frames: activations "
-                    f"{fmt_bytes(q['terms']['activations'])})"
-                    if name == "max_cond_frames_in_attn"
-                    else ""
-                )
-            )
-        if over_host:
-            what.append(f"host {fmt_bytes(q['host_peak_bytes'])} > {fmt_bytes(hb)}")
-        out.append(f"  why {name}: without it, {'; '.join(what)} [predicted]")
-    out.append(f"  trust: {p['trust']['statement']}")
-    return out
-
-
-def recorded_runs(results_dir: str) -> Any:
-    """The recorded runs under ``results_dir`` prepared for scoring quality and speed (None when
-    there are none): ``tune``, ``recommend`` and ``lookup`` score with the same data."""
-    import warnings
-
-    from sam2tune.analysis.table import prepare
-    from sam2tune.results import InvalidRecordWarning, load_results
-
-    if not Path(results_dir).is_dir():
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InvalidRecordWarning)  # `sam2tune report` lists them
-        df = load_results(results_dir)
-    return prepare(df) if not df.empty else None
-
-
 def recommend_cmd(args: list[str]) -> None:
     """``sam2tune recommend [budget=24GiB | gpu="RTX 4090"] [host_budget=...] workload.*=...
     [format=text|json] [verify=N]``."""
@@ -685,9 +321,14 @@ def tune_cmd(args: list[str]) -> None:
     from sam2tune.gpus import resolve_budget, usable_memory
     from sam2tune.tune.recommend import nothing_fits
     from sam2tune.tune.space import impls_of
-    from sam2tune.tune.tuner import TuneSpec, choose, ranked, run_tuner
+    from sam2tune.tune.tuner import TuneSpec, choose, ranked, run_tuner, stored_trials
 
     ta = parse(args, "tune", TuneArgs)
+    check_study_name(ta.study_name)
+    if ta.storage:
+        check_storage(ta.storage)
+    else:
+        check_results_dir(ta.results_dir)
     total, desc = resolve_budget(ta.budget, ta.gpu)
     hb, hdesc = host_budget(ta)
     w, _ = workload(ta)
@@ -696,20 +337,15 @@ def tune_cmd(args: list[str]) -> None:
     print(f"budget: {udesc}")
     data = recorded_runs(ta.results_dir)
     spec = TuneSpec(
-        w,
-        budget,
-        hb,
-        ta.device_kind,
-        ta.n_trials,
-        ta.confirm,
-        ta.confirm_frames,
-        ta.storage,
-        ta.study_name,
-        ta.results_dir,
-        data=data,
-        impls=impls_of(ta.impl),
+        w, budget, hb, ta.device_kind, ta.n_trials, ta.confirm, ta.confirm_frames, ta.storage,
+        ta.study_name, ta.results_dir, data=data, impls=impls_of(ta.impl),
     )
-    study, choices = run_tuner(spec, model)
+    try:
+        study, choices = run_tuner(spec, model)
+    except KeyboardInterrupt:
+        print(f"sam2tune: interrupted: {stored_trials(spec)}; the same command resumes it",
+              file=sys.stderr)
+        sys.exit(130)
     print(
         f"study {study.study_name}: {len(study.trials)} trials stored "
         f"({ta.storage or Path(ta.results_dir) / 'tune' / 'optuna_journal.log'})"
@@ -719,21 +355,13 @@ def tune_cmd(args: list[str]) -> None:
         f"{len(choices)} distinct configurations screened, {len(feas)} within {desc} and "
         f"host {hdesc}"
     )
-    print(
-        f"{'quality':>8s} {'speed':>6s} {'device peak':>12s} {'host peak':>12s} confirmed  config"
-    )
-    for c in feas[:10]:
-        conf = c.confirmed["status"] if c.confirmed else "-"
-        print(
-            f"{c.quality:8.3f} {c.speed:6.2f} {fmt_bytes(c.prediction['device_peak_bytes']):>12s} "
-            f"{fmt_bytes(c.prediction['host_peak_bytes']):>12s} {conf:9s}  "
-            f"{' '.join(c.candidate.overrides(w)[1:])}"
-        )
+    for line in ranked_table(feas[:10], w):
+        print(line)
     best = choose(choices)
     if best is None:
         print(nothing_fits(w, budget, hb, choices, model, ta.device_kind))
         sys.exit(1)
-    for line in _describe(best, w, budget, hb, "best"):
+    for line in describe_choice(best, w, budget, hb, "best"):
         print(line)
     _pareto_plot(
         choices, w, budget, Path(ta.results_dir) / "tune" / f"{study.study_name}_pareto.png"

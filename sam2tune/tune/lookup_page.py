@@ -77,26 +77,8 @@ def _options(rows: list[dict[str, Any]], field: str) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def write_page(rows: list[dict[str, Any]], out: Path, host_budget: int) -> Path:
-    """Write the self-contained lookup page to ``out`` (atomically)."""
-    from sam2tune.paths import atomic_write_text
-
-    e = html.escape
-    selects = []
-    for field, label in _AXES:
-        opts = "".join(
-            f'<option value="{e(v)}">{e(lab)}</option>' for v, lab in _options(rows, field)
-        )
-        selects.append(
-            f'<label>{e(label)} <select id="{field}" onchange="show()">{opts}</select></label>'
-        )
-    data = json.dumps(page_rows(rows), separators=(",", ":")).replace("</", "<\\/")
-    meta = (
-        f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; "
-        f"{rows[0]['figure']}. Each GPU is budgeted at its usable memory (total minus the CUDA "
-        "context, over the allocator's reserved:allocated ratio)."
-    )
-    page = f"""<!DOCTYPE html>
+#: the page (str.format fields: meta, selects, data, axes)
+_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>sam2tune: SAM 2 configuration per GPU</title>
 <style>
@@ -107,12 +89,12 @@ pre{{background:#f4f4f4;padding:.8em;overflow-x:auto}}
 .note{{color:#555;font-size:90%}}
 </style></head><body>
 <h1>SAM 2 video segmentation: what fits your GPU</h1>
-<p class="note">{e(meta)} The same answers as <code>sam2tune recommend gpu=... 
+<p class="note">{meta} The same answers as <code>sam2tune recommend gpu=... 
 workload.num_frames=... workload.num_objects=... workload.image_size=...
 workload.prompt_every=... host_budget=...</code>. A link can carry the choice:
 <code>index.html#gpu=RTX 4090&amp;video=1 min&amp;num_objects=3&amp;image_size=1024&amp;
 prompt_every=30</code>.</p>
-<form>{"".join(selects)}</form>
+<form>{selects}</form>
 <dl>
 <dt>recommended</dt><dd id="config"></dd>
 <dt>predicted accelerator peak</dt><dd id="device_peak"></dd>
@@ -125,7 +107,7 @@ prompt_every=30</code>.</p>
 <h2>Snippet</h2><pre id="snippet"></pre>
 <script>
 var ROWS = {data};
-var AXES = {json.dumps([a for a, _ in _AXES])};
+var AXES = {axes};
 function show() {{
   var key = AXES.map(function (a) {{ return document.getElementById(a).value; }});
   var row = ROWS.find(function (r) {{ return r.key.join("|") === key.join("|"); }});
@@ -143,5 +125,30 @@ show();
 </script>
 </body></html>
 """
+
+
+def write_page(rows: list[dict[str, Any]], out: Path, host_budget: int) -> Path:
+    """Write the self-contained lookup page to ``out`` (atomically)."""
+    from sam2tune.paths import atomic_write_text
+
+    e = html.escape
+    selects = []
+    for field, label in _AXES:
+        opts = "".join(
+            f'<option value="{e(v)}">{e(lab)}</option>' for v, lab in _options(rows, field)
+        )
+        selects.append(
+            f'<label>{e(label)} <select id="{field}" onchange="show()">{opts}</select></label>'
+        )
+    data = json.dumps(page_rows(rows), separators=(",", ":")).replace("</", "<\\/")
+    meta = (
+        f"Model {rows[0]['model']}; host RAM budget {fmt_bytes(host_budget)}; "
+        f"{rows[0]['figure']}. Each GPU is budgeted at its usable memory (total minus the CUDA "
+        "context and the allocator's headroom, as recommend)."
+    )
+    page = _PAGE.format(
+        meta=e(meta), selects="".join(selects), data=data,
+        axes=json.dumps([a for a, _ in _AXES]),
+    )
     atomic_write_text(out, page)
     return out

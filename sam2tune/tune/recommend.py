@@ -146,26 +146,35 @@ def lookup_table(
                 "transformers_candidate": None,
             }
             hf, _ = recommend(w, budget, host_budget, model, device_kind, data, ("transformers",))
-            if hf is not None:
-                row.update(
-                    transformers_config=" ".join(hf.candidate.overrides(w)[1:]),
-                    transformers_predicted_device_peak_bytes=hf.prediction["device_peak_bytes"],
-                    transformers_candidate=asdict(hf.candidate),
-                )
-            if best is not None:
-                p = best.prediction
-                row.update(
-                    config=" ".join(best.candidate.overrides(w)[1:]),
-                    predicted_device_peak_bytes=p["device_peak_bytes"],
-                    predicted_host_peak_bytes=p["host_peak_bytes"],
-                    margin_bytes=budget - p["device_peak_bytes"],
-                    quality=best.quality,
-                    trust=p["trust"]["statement"],
-                    snippet=snippet(w, best.candidate, preset.checkpoint_name),
-                    candidate=asdict(best.candidate),
-                )
+            row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name))
             rows.append(row)
     return rows
+
+
+def _answer_cells(
+    w: Workload, budget: int, best: Choice | None, hf: Choice | None, checkpoint_name: str
+) -> dict[str, Any]:
+    """A lookup cell's answer (overrides, predicted figures, snippet) and transformers' best."""
+    row: dict[str, Any] = {}
+    if hf is not None:
+        row.update(
+            transformers_config=" ".join(hf.candidate.overrides(w)[1:]),
+            transformers_predicted_device_peak_bytes=hf.prediction["device_peak_bytes"],
+            transformers_candidate=asdict(hf.candidate),
+        )
+    if best is not None:
+        p = best.prediction
+        row.update(
+            config=" ".join(best.candidate.overrides(w)[1:]),
+            predicted_device_peak_bytes=p["device_peak_bytes"],
+            predicted_host_peak_bytes=p["host_peak_bytes"],
+            margin_bytes=budget - p["device_peak_bytes"],
+            quality=best.quality,
+            trust=p["trust"]["statement"],
+            snippet=snippet(w, best.candidate, checkpoint_name),
+            candidate=asdict(best.candidate),
+        )
+    return row
 
 
 def write_lookup(rows: list[dict[str, Any]], out: Path, host_budget: int) -> tuple[Path, Path]:

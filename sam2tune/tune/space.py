@@ -180,7 +180,8 @@ def _setting(c: Candidate) -> str:
 def score(
     c: Candidate, w: Workload, data: pd.DataFrame | None = None, device_kind: str = "cuda"
 ) -> Scores:
-    """Expected agreement with the full-quality run and speed relative to stock."""
+    """Expected agreement with the full-quality run and speed relative to stock: priors (with
+    their sources) unless the recorded runs measured them on this device kind."""
     size = c.image_size or w.image_size
     lossless = (
         (c.max_cond_frames_in_attn == -1 or c.max_cond_frames_in_attn >= w.num_cond_frames)
@@ -188,33 +189,53 @@ def score(
         and size == w.image_size
         and not c.segment_frames
     )
+    q, qs = _quality_prior(c, w, data, size, lossless)
+    sp, ss = _speed_prior(c, w, size, device_kind)
+    if data is not None and not data.empty:
+        return _measured_scores(c, w, data, size, lossless, device_kind, Scores(q, sp, qs, ss))
+    return Scores(q, sp, qs, ss)
+
+
+def _hf_fidelity(data: pd.DataFrame | None) -> tuple[float, str]:
+    """transformers' agreement with Meta's sam2: measured where recorded, else the prior."""
+    if data is not None and not data.empty and "impl" in data:
+        runs = data[
+            (data["status"] == "ok")
+            & (data["impl"] == "transformers")
+            & (data["setting"] == "transformers")
+            & data["iou_ref_mean"].notna()
+        ]
+        if not runs.empty:
+            n = len(runs)
+            return float(runs["iou_ref_mean"].median()), (
+                f"measured agreement with Meta's sam2 ({n} transformers runs)"
+            )
+    return HF_FIDELITY_PRIOR, "prior: another implementation, not bit-identical"
+
+
+def _quality_prior(
+    c: Candidate, w: Workload, data: pd.DataFrame | None, size: int, lossless: bool
+) -> tuple[float, str]:
     hf = c.impl == "transformers"
     q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
-    fidelity, fsrc = 1.0, ""
-    if hf:  # another implementation: its agreement with Meta's sam2, measured where recorded
-        fidelity, fsrc = HF_FIDELITY_PRIOR, "prior: another implementation, not bit-identical"
-        if data is not None and not data.empty and "impl" in data:
-            runs = data[
-                (data["status"] == "ok")
-                & (data["impl"] == "transformers")
-                & (data["setting"] == "transformers")
-                & data["iou_ref_mean"].notna()
-            ]
-            if not runs.empty:
-                fidelity = float(runs["iou_ref_mean"].median())
-                fsrc = f"measured agreement with Meta's sam2 ({len(runs)} transformers runs)"
+    fidelity, fsrc = _hf_fidelity(data) if hf else (1.0, "")
+    if hf:
         q, qs = fidelity, fsrc
-    if not lossless:
-        q = fidelity
-        if c.max_cond_frames_in_attn != -1 and c.max_cond_frames_in_attn < w.num_cond_frames:
-            q -= 0.01 * (w.num_cond_frames - c.max_cond_frames_in_attn) / w.num_cond_frames
-        if c.dtype == "bfloat16":
-            q -= 0.005
-        if size < w.image_size:
-            q -= 0.1 * (1 - size / w.image_size)
-        if c.segment_frames:
-            q -= 0.03
-        qs = "prior (escalation order; no recorded runs)" + (f"; {fsrc}" if hf else "")
+    if lossless:
+        return q, qs
+    q = fidelity
+    if c.max_cond_frames_in_attn != -1 and c.max_cond_frames_in_attn < w.num_cond_frames:
+        q -= 0.01 * (w.num_cond_frames - c.max_cond_frames_in_attn) / w.num_cond_frames
+    if c.dtype == "bfloat16":
+        q -= 0.005
+    if size < w.image_size:
+        q -= 0.1 * (1 - size / w.image_size)
+    if c.segment_frames:
+        q -= 0.03
+    return q, "prior (escalation order; no recorded runs)" + (f"; {fsrc}" if hf else "")
+
+
+def _speed_prior(c: Candidate, w: Workload, size: int, device_kind: str) -> tuple[float, str]:
     sp, srcs = 1.0, []
     for key, on in (
         ("offload_video", c.offload_video_to_cpu),
@@ -233,29 +254,36 @@ def score(
         sp *= float(ratio)
         srcs.append(f"{key} {float(ratio):.2f}x ({src})")
     sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
-    ss = "; ".join(srcs) if srcs else "stock"
-    if data is not None and not data.empty:
-        setting = _setting(c)
-        ok = data[(data["status"] == "ok")]
-        if "device" in ok:  # speed and quality measured on the device kind asked about
-            ok = ok[ok["device"].astype(str).str.startswith(device_kind)]
-        same = ok[(ok["setting"] == setting) & (ok["image_size"] == size)]
-        base = ok[(ok["setting"] == "stock") & (ok["image_size"] == size)]
-        real = same[same["weights"] != "random-init"] if "weights" in same else same.iloc[0:0]
-        if not lossless and not real.empty and real["iou_gt_mean"].notna().any():
-            # real weights: IoU against ground truth, relative to stock's
-            base_gt = base[base["weights"] != "random-init"]["iou_gt_mean"].median()
-            gt = float(real["iou_gt_mean"].median())
-            q = gt / base_gt if base_gt and base_gt == base_gt else gt
-            qs = f"measured IoU vs ground truth ({len(real)} runs, relative to stock)"
-        elif not lossless and not same.empty and same["iou_ref_mean"].notna().any():
-            q = float(same["iou_ref_mean"].median())
-            qs = (
-                f"measured agreement with the reference ({len(same)} runs; "
-                "random-init: not accuracy)"
-            )
-        if not same.empty and not base.empty and same["fps"].notna().any():
-            sp = float(same["fps"].median() / base["fps"].median())
-            sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
-            ss = f"measured fps ratio to stock ({len(same)} {device_kind} runs in the results)"
+    return sp, "; ".join(srcs) if srcs else "stock"
+
+
+def _measured_scores(
+    c: Candidate, w: Workload, data: pd.DataFrame, size: int, lossless: bool, device_kind: str,
+    prior: Scores,
+) -> Scores:
+    """The prior's figures replaced by what the recorded runs on this device kind measured."""
+    q, sp, qs, ss = prior.quality, prior.speed, prior.quality_source, prior.speed_source
+    setting = _setting(c)
+    ok = data[(data["status"] == "ok")]
+    if "device" in ok:  # speed and quality measured on the device kind asked about
+        ok = ok[ok["device"].astype(str).str.startswith(device_kind)]
+    same = ok[(ok["setting"] == setting) & (ok["image_size"] == size)]
+    base = ok[(ok["setting"] == "stock") & (ok["image_size"] == size)]
+    real = same[same["weights"] != "random-init"] if "weights" in same else same.iloc[0:0]
+    if not lossless and not real.empty and real["iou_gt_mean"].notna().any():
+        # real weights: IoU against ground truth, relative to stock's
+        base_gt = base[base["weights"] != "random-init"]["iou_gt_mean"].median()
+        gt = float(real["iou_gt_mean"].median())
+        q = gt / base_gt if base_gt and base_gt == base_gt else gt
+        qs = f"measured IoU vs ground truth ({len(real)} runs, relative to stock)"
+    elif not lossless and not same.empty and same["iou_ref_mean"].notna().any():
+        q = float(same["iou_ref_mean"].median())
+        qs = (
+            f"measured agreement with the reference ({len(same)} runs; "
+            "random-init: not accuracy)"
+        )
+    if not same.empty and not base.empty and same["fps"].notna().any():
+        sp = float(same["fps"].median() / base["fps"].median())
+        sp *= (w.image_size / size) ** 2 if size < w.image_size else 1.0
+        ss = f"measured fps ratio to stock ({len(same)} {device_kind} runs in the results)"
     return Scores(q, sp, qs, ss)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,22 +160,50 @@ def default_study_name(spec: TuneSpec) -> str:
 HEARTBEAT_S = 10  # RDB storages: a worker's heartbeat while it runs a trial
 
 
-def open_study(spec: TuneSpec) -> optuna.Study:
-    """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are summarised by the CLI
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C / SIGTERM as failed, with the traceback: the
+    command prints what was recorded instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, KeyboardInterrupt) and "KeyboardInterrupt" not in str(
+            record.msg
+        )
+
+
+def _storage(spec: TuneSpec) -> Any:
     if spec.storage:
         # an RDB server shared by several workers: heartbeats let a surviving worker mark a
         # killed worker's unfinished trial failed instead of leaving it running forever
-        storage: Any = optuna.storages.RDBStorage(
+        return optuna.storages.RDBStorage(
             spec.storage, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S
         )
-    else:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-        path = Path(spec.results_dir) / "tune" / "optuna_journal.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(str(path)))
+    path = Path(spec.results_dir) / "tune" / "optuna_journal.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def stored_trials(spec: TuneSpec) -> str:
+    """What the study holds now, in words (after an interruption)."""
+    name = spec.study_name or default_study_name(spec)
+    try:
+        study = optuna.load_study(study_name=name, storage=_storage(spec))
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        return f"study {name} holds {done} complete trials"
+    except Exception:
+        return f"study {name}: nothing recorded yet"
+
+
+def open_study(spec: TuneSpec) -> optuna.Study:
+    """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are summarised by the CLI
+    logger = optuna.logging.get_logger("optuna")
+    if not any(isinstance(f, _NoInterruptTraceback) for f in logger.filters):
+        logger.addFilter(_NoInterruptTraceback())
+    storage = _storage(spec)
     if _HAS_SET_CONSTRAINT:  # Optuna >= 5: samplers read trial.set_constraint values
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
     else:  # Optuna 4: the same values through constraints_func
@@ -318,8 +348,44 @@ def run_tuner(
     study = open_study(spec)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     left = max(spec.n_trials - len(done), 0)
+    if left:
+        # several workers may share the study: stop when it holds n_trials finished trials,
+        # whoever ran them (the objective prunes a trial started beyond the cap by a race)
+        cap = optuna.study.MaxTrialsCallback(
+            spec.n_trials, states=(optuna.trial.TrialState.COMPLETE,)
+        )
+        study.optimize(
+            _objective(spec, model),
+            n_trials=left,
+            show_progress_bar=progress,
+            catch=(Exception,),
+            callbacks=[cap],
+        )
+    choices = _choices(study, spec, model)
+    if spec.confirm:
+        _confirm_best(study, spec, choices, model)
+    return study, choices
 
+
+def _beyond_cap(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether ``trial`` would make the study hold more than ``n_trials`` finished trials: trial
+    numbers are assigned atomically by the storage, so every worker counts the same trials
+    (running or complete) before this one."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    before = [
+        t for t in trial.study.get_trials(deepcopy=False, states=states)
+        if t.number < trial.number
+    ]
+    return len(before) >= n_trials
+
+
+def _objective(
+    spec: TuneSpec, model: MemoryModel
+) -> Callable[[optuna.Trial], tuple[float, float]]:
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        if _beyond_cap(trial, spec.n_trials):
+            trial.study.stop()
+            raise optuna.TrialPruned("the study already holds n_trials trials")
         c = _suggest(trial, spec)
         ch = _evaluate(spec, c, model)
         trial.set_user_attr("device_peak_bytes", ch.prediction["device_peak_bytes"])
@@ -334,19 +400,12 @@ def run_tuner(
         trial.set_user_attr("quality_source", ch.quality_source)
         return ch.quality, ch.speed
 
-    if left:
-        # several workers may share the study: stop when it holds n_trials finished trials,
-        # whoever ran them
-        cap = optuna.study.MaxTrialsCallback(
-            spec.n_trials, states=(optuna.trial.TrialState.COMPLETE,)
-        )
-        study.optimize(
-            objective,
-            n_trials=left,
-            show_progress_bar=progress,
-            catch=(Exception,),
-            callbacks=[cap],
-        )
+    return objective
+
+
+def _choices(study: optuna.Study, spec: TuneSpec, model: MemoryModel) -> list[Choice]:
+    """Every candidate the study evaluated (a confirmation's measured verdict applied), and
+    every other candidate of the space screened by the model."""
     by_candidate: dict[Candidate, Choice] = {}
     for t in study.trials:
         if t.state != optuna.trial.TrialState.COMPLETE:
@@ -370,25 +429,28 @@ def run_tuner(
         spec.impls,
     ):
         by_candidate.setdefault(ch.candidate, ch)
-    choices = list(by_candidate.values())
-    if spec.confirm:
-        # make sure the best `confirm` feasible candidates are confirmed by real runs; one that
-        # fails (OOM, over budget) drops out and the next is confirmed instead
-        confirmed_ok = 0
-        for ch in ranked(choices):
-            if confirmed_ok >= spec.confirm:
-                break
-            if ch.confirmed is None:
-                conf = _confirm(spec, ch.candidate, model)
-                ch.confirmed = conf
-                if conf["status"] != "ok":
-                    ch.feasible = False
-                elif "scale" in conf:
-                    scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
-                    ch.feasible = scaled <= spec.budget_bytes
-                _record_confirmation(study, spec, ch, conf)
-            confirmed_ok += ch.feasible
-    return study, choices
+    return list(by_candidate.values())
+
+
+def _confirm_best(
+    study: optuna.Study, spec: TuneSpec, choices: list[Choice], model: MemoryModel
+) -> None:
+    """Confirm the best ``spec.confirm`` feasible candidates by real runs; one that fails (OOM,
+    over budget) drops out and the next is confirmed instead."""
+    confirmed_ok = 0
+    for ch in ranked(choices):
+        if confirmed_ok >= spec.confirm:
+            break
+        if ch.confirmed is None:
+            conf = _confirm(spec, ch.candidate, model)
+            ch.confirmed = conf
+            if conf["status"] != "ok":
+                ch.feasible = False
+            elif "scale" in conf:
+                scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
+                ch.feasible = scaled <= spec.budget_bytes
+            _record_confirmation(study, spec, ch, conf)
+        confirmed_ok += ch.feasible
 
 
 def _record_confirmation(

@@ -133,6 +133,11 @@ def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
     if not frames:
         raise InputError(f"video.path: no JPEG frames (<index>.jpg) in {str(folder)!r}")
     if cfg.num_frames is not None:
+        if cfg.num_frames > len(frames):
+            raise InputError(
+                f"video.num_frames: {cfg.num_frames}, but {str(folder)!r} has {len(frames)} "
+                "frames (leave video.num_frames=null for all)"
+            )
         frames = frames[: cfg.num_frames]
     size = None
     for p in frames:
@@ -191,6 +196,11 @@ def _mp4(cfg: VideoConfig) -> VideoData:
             f"video.path: cannot decode any frame of {str(path)!r} (corrupt or empty)"
         )
     h, w = frame.shape[:2]
+    if cfg.num_frames is not None and cfg.num_frames > n:
+        raise InputError(
+            f"video.num_frames: {cfg.num_frames}, but {str(path)!r} has {n} frames (leave "
+            "video.num_frames=null for all)"
+        )
     if cfg.num_frames is not None and cfg.num_frames < n:
         raise InputError(
             f"video.num_frames: SAM 2 loads a whole mp4 ({n} frames); trim the file or leave "
