@@ -87,6 +87,11 @@ def _validate_sweep(overrides: list[str]) -> None:
             _fail(f"sweep point {i + 1}/{len(points)} ({label}): {e}; nothing was run")
 
 
+#: ``sam2tune run``'s exit status by the single run's status (a sweep exits 0 when it ran:
+#: its summary counts the failed points); 2 is bad input, 130 an interruption
+RUN_EXIT_CODES = {"ok": 0, "oom": 3, "timeout": 4, "crashed": 5, "error": 6}
+
+
 def _prevalidate(overrides: list[str], multirun: bool) -> None:
     """Keys, group choices and values in one line each, before Hydra's app prints its own
     page: every sweep point with ``-m``, the one run otherwise (Hydra's flags aside)."""
@@ -117,6 +122,8 @@ def _run(overrides: list[str]) -> None:
 
     multirun = "-m" in overrides or "--multirun" in overrides
     _prevalidate(overrides, multirun)
+    if multirun:
+        _remove_stale(overrides)
     register()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="run")
@@ -148,16 +155,41 @@ def _run(overrides: list[str]) -> None:
         except InputError as e:
             _fail(str(e))
         print_summary(outcome.row, outcome.report_path)
+        ended.append(outcome.row["status"])
         return outcome.row
 
     sys.argv = ["sam2tune run", *overrides]
     started = time.strftime("%Y%m%d-%H%M%S")
+    ended: list[str] = []  # the single run's status
     try:
         _main()
     except KeyboardInterrupt:
         if multirun:
             _interrupted_summary(overrides, started)
         raise
+    if not multirun and ended and ended[0] != "ok":
+        sys.exit(RUN_EXIT_CODES[ended[0]])
+
+
+def _results_dir(overrides: list[str]) -> str:
+    return next(
+        (o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("results_dir=")),
+        "results",
+    )
+
+
+def _remove_stale(overrides: list[str]) -> None:
+    """A sweep starts by removing the in-flight folders of dead runs in its results dir."""
+    from sam2tune.stale import remove_stale
+
+    for d in _results_dir(overrides).split(","):
+        gone = remove_stale(d)
+        if gone:
+            print(
+                f"[sweep] removed {len(gone)} folder(s) of runs whose process is gone "
+                f"({Path(d) / '.tmp'})",
+                file=sys.stderr,
+            )
 
 
 def _interrupted_summary(overrides: list[str], started: str) -> None:
@@ -167,10 +199,7 @@ def _interrupted_summary(overrides: list[str], started: str) -> None:
     from sam2tune.results import load_results
     from sam2tune.sweep import sweep_summary
 
-    results = next(
-        (o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("results_dir=")),
-        "results",
-    )
+    results = _results_dir(overrides)
     try:
         df = load_results(results)
         new = df[df["run_id"] >= started] if not df.empty else df
@@ -289,6 +318,8 @@ def _study(args: list[str]) -> None:
     name = sa.name
     mod = load_study(name)
     results = sa.results_dir or f"results/{name}"
+    for sweep in getattr(mod, "SWEEPS", [mod.SWEEP]):  # every point, before anything runs
+        _prevalidate(["-m", *sweep, *extra, f"results_dir={results}"], True)
     print(f"[study {name}] {mod.TITLE}", file=sys.stderr, flush=True)
     # a study runs one sweep (SWEEP) or several (SWEEPS: when its points are not one product)
     for sweep in getattr(mod, "SWEEPS", [mod.SWEEP]):
@@ -308,8 +339,8 @@ def _study(args: list[str]) -> None:
             flush=True,
         )
         rc = subprocess.call(cmd)
-        if rc != 0:
-            _fail(f"study {name}: the sweep failed (exit {rc})", code=rc)
+        if rc != 0:  # the sweep said why, in one line
+            sys.exit(rc)
     html_path, md_path = build_report(
         results,
         Path(results) / "report",

@@ -11,9 +11,11 @@ from typing import Any
 
 from sam2tune.config.schema import RunConfig, config_hash
 
-__all__ = ["COLUMNS", "Column", "make_row", "STATUSES"]
+__all__ = ["COLUMNS", "Column", "make_row", "STATUSES", "SWEEP_ID_ENV"]
 
 STATUSES = ("ok", "oom", "timeout", "crashed", "error")
+#: set by a sweep for its points: their rows carry it as ``sweep_id``
+SWEEP_ID_ENV = "SAM2TUNE_SWEEP_ID"
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,13 @@ COLUMNS: list[Column] = [
         "identity",
         "the batch job that ran it (slurm:<array job>_<task>); null when run directly",
     ),
+    Column(
+        "sweep_id",
+        "",
+        "identity",
+        "the `sam2tune run -m` invocation that ran it (its summary counts its own rows); null "
+        "for a single run and in rows written before the column",
+    ),
 ]
 
 _SETTINGS = {
@@ -240,6 +249,7 @@ _MEASURE_KEYS = {c.name for c in COLUMNS} - {
     "status",
     "error",
     "scheduler_job",
+    "sweep_id",
 }
 
 

@@ -15,9 +15,18 @@ from typing import Any
 
 import pandas as pd
 
+from sam2tune.errors import InputError
 from sam2tune.record import COLUMNS, STATUSES
+from sam2tune.stale import stale_runs
 
-__all__ = ["load_results", "iter_reports", "InvalidRecordWarning", "InvalidRecordError"]
+__all__ = [
+    "load_results",
+    "iter_reports",
+    "InvalidRecordWarning",
+    "InvalidRecordError",
+    "StaleRunWarning",
+    "NotAResultsDir",
+]
 
 
 class InvalidRecordWarning(UserWarning):
@@ -74,23 +83,20 @@ def load_results(
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"results_dir: {str(root)!r} does not exist or is not a folder")
-    runs = root / "runs"
-    invalid: list[tuple[str, str]] = [
-        (str(d / "report.json"), "missing (config.json without a report)")
-        for d in (sorted(runs.iterdir()) if runs.is_dir() else [])
-        if d.is_dir() and not (d / "report.json").is_file() and (d / "config.json").is_file()
-    ]
+    _check_root(root)
+    invalid = _unreadable_runs(root / "runs")
+    stale = stale_runs(root)
     reports = iter_reports(root)
     if not reports:
         df = _empty()
-        return _finish(df, invalid, strict)
+        return _finish(df, invalid, strict, stale)
     stamp = {p.parent.name: p.stat().st_mtime_ns for p in reports}
     cache_pq = root / ".cache" / "results.parquet"
     cache_ix = root / ".cache" / "results.index.json"
     old, known = _read_cache(cache_pq, cache_ix) if cache else (None, {})
     if old is not None and known == stamp:
         df = old.reset_index(drop=True)
-        return _finish(df, invalid, strict)
+        return _finish(df, invalid, strict, stale)
     keep = {rid for rid, m in stamp.items() if known.get(rid) == m} if old is not None else set()
     rows = []
     for p in reports:
@@ -112,10 +118,49 @@ def load_results(
     df = df.sort_values("run_id", kind="stable").reset_index(drop=True)
     if cache:
         _write_cache(df, stamp, cache_pq, cache_ix)
-    return _finish(df, invalid, strict)
+    return _finish(df, invalid, strict, stale)
 
 
-def _finish(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> pd.DataFrame:
+class StaleRunWarning(UserWarning):
+    """In-flight run folders (``.tmp/<id>``) whose process is gone: removed by the next sweep."""
+
+
+class NotAResultsDir(InputError):
+    """``load_results`` was pointed at a run's folder, at ``runs/`` itself, or at a file."""
+
+
+def _check_root(root: Path) -> None:
+    """A results dir, not one of its parts (those would read as 0 rows without a word)."""
+    hint = "give the results dir (the folder given as results_dir= to the runs)"
+    if (root / "report.json").exists() or (root / "config.json").is_file():
+        raise NotAResultsDir(f"results_dir: {str(root)!r} is one run's folder; {hint}")
+    if root.name == "runs" and any((d / "report.json").exists() for d in root.iterdir()):
+        raise NotAResultsDir(
+            f"results_dir: {str(root)!r} is the runs/ folder itself; give its parent"
+        )
+    if (root / "runs").exists() and not (root / "runs").is_dir():
+        raise NotAResultsDir(f"results_dir: {str(root / 'runs')!r} is a file, not a folder")
+
+
+def _unreadable_runs(runs: Path) -> list[tuple[str, str]]:
+    """Run folders without a readable report.json file (a config.json and no report, or a
+    report.json that is a folder)."""
+    out = []
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+        rep = d / "report.json"
+        if not d.is_dir():
+            continue
+        if rep.is_dir():
+            out.append((str(rep), "a folder, not a file"))
+        elif not rep.exists() and (d / "config.json").is_file():
+            out.append((str(rep), "missing (config.json without a report)"))
+    return out
+
+
+def _finish(
+    df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool,
+    stale: list[Path] | None = None,
+) -> pd.DataFrame:
     # rows written before knobs.stream_prefetch existed decoded frames in the loop: 0, not null
     if len(df):
         col = df["stream_prefetch"] if "stream_prefetch" in df else pd.Series(0, index=df.index)
@@ -125,6 +170,14 @@ def _finish(df: pd.DataFrame, invalid: list[tuple[str, str]], strict: bool) -> p
         vfc = df["vision_features_cache"] if "vision_features_cache" in df else None
         df["vision_features_cache"] = 1 if vfc is None else vfc.fillna(1).astype(int)
     _report_invalid(df, invalid, strict)
+    df.attrs["stale_runs"] = [str(p) for p in stale or []]
+    if stale:
+        warnings.warn(
+            f"{len(stale)} in-flight run folder(s) whose process is gone (e.g. {stale[0]}): "
+            "no record; the next sweep into this results dir removes them",
+            StaleRunWarning,
+            stacklevel=3,
+        )
     return df
 
 

@@ -8,14 +8,17 @@ callback registered in ``conf/run.yaml``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
 from sam2tune.config.schema import RunConfig, config_hash
+from sam2tune.record import STATUSES, SWEEP_ID_ENV
 
 __all__ = ["already_done", "count_jobs", "SweepProgress", "sweep_summary"]
 
@@ -112,11 +115,14 @@ class SweepProgress(Callback):
         self.done = 0
         self.statuses: Counter = Counter()
         self.started = ""
+        self.sweep_id = ""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         """Start the clock and count the sweep's points."""
         self.t0 = time.monotonic()
         self.started = time.strftime("%Y%m%d-%H%M%S")
+        self.sweep_id = f"{self.started}-{uuid.uuid4().hex[:8]}"
+        os.environ[SWEEP_ID_ENV] = self.sweep_id  # the points' rows carry it (workers inherit)
         try:
             self.total = count_jobs(
                 list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
@@ -147,19 +153,29 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        """Print the sweep summary, counted from the rows recorded since the sweep started."""
+        """Print what this sweep ran (its own rows, by ``sweep_id``) and, apart, what the results
+        dir holds."""
         from sam2tune.results import load_results
 
         counts = Counter(self.statuses)
+        held: Counter[str] = Counter()
         try:
             df = load_results(config.results_dir)
-            new = df[df["run_id"] >= self.started] if not df.empty else df
-            recorded = Counter(new["status"]) if not new.empty else Counter()
+            mine = df[df["sweep_id"] == self.sweep_id] if not df.empty else df
+            recorded = Counter(mine["status"]) if not mine.empty else Counter()
             skipped = counts.get("skipped", 0)
-            if sum(recorded.values()) + skipped >= sum(counts.values()):
-                counts = recorded
-                counts["skipped"] = skipped or max(self.total - sum(recorded.values()), 0)
+            counts = recorded
+            counts["skipped"] = skipped or max(self.total - sum(recorded.values()), 0)
+            held = Counter(df["status"]) if not df.empty else Counter()
         except Exception:
             pass
+        os.environ.pop(SWEEP_ID_ENV, None)
         print(sweep_summary(counts), file=sys.stderr, flush=True)
+        if held:
+            cells = "  ".join(f"{k}={held[k]}" for k in STATUSES if held.get(k))
+            print(
+                f"results dir holds {sum(held.values())} runs in all: {cells}",
+                file=sys.stderr,
+                flush=True,
+            )
         print(f"results: {config.results_dir} (sam2tune.load_results)", file=sys.stderr)

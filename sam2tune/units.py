@@ -51,6 +51,8 @@ def parse_bytes(value: str | int | float | None, *, name: str = "size") -> int |
     text = str(value).strip()
     if text.lower() in ("", "none", "null"):
         return None
+    if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        raise ValueError(f"{name}: size must be finite, got {text!r}")
     m = _PATTERN.match(text)
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(
@@ -71,7 +73,7 @@ def _whole_bytes(name: str, n: float, shown: str, unit: bool) -> int:
             "(give a unit, e.g. 8GiB)"
         )
     if n < 1:
-        raise ValueError(f"{name}: size must be at least 1 byte, got {shown}")
+        raise ValueError(f"{name}: size must be positive (at least 1 byte), got {shown}")
     return int(n)
 
 

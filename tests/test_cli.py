@@ -14,7 +14,9 @@ import sam2tune
 
 
 def _run(args, cache_root, results):
-    cmd = small_run_cmd(cache_root, results)
+    # a key given twice is refused: the case's own value replaces the small run's
+    keys = {a.split("=", 1)[0] for a in args}
+    cmd = [a for a in small_run_cmd(cache_root, results) if a.split("=", 1)[0] not in keys]
     return subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
 
 
@@ -56,7 +58,7 @@ def _case(name, tmp_path):
     if name == "zero frames":
         return ["video.num_frames=0"], "video.num_frames: must be positive"
     if name == "negative objects":
-        return ["video.num_objects=-1"], "video.num_objects: must be positive"
+        return ["video.num_objects=-1"], "video.num_objects: must be 1..256"
     if name == "image size":
         return ["model.image_size=100"], "model.image_size: must be a positive multiple of 16"
     if name == "budget lots":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hydra.core.config_store import ConfigStore
 
 from sam2tune.config.schema import RunConfig
@@ -46,6 +48,14 @@ def config_error_line(e: BaseException) -> str:
     cause = e.__cause__ or e
     lines = str(cause).splitlines()
     line = lines[0] if lines else type(cause).__name__
+    lexer = re.match(r"^(?:LexerNoViableAltException|mismatched input|no viable alternative)"
+                     r".*?:\s*([\w.+~/]+)=(.*)$", line)
+    if lexer:  # Hydra's grammar: a value with spaces or other characters it parses is quoted
+        key, value = lexer.groups()
+        return (
+            f"{key}: {value!r} needs quotes for Hydra's override grammar: in the shell, write "
+            f"'{key}=\"{value}\"'"
+        )
     key = getattr(cause, "full_key", None) or getattr(e, "full_key", None)  # OmegaConf: apart
     return f"{key}: {line}" if key and not line.startswith(f"{key}:") else line
 
@@ -94,10 +104,14 @@ def check_override_keys(overrides: list[str]) -> None:
     from sam2tune.errors import InputError
 
     known = known_keys()
+    seen: set[str] = set()
     for ov in overrides:
         if ov.startswith("-") or "=" not in ov:
             continue
         key = ov.split("=", 1)[0].lstrip("+~")
+        if key in seen:
+            raise InputError(f"{key}: given more than once (which value is meant?)")
+        seen.add(key)
         if key in known or key.startswith("hydra") or "/" in key:
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)

@@ -26,8 +26,14 @@ from sam2tune.adapter.build import predictor_target
 from sam2tune.adapter.checkpoints import resolve_checkpoint, sha256_file
 from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
-from sam2tune.paths import atomic_write_json, cache_dir, check_writable_dir, report_path
-from sam2tune.record import make_row
+from sam2tune.paths import (
+    atomic_write_json,
+    cache_dir,
+    check_results_dir,
+    check_writable_dir,
+    report_path,
+)
+from sam2tune.record import SWEEP_ID_ENV, make_row
 from sam2tune.runner.scheduler import (
     MARGIN_S,
     job_label,
@@ -36,6 +42,7 @@ from sam2tune.runner.scheduler import (
     time_left_s,
 )
 from sam2tune.scenario import make_prompts
+from sam2tune.stale import OWNER_FILE, claim
 from sam2tune.units import fmt_bytes
 from sam2tune.video.sources import resolve_video
 
@@ -98,8 +105,19 @@ def _last_progress(log_path: Path) -> tuple[int, int, float] | None:
     return int(done), int(total), float(secs)
 
 
+def _data_bytes(pid: int) -> int:
+    """The process's data segment now (VmData: what RLIMIT_DATA limits), 0 when gone."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().data)
+    except (psutil.Error, AttributeError):
+        return 0
+
+
 def _wait_with_progress(
-    proc, timeout_s: float, log_path: Path, run_id: str, interval_s: float = 10.0
+    proc: subprocess.Popen, timeout_s: float, log_path: Path, run_id: str,
+    interval_s: float = 10.0, data_peak: list[int] | None = None,
 ) -> None:
     """Wait for the run process, showing frames done, fps and ETA on stderr (a line updated in
     place on a terminal, a line every 10 s otherwise). Raises ``subprocess.TimeoutExpired`` at
@@ -115,6 +133,8 @@ def _wait_with_progress(
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline or stop.is_set():
                 raise
+        if data_peak is not None:  # evidence for a run that dies at its host budget
+            data_peak[0] = max(data_peak[0], _data_bytes(proc.pid))
         p = _last_progress(log_path)
         now = time.monotonic()
         if p is None or (not tty and now - last_print < interval_s):
@@ -166,7 +186,7 @@ def _prepare(cfg: RunConfig) -> _Prepared:
             )
     cache_root = cache_dir(cfg.cache_dir)
     results = Path(cfg.results_dir).expanduser()
-    check_writable_dir(results, "results_dir")
+    check_results_dir(results)  # nothing is created before the inputs are known good
     try:
         (cache_root / "videos").mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -175,6 +195,7 @@ def _prepare(cfg: RunConfig) -> _Prepared:
     weights = "random-init" if ckpt is None else "sha256:" + sha256_file(ckpt, ckpt.parent)
     video = resolve_video(cfg.video, cache_root)
     prompts = make_prompts(video, cfg.scenario, video.num_frames)
+    check_writable_dir(results, "results_dir")
     return _Prepared(cfg, results, cache_root, weights, video, prompts)
 
 
@@ -193,11 +214,30 @@ def _time_limit(cfg: RunConfig) -> tuple[float, str]:
     return limit, why
 
 
-def _launch(
-    pre: _Prepared, tmp_dir: Path, run_id: str
-) -> tuple[dict[str, Any] | None, str | None, int | None]:
-    """Start the run process and wait for it: (its message, why it timed out or None, return
-    code)."""
+@dataclass
+class _Exit:
+    """How the run process ended: its message, why it timed out, its return code, and the
+    largest data segment sampled while it ran (bytes)."""
+
+    msg: dict[str, Any] | None
+    timed_out: str | None
+    code: int | None
+    data_peak_bytes: int = 0
+
+
+@dataclass
+class _Ended:
+    """A finished run's verdict: status, error, the child's body and measures, traceback."""
+
+    status: str
+    error: str | None
+    body: dict[str, Any]
+    measures: dict[str, Any]
+    traceback: str | None
+
+
+def _launch(pre: _Prepared, tmp_dir: Path, run_id: str) -> _Exit:
+    """Start the run process and wait for it."""
     cfg = pre.cfg
     limit, why = _time_limit(cfg)
     log_path = tmp_dir / "run.log"
@@ -214,8 +254,9 @@ def _launch(
         )
         timed_out: str | None = None
         stop, reason = stop_event()
+        data_peak = [0]
         try:
-            _wait_with_progress(proc, limit, log_path, run_id)
+            _wait_with_progress(proc, limit, log_path, run_id, data_peak=data_peak)
         except subprocess.TimeoutExpired:
             timed_out = why
             proc.kill()
@@ -238,13 +279,40 @@ def _launch(
             msg = pickle.load(f)
     for name in ("input.pkl", "result.pkl"):
         (tmp_dir / name).unlink(missing_ok=True)
-    return msg, timed_out, proc.returncode
+    return _Exit(msg, timed_out, proc.returncode, data_peak[0])
 
 
-def _outcome(
+#: a run that fails while its data segment is this close to the host budget failed of it
+AT_BUDGET = 0.8
+
+
+def _at_host_budget(cfg: RunConfig, ex: _Exit, ended: _Ended) -> None:
+    """A run that died by a signal or failed while its data segment was at its host budget ran
+    out of memory (RLIMIT_DATA makes allocations fail wherever they are: a SIGSEGV in C code, an
+    OSError in Python's import machinery): classified ``oom`` with the evidence."""
+    budget = cfg.limits.host_budget_bytes
+    if not budget or ended.status not in ("crashed", "error"):
+        return
+    if ex.data_peak_bytes < AT_BUDGET * budget:
+        return
+    ended.error = (
+        f"{ended.error}: under limits.host_memory_budget={cfg.limits.host_memory_budget} (the "
+        f"run process's data segment reached {fmt_bytes(ex.data_peak_bytes)} of "
+        f"{fmt_bytes(budget)} when last sampled)"
+    )
+    ended.status = "oom"
+
+
+def _outcome(pre: _Prepared, ex: _Exit) -> _Ended:
+    """The verdict of a finished run process."""
+    ended = _verdict(pre, ex.msg, ex.timed_out, ex.code)
+    _at_host_budget(pre.cfg, ex, ended)
+    return ended
+
+
+def _verdict(
     pre: _Prepared, msg: dict[str, Any] | None, timed_out: str | None, code: int | None
-) -> tuple[str, str | None, dict[str, Any], dict[str, Any], str | None]:
-    """(status, error, body, measures, traceback) of a finished run process."""
+) -> _Ended:
     cfg = pre.cfg
     body: dict[str, Any] = {}
     measures: dict[str, Any] = {}
@@ -285,7 +353,18 @@ def _outcome(
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         measures.setdefault("device", dev)
         measures.setdefault("weights", pre.weights)
-    return status, error, body, measures, traceback_text
+    return _Ended(status, error, body, measures, traceback_text)
+
+
+def _video_record(video: Any) -> dict[str, Any]:
+    return {
+        "source_id": video.source_id,
+        "sam2_path": video.sam2_path,
+        "height": video.height,
+        "width": video.width,
+        "num_frames": video.num_frames,
+        "ground_truth": video.has_ground_truth,
+    }
 
 
 def run_isolated(cfg: RunConfig) -> RunOutcome:
@@ -300,49 +379,46 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     tmp_dir = pre.results / ".tmp" / run_id
     tmp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    msg, timed_out, code = _launch(pre, tmp_dir, run_id)
-    wall_s = time.perf_counter() - t0
-    if msg is not None and msg["kind"] == "input_error":
+    try:
+        claim(tmp_dir)
+        ex = _launch(pre, tmp_dir, run_id)
+    except OSError as e:  # a full disk, a results dir made read-only: nothing half-written
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise InputError(msg["message"])
-    status, error, body, measures, traceback_text = _outcome(pre, msg, timed_out, code)
+        raise InputError(
+            f"results_dir: cannot write to {str(pre.results)!r} ({e.strerror or e})"
+        ) from None
+    wall_s = time.perf_counter() - t0
+    if ex.msg is not None and ex.msg["kind"] == "input_error":
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise InputError(ex.msg["message"])
+    ended = _outcome(pre, ex)
+    measures, body = ended.measures, ended.body
     row = make_row(
-        cfg,
-        run_id=run_id,
-        status=status,
-        error=error,
-        num_frames=video.num_frames,
-        num_objects=len({p.obj_id for p in prompts}),
-        num_cond_frames=len({p.frame for p in prompts}),
-        measures=measures,
-        version=_version(),
+        cfg, run_id=run_id, status=ended.status, error=ended.error,
+        num_frames=video.num_frames, num_objects=len({p.obj_id for p in prompts}),
+        num_cond_frames=len({p.frame for p in prompts}), measures=measures, version=_version(),
     )
     if row["total_s"] is None:
         row["total_s"] = wall_s
     job = slurm_job()
     row["scheduler_job"] = job_label(job)
+    row["sweep_id"] = os.environ.get(SWEEP_ID_ENV) or None
     report = {
         "schema": REPORT_SCHEMA,
         "row": row,
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
         "scheduler": job,
-        "video": {
-            "source_id": video.source_id,
-            "sam2_path": video.sam2_path,
-            "height": video.height,
-            "width": video.width,
-            "num_frames": video.num_frames,
-            "ground_truth": video.has_ground_truth,
-        },
+        "video": _video_record(video),
         "prompts": [p.describe() for p in prompts],
         "wall_s": wall_s,
-        "traceback": traceback_text,
+        "traceback": ended.traceback,
         **{k: v for k, v in body.items() if k != "measures"},
     }
     # the run's folder (log, streamed masks) moves into place; report.json is written last
     rp = report_path(pre.results, run_id)
     rp.parent.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_dir / OWNER_FILE).unlink(missing_ok=True)
     os.replace(tmp_dir, rp.parent)
     atomic_write_json(rp.parent / "config.json", cfg.to_dict())
     atomic_write_json(rp, report)

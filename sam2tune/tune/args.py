@@ -15,7 +15,7 @@ import psutil
 from sam2tune.analysis.table import prepare
 from sam2tune.config.args import arg
 from sam2tune.config.presets import model_preset
-from sam2tune.config.schema import ModelConfig
+from sam2tune.config.schema import KnobsConfig, ModelConfig, impl_refusal
 from sam2tune.errors import InputError
 from sam2tune.memory_model.memory import DEFAULT_MODEL_PATH, MemoryModel, Workload
 from sam2tune.results import InvalidRecordWarning, load_results
@@ -79,6 +79,9 @@ class ModelArgs:
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
         impls_of(self.impl)
+        why = impl_refusal(self.impl, KnobsConfig(), model_preset(self.workload.model))
+        if self.impl == "transformers" and why is not None:
+            raise InputError(f"impl: {why} (workload.model={self.workload.model})")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sam2tune.errors import InputError
 from sam2tune.gpus import catalog, resolve_budget, usable_memory
 from sam2tune.memory_model.memory import MemoryModel, Workload
 from sam2tune.tune.snippet import snippet
@@ -224,10 +225,21 @@ def from_lookup(
     """The lookup table's row for this GPU and workload class, if it has one."""
     if gpu is None or not path.is_file():
         return None
-    d = json.loads(path.read_text())
+    try:
+        d = json.loads(path.read_text())
+        rows = d["rows"] if isinstance(d, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError("no 'rows' list")
+    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        raise InputError(
+            f"lookup: {str(path)!r} is not a lookup table (sam2tune lookup writes one): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if d.get("host_budget_bytes") != host_budget:
         return None
-    for r in d["rows"]:
+    for r in rows:
+        if not isinstance(r, dict) or "candidate" not in r:
+            continue
         if (
             r["gpu"].lower() == gpu.lower()
             and r["num_frames"] == w.num_frames

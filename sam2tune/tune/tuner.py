@@ -8,13 +8,16 @@ resumes without losing a completed trial and several workers can share one study
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,9 +203,10 @@ def stored_trials(spec: TuneSpec) -> str:
 def open_study(spec: TuneSpec) -> optuna.Study:
     """Create or resume the study (journal file by default; any Optuna RDB URL works too)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are summarised by the CLI
-    logger = optuna.logging.get_logger("optuna")
-    if not any(isinstance(f, _NoInterruptTraceback) for f in logger.filters):
-        logger.addFilter(_NoInterruptTraceback())
+    # records of optuna.* loggers reach the library's handler: the filter goes on it
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
     storage = _storage(spec)
     if _HAS_SET_CONSTRAINT:  # Optuna >= 5: samplers read trial.set_constraint values
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
@@ -354,27 +358,70 @@ def run_tuner(
         cap = optuna.study.MaxTrialsCallback(
             spec.n_trials, states=(optuna.trial.TrialState.COMPLETE,)
         )
-        study.optimize(
-            _objective(spec, model),
-            n_trials=left,
-            show_progress_bar=progress,
-            catch=(Exception,),
-            callbacks=[cap],
-        )
+        with _stop_on_signals(study) as stopped:
+            study.optimize(
+                _objective(spec, model),
+                n_trials=left,
+                show_progress_bar=progress,
+                catch=(Exception,),
+                callbacks=[cap],
+            )
+        if stopped:  # after the trial in flight was stored
+            raise KeyboardInterrupt
     choices = _choices(study, spec, model)
     if spec.confirm:
         _confirm_best(study, spec, choices, model)
     return study, choices
 
 
+@contextlib.contextmanager
+def _stop_on_signals(study: optuna.Study) -> Iterator[list[int]]:
+    """Ctrl-C / SIGTERM stop the study after the trial in flight is stored (a signal raised
+    inside Optuna's storage write would leave the trial half-told and raise from Optuna's own
+    cleanup); yields the signals received."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        got.append(signum)
+        with contextlib.suppress(RuntimeError):  # between trials: the loop ends anyway
+            study.stop()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(worker: str | None) -> bool:
+    """Whether a trial's worker may still finish it: this host's dead pids cannot (another
+    host's are trusted: an RDB storage's heartbeats fail their stale trials)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    import psutil
+
+    return psutil.pid_exists(int(pid))
+
+
 def _beyond_cap(trial: optuna.Trial, n_trials: int) -> bool:
     """Whether ``trial`` would make the study hold more than ``n_trials`` finished trials: trial
     numbers are assigned atomically by the storage, so every worker counts the same trials
-    (running or complete) before this one."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    before this one (complete, or running in a live worker)."""
+    running = optuna.trial.TrialState.RUNNING
+    states = (optuna.trial.TrialState.COMPLETE, running)
     before = [
         t for t in trial.study.get_trials(deepcopy=False, states=states)
         if t.number < trial.number
+        and (t.state != running or _alive(t.user_attrs.get("worker")))
     ]
     return len(before) >= n_trials
 
@@ -383,8 +430,8 @@ def _objective(
     spec: TuneSpec, model: MemoryModel
 ) -> Callable[[optuna.Trial], tuple[float, float]]:
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr("worker", _worker())  # shared studies: who runs it
         if _beyond_cap(trial, spec.n_trials):
-            trial.study.stop()
             raise optuna.TrialPruned("the study already holds n_trials trials")
         c = _suggest(trial, spec)
         ch = _evaluate(spec, c, model)
@@ -396,7 +443,6 @@ def _objective(
             ch.prediction["host_peak_bytes"] - spec.host_budget_bytes,
         )
         trial.set_user_attr("escalation", ch.escalation)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # shared studies
         trial.set_user_attr("quality_source", ch.quality_source)
         return ch.quality, ch.speed
 
