@@ -94,7 +94,7 @@ def main() -> None:
         cand = candidate_of(c.knobs)
         p = predict(w, cand, model, kind)
         s = score(cand, w)
-        if p["device_peak_bytes"] <= budget:
+        if p.device_peak_bytes <= budget:
             ranked.append((rank_key(c, s.quality, s.speed), c))
     ranked.sort(key=lambda x: x[0])
     runs, found = 0, None

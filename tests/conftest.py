@@ -76,7 +76,6 @@ def small_run_cmd(cache_root, results, prefix: list[str] | None = None) -> list[
 MODEL_COEFFS = {
     "a_enc": 2.75,
     "a_q": 150.0,
-    "a_tok": 4300.0,
     "a_out": 10.0,
     "c_feat": 100.0,
     "h_0": 2.5e8,

@@ -70,6 +70,7 @@ def test_census_counts_frames_exactly_and_splits_by_knob(
     assert last.maskmem_bytes == last.maskmem_entries * 64 * (S // 16) ** 2 * 2  # bf16
 
 
+@pytest.mark.slow
 def test_tensor_tracker_sees_allocations_and_frees():
     tr = TensorTracker()
     keep = torch.zeros(1)

@@ -79,6 +79,7 @@ def _run_as_printed(code: str, inputs: Path) -> dict:
     return ns
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_snippet_variant_runs_as_printed(name, inputs):
     c = VARIANTS[name]
@@ -96,6 +97,7 @@ def test_every_snippet_variant_runs_as_printed(name, inputs):
     assert masks.dtype == bool and masks.shape == (2, H, W)  # objects first, video resolution
 
 
+@pytest.mark.slow
 def test_snippet_knobs_reach_sam2(inputs, monkeypatch):
     """The printed offload arguments reach SAM 2's init_state (they were silently dropped)."""
     import sam2.sam2_video_predictor as vp
@@ -122,6 +124,7 @@ BASE = ["impl=sam2", "workload.model=sam2.1_tiny", "workload.image_size=256",
         "workload.num_objects=2", f"workload.video_height={H}", f"workload.video_width={W}"]
 
 
+@pytest.mark.slow
 def test_recommend_json_and_predict_agree_on_one_usable_budget(tmp_path):
     r = subprocess.run(
         sam2tune_cmd() + ["recommend", "budget=8GiB", "workload.num_frames=600", *BASE,
@@ -147,6 +150,7 @@ def test_recommend_json_and_predict_agree_on_one_usable_budget(tmp_path):
     assert "enters after the first frame" in pred["prompt_schedule"]  # said, not assumed
 
 
+@pytest.mark.slow
 def test_recommend_verify_runs_the_snippet_and_compares(tmp_path):
     r = subprocess.run(
         sam2tune_cmd() + ["recommend", 'gpu="RTX 3090"', "host_budget=16GiB",
@@ -209,6 +213,7 @@ def test_stream_snippet_holds_far_less_than_stock(tmp_path):
     assert stream < stock - 0.6 * cache, (stream, stock, cache)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["sam2", "transformers"])
 @pytest.mark.parametrize(
     "workload",
@@ -253,11 +258,11 @@ def test_output_mask_term_matches_a_high_resolution_run():
         wl = Workload("sam2.1_tiny", 256, 6, 6, weights_bytes=int(r["weights_bytes"]),
                       video_height=h, video_width=w, first_frames=[0, 0, 0, 0, 0, 1])
         p = predict(wl, Candidate(), m, "cpu")
-        assert p["terms"]["output_masks"] == 6 * h * w * 4  # the oracle: SAM 2's output tensor
-        err = p["device_peak_bytes"] / r["est_device_peak_bytes"] - 1
+        assert p.terms["output_masks"] == 6 * h * w * 4  # the oracle: SAM 2's output tensor
+        err = p.device_peak_bytes / r["est_device_peak_bytes"] - 1
         assert abs(err) < 0.03, (h, err)
         if h == 1080:
-            without = p["device_peak_bytes"] - p["terms"]["output_masks"]
+            without = p.device_peak_bytes - p.terms["output_masks"]
             assert without / r["est_device_peak_bytes"] - 1 < -0.15
 
 
@@ -280,6 +285,7 @@ def test_measured_speed_figures_match_their_records_and_rank_answers():
     assert cpu.speed < 1.0 and cpu.speed_source.startswith("stream 0.98x (prior")
 
 
+@pytest.mark.slow
 def test_predict_and_recommend_share_one_workload_grammar(tmp_path):
     """predict takes recommend's workload.* (first_frames included) and predicts the very answer
     recommend chose, with the same prompt schedule printed."""

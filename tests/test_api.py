@@ -49,6 +49,7 @@ def _collect(it):
     return {f: (list(ids), m.clone()) for f, ids, m in it}
 
 
+@pytest.mark.slow
 def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
     state = predictor.init_state(frames)
     predictor.add_new_points_or_box(state, 0, 1, box=np.array([20, 20, 60, 50], np.float32))

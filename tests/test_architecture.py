@@ -26,6 +26,7 @@ from sam2tune.tune.tuner import TuneSpec, choose, run_tuner
 from sam2tune.video.sources import resolve_video
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
 def test_model_constants_match_a_built_predictor_of_every_size(name, cache_root):
     """The memory model reads SAM 2's geometry from the packaged config without building; the
@@ -128,10 +129,11 @@ def test_tune_and_recommend_agree_on_the_same_workload_and_data(impls, tmp_path)
     assert best_t.candidate == best_r.candidate
     assert best_r.candidate.impl in impls
     fresh = predict(w, best_r.candidate, m, "cuda")
-    assert fresh["device_peak_bytes"] <= budget and fresh["host_peak_bytes"] <= host
+    assert fresh.device_peak_bytes <= budget and fresh.host_peak_bytes <= host
     assert {c.candidate.impl for c in choices_t} == set(impls)
 
 
+@pytest.mark.slow
 def test_tune_and_recommend_commands_print_the_same_config(tmp_path):
     args = ["budget=3GiB", "host_budget=16GiB", "workload.num_frames=1800",
             "workload.image_size=512", "workload.num_objects=3", f"results_dir={tmp_path}"]

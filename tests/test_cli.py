@@ -94,6 +94,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
     args, needle = _case(name, tmp_path)
@@ -107,6 +108,7 @@ def test_bad_input_one_line_nonzero_nothing_written(name, tmp_path, cache_root):
     assert not results.exists() or len(sam2tune.load_results(results)) == 0
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same(tmp_path, cache_root):
     cmd = small_run_cmd(cache_root, tmp_path, [sys.executable, "-m", "sam2tune"])
     cmd.append("video.num_objects=1")
@@ -224,6 +226,7 @@ def _child_of(pid: int, timeout: float = 60.0) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_the_run_process_dies_with_its_parent_and_leaves_nothing(sig, tmp_path, cache_root):
     import signal
@@ -261,6 +264,7 @@ COMMANDS = ["run", "study", "report", "predict", "calibrate", "fit", "tune", "re
             "lookup", "download"]
 
 
+@pytest.mark.slow
 def test_top_level_help_lists_every_command_and_each_answers_help():
     p = subprocess.run(sam2tune_cmd() + ["--help"], capture_output=True, text=True)
     listed = {ln.split()[0] for ln in p.stdout.splitlines() if ln.startswith("  ") and ln.split()}

@@ -85,6 +85,7 @@ SLURM_LAUNCHER = [
 POINT = ["model.image_size=256", "probe.reference=false", "video.num_objects=1"]
 
 
+@pytest.mark.slow
 def test_a_slurm_sweep_records_every_point_a_time_limit_and_resumes(slurm, tmp_path):
     res = tmp_path / "res"
     t0 = time.monotonic()
@@ -163,6 +164,7 @@ def _complete(study: optuna.Study) -> dict[int, tuple]:
     }
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_a_killed_worker_loses_nothing(storage_kind, tmp_path):
     kind, url = storage_kind
     shared = tmp_path / "res"

@@ -62,6 +62,7 @@ STORAGES = [
 ]
 
 
+@pytest.mark.slow
 def test_engines_storage_and_launcher_fail_in_one_line_before_anything(tmp_path):
     for i, (url, what) in enumerate(STORAGES):
         out = tmp_path / f"o{i}"
@@ -119,6 +120,7 @@ def test_a_frame_count_beyond_the_video_is_refused(tmp_path):
     assert _empty(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_files_results_dir_study_name_quoting_and_bad_videos_write_nothing(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -202,6 +204,7 @@ MESSAGES = [
 ]
 
 
+@pytest.mark.slow
 def test_messages_name_the_key(tmp_path):
     for args, key in MESSAGES:
         _refused(_cli([*args, f"results_dir={tmp_path / 'o'}"] if args[0] not in
@@ -293,10 +296,7 @@ def test_the_api_refuses_prompts_by_index_and_field(tmp_path):
         ([dict(frame_idx=0, obj_id=1, points=[[10, 10]], labels=[7])], "prompts[0].labels"),
         ([dict(frame_idx=0, obj_id=1, mask=np.ones((10, 10)))], "prompts[0].mask"),
     ]
-    from sam2.build_sam import build_sam2_video_predictor
-
-    pred = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu",
-                                      hydra_overrides_extra=["++model.image_size=256"])
+    pred = sam2tune.build_predictor("sam2.1_tiny", None, "cpu", image_size=256)
     for prompts, field in cases:
         with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
             sam2tune.propagate(pred, str(frames), prompts)

@@ -38,6 +38,7 @@ def frames(tmp_path_factory):
     return str(d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sam2.1_tiny", "sam2.1_small", "sam2.1_base_plus"])
 def test_converter_fills_every_parameter_of_every_size(name, tmp_path):
     """Every Meta tensor has one place, every transformers tensor is filled, shapes agree, and
@@ -93,6 +94,7 @@ def _hf_run(built, images, frames_hw):
     return out
 
 
+@pytest.mark.slow
 def test_same_weights_same_masks_on_the_same_input(frames, tmp_path):
     """Meta's predictor and transformers' model with converted weights, on the same
     preprocessed frames and prompts: the same masks on every frame and the same logits to
@@ -173,6 +175,7 @@ def test_config_hash_of_sam2_runs_is_unchanged(small):
     assert config_hash(a) == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@pytest.mark.slow
 def test_transformers_run_recorded_beside_sam2(cache_root, tmp_path):
     """The same workload through both implementations, through the CLI: two ok rows, memory by
     role for each, the transformers row's agreement with Meta's sam2 recorded, and the census
@@ -218,7 +221,7 @@ def test_transformers_run_recorded_beside_sam2(cache_root, tmp_path):
         assert 0 <= row.state_bytes - rs.state <= 256, (rs.state, row.state_bytes)
         p = predict(w, c, MemoryModel.load(), "cpu", host_baseline=0)
         if not c.offload_state_to_cpu:
-            assert p["terms"]["cached_features"] == row.cached_features_bytes
+            assert p.terms["cached_features"] == row.cached_features_bytes
         checked += 1
     assert checked == 2
     rep = json.loads(next((res / "runs" / hf.run_id).glob("report.json")).read_text())
@@ -244,9 +247,9 @@ def test_recommendations_know_the_implementation():
     m = MemoryModel.load()
     a = predict(w, Candidate(), m, "cuda", host_baseline=0)
     b = predict(w, Candidate(impl="transformers"), m, "cuda", host_baseline=0)
-    per_obj_frame = (b["terms"]["state"] - a["terms"]["state"]) / (2 * 1800)
+    per_obj_frame = (b.terms["state"] - a.terms["state"]) / (2 * 1800)
     assert per_obj_frame > 1024 * 1024 * 4 * 0.99  # the 1024 x 1024 float32 logits, at least
-    assert "impl transformers" in b["trust"]["statement"] or "impl" in b["trust"]["axes"]
+    assert "impl transformers" in b.trust["statement"] or "impl" in b.trust["axes"]
     best, _ = recommend(w, 80 * 2**30, 512 * 2**30, m, "cuda", None, ("transformers",))
     assert best is not None and best.candidate.impl == "transformers"
     text = snippet(w, best.candidate, "x.pt")

@@ -99,6 +99,7 @@ def test_agreement_of_identical_runs_is_one_and_of_different_runs_is_not():
     assert jf.per_frame[1] < 1.0
 
 
+@pytest.mark.slow
 def test_a_run_records_j_f_and_agreement(small):
     from sam2tune.runner.launcher import run_isolated
 

@@ -75,6 +75,7 @@ def _session_tokens(cache, objects, every, **knobs):
     return calls, w, candidate_of(dataclasses.asdict(k))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "objects,every,knobs",
     [
@@ -116,12 +117,12 @@ def test_activation_structure_cond_frames_model_size_dtype():
     p1, p20 = predict(base, Candidate(), m, "cpu", 0), predict(every2, Candidate(), m, "cpu", 0)
     capped = predict(every2, Candidate(max_cond_frames_in_attn=2), m, "cpu", 0)
     # 20 conditioning frames: memory attention dominates; the cap brings it back down
-    assert p20["memory_read"]["frames"] == 20 + 3  # + the 3 non-conditioning of the last 6
-    assert p20["terms"]["activations"] > 1.5 * p1["terms"]["activations"]
-    assert capped["terms"]["activations"] < p20["terms"]["activations"]
+    assert p20.memory_read["frames"] == 20 + 3  # + the 3 non-conditioning of the last 6
+    assert p20.terms["activations"] > 1.5 * p1.terms["activations"]
+    assert capped.terms["activations"] < p20.terms["activations"]
     # the image encoder scales with the Hiera trunk's width (large 144 vs tiny 96 channels)
     large = predict(dataclasses.replace(base, model="sam2.1_large"), Candidate(), m, "cpu", 0)
-    ratio = large["activation_phases"]["image_encoder"] / p1["activation_phases"]["image_encoder"]
+    ratio = large.activation_phases["image_encoder"] / p1.activation_phases["image_encoder"]
     assert ratio == pytest.approx(144 / 96, rel=1e-6)
 
 
@@ -131,11 +132,11 @@ def test_cuda_host_holds_the_whole_frame_cache_while_loading():
     p = predict(w, Candidate(), m, "cuda", 10**9)
     frames = 3600 * 3 * 1024**2 * 4
     # SAM 2's loader fills a host tensor, then moves it: the host needs it once, offload or not
-    assert p["host_terms"]["loading_transient"] >= frames
+    assert p.host_terms["loading_transient"] >= frames
     off = predict(w, Candidate(offload_video_to_cpu=True), m, "cuda", 10**9)
-    assert off["host_terms"]["frames"] == frames
+    assert off.host_terms["frames"] == frames
     stream = predict(w, Candidate(strategy="stream"), m, "cuda", 10**9)
-    assert stream["host_peak_bytes"] < 2 * 10**9
+    assert stream.host_peak_bytes < 2 * 10**9
 
 
 def test_trust_region_says_how_far_outside():
@@ -159,7 +160,7 @@ def test_trust_region_says_how_far_outside():
     assert out["axes"]["image_size"]["factor"] == 2.0
     assert out["axes"]["model"]["status"] == "unseen"
     p = predict(Workload("sam2.1_tiny", 1024, 24, 2, 1), Candidate(), _model(region), "cpu", 0)
-    assert "2.0x the largest calibrated" in p["trust"]["statement"]
+    assert "2.0x the largest calibrated" in p.trust["statement"]
 
 
 @pytest.mark.parametrize("every", [0, 30])
@@ -169,8 +170,8 @@ def test_max_frames_within_budget_is_the_largest_that_fits(every):
     budget = 8 * 2**30
     n = max_frames_within_budget(w, Candidate(), m, "cuda", budget, host_baseline=0)
     assert n and n > 1
-    assert predict(w.with_frames(n), Candidate(), m, "cuda", 0)["device_peak_bytes"] <= budget
-    assert predict(w.with_frames(n + 1), Candidate(), m, "cuda", 0)["device_peak_bytes"] > budget
+    assert predict(w.with_frames(n), Candidate(), m, "cuda", 0).device_peak_bytes <= budget
+    assert predict(w.with_frames(n + 1), Candidate(), m, "cuda", 0).device_peak_bytes > budget
     off = max_frames_within_budget(
         w, Candidate(offload_video_to_cpu=True), m, "cuda", budget, host_baseline=0
     )
@@ -181,7 +182,7 @@ def test_max_frames_within_budget_is_the_largest_that_fits(every):
     )
     assert n_host < off  # the host budget now binds
     hp = predict(w.with_frames(n_host + 1), Candidate(offload_video_to_cpu=True), m, "cuda", 0)
-    assert hp["host_peak_bytes"] > host or hp["device_peak_bytes"] > budget
+    assert hp.host_peak_bytes > host or hp.device_peak_bytes > budget
 
 
 def test_max_frames_is_null_when_the_peak_does_not_grow():

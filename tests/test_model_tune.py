@@ -30,20 +30,20 @@ def test_exact_terms_follow_sam2s_arithmetic():
     w = Workload("sam2.1_large", 1024, 1000, 2, 1, None, 897787592)
     m = _model()
     stock = predict(w, Candidate(), m, "cuda")
-    assert stock["terms"]["frames"] == 1000 * 3 * 1024**2 * 4
-    assert stock["terms"]["weights"] == 897787592
+    assert stock.terms["frames"] == 1000 * 3 * 1024**2 * 4
+    assert stock.terms["weights"] == 897787592
     per_object_frame = 64 * 64 * 64 * 2 + 256**2 * 4 + 256 * 4 + 4  # maskmem bf16 + masks + ptr
-    assert stock["terms"]["state"] == 2 * 1000 * per_object_frame + 64 * 64 * 64 * 4
+    assert stock.terms["state"] == 2 * 1000 * per_object_frame + 64 * 64 * 64 * 4
     off = predict(w, Candidate(offload_video_to_cpu=True), m, "cuda")
-    assert off["terms"]["frames"] == 0 and off["host_terms"]["frames"] == 1000 * 3 * 1024**2 * 4
-    assert stock["device_peak_bytes"] - off["device_peak_bytes"] == 1000 * 3 * 1024**2 * 4
+    assert off.terms["frames"] == 0 and off.host_terms["frames"] == 1000 * 3 * 1024**2 * 4
+    assert stock.device_peak_bytes - off.device_peak_bytes == 1000 * 3 * 1024**2 * 4
     st = predict(w, Candidate(offload_state_to_cpu=True), m, "cuda")
-    assert st["terms"]["state"] == 2 * 1000 * (256 * 4 + 4) + 64 * 64 * 64 * 4  # pointers stay
+    assert st.terms["state"] == 2 * 1000 * (256 * 4 + 4) + 64 * 64 * 64 * 4  # pointers stay
     stream = predict(w, Candidate(strategy="stream"), m, "cuda")
-    assert stream["terms"]["frames"] == (2 + 4) * 3 * 1024**2 * 4  # window + decode-ahead queue
-    assert stream["terms"]["state"] < 40 * per_object_frame  # the read window, not 1000 frames
-    js = json.dumps(stock)
-    assert all(isinstance(v, int) for v in stock["terms"].values()) and "device_peak_bytes" in js
+    assert stream.terms["frames"] == (2 + 4) * 3 * 1024**2 * 4  # window + decode-ahead queue
+    assert stream.terms["state"] < 40 * per_object_frame  # the read window, not 1000 frames
+    js = json.dumps(stock.to_dict())
+    assert all(isinstance(v, int) for v in stock.terms.values()) and "device_peak_bytes" in js
 
 
 def test_catalog_covers_the_sizes_and_converts_once():
@@ -56,7 +56,7 @@ def test_recommend_prefers_lossless_and_reports_nothing_fits():
     w = Workload("sam2.1_large", 1024, 3600, 5, 1, None, 897787592)
     best, choices = recommend(w, 24 * 10**9, 64 * GiB, _model())
     assert best is not None and best.quality == 1.0 and best.feasible
-    assert best.prediction["device_peak_bytes"] <= 24 * 10**9
+    assert best.prediction.device_peak_bytes <= 24 * 10**9
     none, choices = recommend(w, 100 * 2**20, 64 * GiB, _model())
     assert none is None and all(not c.feasible for c in choices)
 
@@ -88,6 +88,7 @@ def calib(tmp_path_factory, cache_root):
     return root / "r"
 
 
+@pytest.mark.slow
 def test_fit_predicts_held_out_longer_runs_within_tolerance(calib):
     model, ev, summary = fit_and_evaluate(calib, calib.parent / "v")
     assert len(ev) == 4 and set(ev["num_frames"]) == {12}
@@ -110,6 +111,7 @@ def test_fit_predicts_held_out_longer_runs_within_tolerance(calib):
     assert not t["inside"] and "fitted terms extrapolated: image_size 1024" in t["statement"]
 
 
+@pytest.mark.slow
 def test_fit_and_predict_commands(calib, tmp_path):
     p = subprocess.run(
         sam2tune_cmd() + ["fit", f"results_dir={calib}", f"validation_dir={calib.parent / 'v'}"],
@@ -176,6 +178,7 @@ def test_tune_finds_a_config_and_says_nothing_fits_for_tiny_budgets(tmp_path):
     assert p.returncode == 1 and "nothing fits" in p.stdout and "Smallest change" in p.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_losing_trials(tmp_path):
     args = ["budget=24GiB", "n_trials=300", "study_name=k", *WL]
     proc = subprocess.Popen(
@@ -205,6 +208,7 @@ def test_a_killed_study_resumes_without_losing_trials(tmp_path):
     assert len({t.number for t in trials}) == len(trials)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
     args = ["budget=24GiB", "n_trials=30", "study_name=shared", *WL]
     procs = [
@@ -257,6 +261,7 @@ def test_recommend_cli(args, ok, needle, tmp_path):
         assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_lookup_table_and_recommend_answers_from_it(tmp_path):
     p = subprocess.run(
         sam2tune_cmd() + ["lookup", f"results_dir={tmp_path}", "host_budget=64GiB"],
@@ -289,6 +294,7 @@ def test_lookup_table_and_recommend_answers_from_it(tmp_path):
     assert p.returncode == 0 and "answer from: per-GPU lookup table" in p.stdout
 
 
+@pytest.mark.slow
 def test_confirmation_runs_are_real_recorded_once_and_resumed(tmp_path, cache_root):
     args = [
         "budget=2GiB",
@@ -370,7 +376,7 @@ def test_recommend_caps_conditioning_frames_when_attention_would_not_fit():
     ]
     assert uncapped and not any(c.feasible for c in uncapped)
     # what does not fit is the attention term: 1,200 conditioning frames read on every step
-    assert min(c.prediction["terms"]["activations"] for c in uncapped) > budget - 2 * 2**30
+    assert min(c.prediction.terms["activations"] for c in uncapped) > budget - 2 * 2**30
 
 
 def test_recommend_explains_the_remedy_for_a_reprompting_workload(tmp_path):

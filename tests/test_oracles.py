@@ -502,6 +502,7 @@ def _nudge_box(prompts) -> None:
     prompts[0].box = [prompts[0].box[0] + 1.0, *prompts[0].box[1:]]
 
 
+@pytest.mark.slow
 def test_reference_key_covers_what_defines_the_reference_masks(cache_root, tmp_path):
     base = _key(cache_root)
     assert base == _key(cache_root)  # deterministic
@@ -579,6 +580,7 @@ def _offload_run(small, res: Path) -> dict:
     return rep
 
 
+@pytest.mark.slow
 def test_a_damaged_reference_cache_is_recomputed_and_said_so(small, tmp_path, cache_root):
     from sam2tune.runner.launcher import run_isolated
 
@@ -820,6 +822,7 @@ def _tune(results: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_tune_best_fits_the_budget_by_the_runs_own_figure(tmp_path):
     results = tmp_path / "tune"
     results.mkdir()

@@ -42,6 +42,7 @@ def wheel_env(tmp_path_factory):
     return whl, t / "v" / "bin" / "sam2tune", vpy, Path(vsite), empty
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_configs_catalog_model_and_studies(wheel_env):
     whl = wheel_env[0]
     names = set(zipfile.ZipFile(whl).namelist())

@@ -14,6 +14,7 @@ from sam2tune.runner.launcher import run_isolated
 S = 256
 
 
+@pytest.mark.slow
 def test_record_is_complete_and_plausible(small):
     cfg = small("video.num_objects=2", "video.num_frames=8")
     out = run_isolated(cfg)
@@ -47,6 +48,7 @@ def test_record_is_complete_and_plausible(small):
     assert len(df) == 1 and df.iloc[0].run_id == r["run_id"]
 
 
+@pytest.mark.slow
 def test_entering_object_is_prompted_on_its_first_frame(small):
     cfg = small("video.num_objects=2", "video.num_frames=8")
     out = run_isolated(cfg)
@@ -57,6 +59,7 @@ def test_entering_object_is_prompted_on_its_first_frame(small):
     assert objects[first[2] - 1] == 1 and objects[first[2]] == 2
 
 
+@pytest.mark.slow
 def test_offload_knobs_are_lossless_and_leave_the_device(small, tmp_path):
     res = tmp_path / "r"
     stock = run_isolated(small("video.num_frames=8", results=res)).row
@@ -75,6 +78,7 @@ def test_offload_knobs_are_lossless_and_leave_the_device(small, tmp_path):
     assert len(sam2tune.load_results(res)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override",
     ["scenario.prompt=mask", "knobs.predictor=legacy_batched", "knobs.max_cond_frames_in_attn=2"],
@@ -86,6 +90,7 @@ def test_other_prompts_and_knobs_run_and_are_compared_with_the_reference(small, 
     assert 0 <= r["iou_ref_mean"] <= 1
 
 
+@pytest.mark.slow
 def test_tight_host_budget_is_oom_and_the_next_run_succeeds(small, tmp_path):
     res = tmp_path / "r"
     oom = run_isolated(small("limits.host_memory_budget=300MiB", results=res)).row
@@ -96,12 +101,14 @@ def test_tight_host_budget_is_oom_and_the_next_run_succeeds(small, tmp_path):
     assert list(sam2tune.load_results(res).status) == ["oom", "ok"]
 
 
+@pytest.mark.slow
 def test_timeout_is_recorded(small):
     r = run_isolated(small("limits.timeout_s=2")).row
     assert r["status"] == "timeout" and "timeout" in r["error"]
     assert len(sam2tune.load_results(small().results_dir)) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_runs_lose_no_rows(tmp_path, cache_root):
     res = tmp_path / "shared"
     cmd = small_run_cmd(cache_root, res)
@@ -118,6 +125,7 @@ def test_concurrent_runs_lose_no_rows(tmp_path, cache_root):
     assert len(df) == 3 and set(df.status) == {"ok"} and df.run_id.is_unique
 
 
+@pytest.mark.slow
 def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
     import hashlib
 
@@ -136,6 +144,7 @@ def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
     assert r["weights"] == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_mp4_goes_through_sam2s_own_loader(small, tmp_path):
     cv2 = pytest.importorskip("cv2")
     pytest.importorskip("decord")
@@ -186,6 +195,7 @@ def _frames_with_two_annotations(root):
     return jpg, anns
 
 
+@pytest.mark.slow
 def test_reference_is_keyed_by_the_prompts_and_a_damaged_cache_is_recomputed(small, tmp_path):
     """Same frames, other annotations (other prompts), one results dir: each run is compared
     with its own reference, so a lossless knob agrees exactly with both."""
@@ -229,12 +239,14 @@ def test_allocation_failures_are_oom(exc, budget, status):
     assert classify_failure(exc, host_budget=budget) == status
 
 
+@pytest.mark.slow
 def test_device_budget_on_the_cpu_is_checked_against_the_estimate(small):
     r = run_isolated(small("limits.device_memory_budget=100MiB", "probe.reference=false")).row
     assert r["status"] == "oom" and "emulated" in r["error"]
     assert "limits.device_memory_budget=100MiB" in r["error"] and r["est_device_peak_bytes"]
 
 
+@pytest.mark.slow
 def test_a_single_run_shows_frames_fps_and_eta(tmp_path, capsys):
     import sys
 

@@ -78,6 +78,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["release", "stream"])
 @pytest.mark.parametrize(
     "key,objects,every,prompt",
@@ -96,6 +97,7 @@ def test_bit_identical_masks_to_stock(predictors, cache, strategy, key, objects,
     assert other.timeline[-1]["state_bytes"] < stock.timeline[-1]["state_bytes"]
 
 
+@pytest.mark.slow
 def test_release_state_is_flat_after_the_window(predictors, cache):
     video = _video(cache, 1)
     prompts = make_prompts(video, ScenarioConfig(), N)
@@ -108,6 +110,7 @@ def test_release_state_is_flat_after_the_window(predictors, cache):
     assert grow[-1] - grow[0] > 0  # stock keeps growing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefetch", [0, 4])
 def test_stream_holds_only_its_window_and_writes_masks(predictors, cache, tmp_path, prefetch):
     video = _video(cache, 2)
@@ -141,6 +144,7 @@ def test_stream_holds_only_its_window_and_writes_masks(predictors, cache, tmp_pa
     assert stock.frame_wait_s is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["stock", "stream"])
 def test_segments_produce_masks_for_every_frame(predictors, cache, strategy):
     video = _video(cache, 3)
@@ -160,6 +164,7 @@ def test_segments_produce_masks_for_every_frame(predictors, cache, strategy):
     assert ids[-1] == (1, 2, 3)
 
 
+@pytest.mark.slow
 def test_reprompting_a_released_frame_is_a_clear_error(predictors, cache):
     video = _video(cache, 1)
     prompts = make_prompts(video, ScenarioConfig(), N)

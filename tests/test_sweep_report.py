@@ -45,6 +45,7 @@ def swept(tmp_path_factory, cache_root):
     return results, p
 
 
+@pytest.mark.slow
 def test_multirun_records_every_point_with_progress_and_summary(swept):
     results, p = swept
     df = sam2tune.load_results(results)
@@ -70,6 +71,7 @@ class _Imgs(HTMLParser):
             self.srcs.append(dict(attrs)["src"])
 
 
+@pytest.mark.slow
 def test_report_html_and_markdown_with_computed_numbers(swept, tmp_path):
     results, _ = swept
     out = tmp_path / "rep"
@@ -103,6 +105,7 @@ def test_report_html_and_markdown_with_computed_numbers(swept, tmp_path):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_resume_skips_done_points_unless_forced(swept, cache_root):
     results, _ = swept
     before = len(sam2tune.load_results(results))
@@ -114,6 +117,7 @@ def test_resume_skips_done_points_unless_forced(swept, cache_root):
     assert p.returncode == 0 and len(sam2tune.load_results(results)) == before + 1
 
 
+@pytest.mark.slow
 def test_sweep_goes_on_past_an_oom_point(tmp_path, cache_root):
     results = tmp_path / "r"
     p = _sweep(
@@ -125,6 +129,7 @@ def test_sweep_goes_on_past_an_oom_point(tmp_path, cache_root):
     assert "oom=1" in p.stderr
 
 
+@pytest.mark.slow
 def test_joblib_launcher_with_two_workers_loses_no_rows(tmp_path, cache_root):
     results = tmp_path / "r"
     p = _sweep(
@@ -171,6 +176,7 @@ def test_report_on_an_empty_dir_is_a_clear_error(tmp_path):
     assert p.returncode == 2 and "sam2tune: error: results_dir: no recorded runs" in p.stderr
 
 
+@pytest.mark.slow
 def test_notebook_executes_against_a_real_results_table(swept):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -195,6 +201,7 @@ def test_notebook_executes_against_a_real_results_table(swept):
     assert images >= 4
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(swept, tmp_path):
     import shutil
     import tempfile
@@ -246,6 +253,7 @@ def test_a_host_slope_from_two_lengths_is_not_stated_as_a_finding():
     assert "not enough data" not in text and "MiB per 100 frames, measured" in text
 
 
+@pytest.mark.slow
 def test_the_report_lists_unreadable_records(swept, tmp_path):
     import shutil
 

@@ -52,7 +52,7 @@ def project(df: pd.DataFrame, model: MemoryModel | None = None) -> pd.DataFrame:
                     seconds=s,
                     num_frames=s * FPS,
                     num_objects=k,
-                    device_peak_bytes=int(p["device_peak_bytes"]),
+                    device_peak_bytes=int(p.device_peak_bytes),
                     coefficients=source,
                 )
             )

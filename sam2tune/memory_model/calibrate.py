@@ -20,6 +20,7 @@ from sam2tune.gpus import fit_headroom
 from sam2tune.memory_model.memory import (
     Candidate,
     MemoryModel,
+    Prediction,
     Workload,
     activation_features,
     predict,
@@ -300,9 +301,9 @@ def _fit_host(
         S = r["candidate"].image_size or r["workload"].image_size
         # CPU: activations live in host RAM; CUDA: the weights are built on the host first
         w = r["workload"]
-        share = p["activation_phases"]["peak"] if device_kind == "cpu" else w.weights_bytes
+        share = p.activation_phases["peak"] if device_kind == "cpu" else w.weights_bytes
         X.append([share, S * S])
-        resid.append(r["peak_host_rss_bytes"] - p["host_peak_bytes"])
+        resid.append(r["peak_host_rss_bytes"] - p.host_peak_bytes)
     Xa, ra = np.array(X, float), np.array(resid, float)
     yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
     # the run process beyond the import baseline: a constant, a share (above) and a per-pixel
@@ -435,7 +436,7 @@ _SUBSETS = {
 }
 
 
-def _err_row(r: dict[str, Any], p: dict[str, Any], axis: str, fitted_on: int) -> dict[str, Any]:
+def _err_row(r: dict[str, Any], p: Prediction, axis: str, fitted_on: int) -> dict[str, Any]:
     w = r["workload"]
     return {
         "run_id": r["run_id"],
@@ -445,18 +446,18 @@ def _err_row(r: dict[str, Any], p: dict[str, Any], axis: str, fitted_on: int) ->
         "image_size": w.image_size,
         "num_frames": w.num_frames,
         "num_objects": w.num_objects,
-        "memory_frames": p["memory_read"]["frames"],
+        "memory_frames": p.memory_read["frames"],
         "knobs": " ".join(r["candidate"].overrides(w)[2:]) or "stock",
-        "inside": p["trust"]["inside"],
-        "device_pred": p["device_peak_bytes"],
+        "inside": p.trust["inside"],
+        "device_pred": p.device_peak_bytes,
         "device_actual": r["device_target"],
-        "device_err": (p["device_peak_bytes"] - r["device_target"]) / r["device_target"],
-        "act_pred": p["terms"]["activations"],
+        "device_err": (p.device_peak_bytes - r["device_target"]) / r["device_target"],
+        "act_pred": p.terms["activations"],
         "act_actual": r["activation_bytes"],
-        "act_err": (p["terms"]["activations"] - r["activation_bytes"]) / r["activation_bytes"],
-        "host_pred": p["host_peak_bytes"],
+        "act_err": (p.terms["activations"] - r["activation_bytes"]) / r["activation_bytes"],
+        "host_pred": p.host_peak_bytes,
         "host_actual": r["peak_host_rss_bytes"],
-        "host_err": (p["host_peak_bytes"] - r["peak_host_rss_bytes"]) / r["peak_host_rss_bytes"],
+        "host_err": (p.host_peak_bytes - r["peak_host_rss_bytes"]) / r["peak_host_rss_bytes"],
     }
 
 

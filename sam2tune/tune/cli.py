@@ -207,7 +207,7 @@ def predict_cmd(args: list[str]) -> None:
     c = dataclasses.replace(candidate_of(cfg.knobs), impl=cfg.impl.name)
     if wargs:  # the knobs' image size is the workload's
         c = dataclasses.replace(c, image_size=w.image_size)
-    p = predict(w, c, model, ta.device_kind)
+    p = predict(w, c, model, ta.device_kind).to_dict()
     from sam2tune.tune.answer import prompt_schedule
 
     p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
@@ -380,7 +380,7 @@ def _pareto_plot(choices, w, budget, out: Path) -> None:
                 "q": c.quality,
                 "s": c.speed,
                 "feasible": c.feasible,
-                "mem": c.prediction["device_peak_bytes"],
+                "mem": c.prediction.device_peak_bytes,
             }
             for c in choices
         ]

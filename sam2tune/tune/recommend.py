@@ -65,10 +65,10 @@ def nothing_fits(
     def cfg(c: Choice) -> str:
         return " ".join(c.candidate.overrides(w)[1:]) or "stock"
 
-    dev_ok = [c for c in choices if c.prediction["device_peak_bytes"] <= budget]
+    dev_ok = [c for c in choices if c.prediction.device_peak_bytes <= budget]
     if dev_ok:  # the accelerator has room: the host budget is what binds
-        hb = min(dev_ok, key=lambda c: c.prediction["host_peak_bytes"])
-        need = hb.prediction["host_peak_bytes"]
+        hb = min(dev_ok, key=lambda c: c.prediction.host_peak_bytes)
+        need = hb.prediction.host_peak_bytes
         return (
             f"nothing fits the host budget: configurations fit the accelerator budget "
             f"{fmt_bytes(budget)}, but the smallest predicted host peak among them is "
@@ -76,8 +76,8 @@ def nothing_fits(
             f"{fmt_bytes(host)}. Smallest change: {fmt_bytes(need)} of host RAM "
             f"(host_budget=), or a shorter video."
         )
-    best_dev = min(choices, key=lambda c: c.prediction["device_peak_bytes"])
-    need = best_dev.prediction["device_peak_bytes"]
+    best_dev = min(choices, key=lambda c: c.prediction.device_peak_bytes)
+    need = best_dev.prediction.device_peak_bytes
     msg = [
         f"nothing fits the accelerator budget: the smallest predicted accelerator peak is "
         f"{fmt_bytes(need)} ({cfg(best_dev)}), {fmt_bytes(need - budget)} more than the budget "
@@ -86,10 +86,10 @@ def nothing_fits(
     fits_gpu = sorted((b, n) for n, b in catalog().items() if usable(b) >= need)
     if fits_gpu:
         msg.append(f"Smallest change: a GPU with more memory (e.g. {fits_gpu[0][1]}).")
-    if best_dev.prediction["host_peak_bytes"] > host:
+    if best_dev.prediction.host_peak_bytes > host:
         msg.append(
             "That configuration would also need "
-            f"{fmt_bytes(best_dev.prediction['host_peak_bytes'])}"
+            f"{fmt_bytes(best_dev.prediction.host_peak_bytes)}"
             f" of host RAM (host budget {fmt_bytes(host)})."
         )
     return " ".join(msg)
@@ -160,18 +160,18 @@ def _answer_cells(
     if hf is not None:
         row.update(
             transformers_config=" ".join(hf.candidate.overrides(w)[1:]),
-            transformers_predicted_device_peak_bytes=hf.prediction["device_peak_bytes"],
+            transformers_predicted_device_peak_bytes=hf.prediction.device_peak_bytes,
             transformers_candidate=asdict(hf.candidate),
         )
     if best is not None:
         p = best.prediction
         row.update(
             config=" ".join(best.candidate.overrides(w)[1:]),
-            predicted_device_peak_bytes=p["device_peak_bytes"],
-            predicted_host_peak_bytes=p["host_peak_bytes"],
-            margin_bytes=budget - p["device_peak_bytes"],
+            predicted_device_peak_bytes=p.device_peak_bytes,
+            predicted_host_peak_bytes=p.host_peak_bytes,
+            margin_bytes=budget - p.device_peak_bytes,
             quality=best.quality,
-            trust=p["trust"]["statement"],
+            trust=p.trust["statement"],
             snippet=snippet(w, best.candidate, checkpoint_name),
             candidate=asdict(best.candidate),
         )

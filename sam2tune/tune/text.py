@@ -54,7 +54,7 @@ def choice_lines(
 def describe_choice(ch, w, budget, hb, label="chosen") -> list[str]:
     p = ch.prediction
     return choice_lines(
-        label, ch.candidate.overrides(w)[1:], p["device_peak_bytes"], p["host_peak_bytes"],
+        label, ch.candidate.overrides(w)[1:], p.device_peak_bytes, p.host_peak_bytes,
         budget, hb, ch.speed, ch.speed_source, ch.quality, ch.quality_source,
     )
 
@@ -63,11 +63,11 @@ def why_lines(ch, w, budget, hb, model, device_kind) -> list[str]:
     """Why the chosen knobs: what the workload would need without each remedy it takes."""
     c = ch.candidate
     p = ch.prediction
-    r, ph = p["memory_read"], p["activation_phases"]
+    r, ph = p.memory_read, p.activation_phases
     out = [
         f"  attention: each step reads {r['frames']} memory frames + {r['pointers']} object "
         f"pointers ({r['tokens']} tokens x {r['batch']} object(s)); activations "
-        f"{fmt_bytes(p['terms']['activations'])} (memory attention "
+        f"{fmt_bytes(p.terms['activations'])} (memory attention "
         f"{fmt_bytes(ph['memory_attention'])}, "
         f"image encoder {fmt_bytes(ph['image_encoder'])}) [predicted]"
     ]
@@ -84,26 +84,26 @@ def why_lines(ch, w, budget, hb, model, device_kind) -> list[str]:
         checks.append(("offload_state_to_cpu", dataclasses.replace(c, offload_state_to_cpu=False)))
     for name, alt in checks:
         q = predict(w, alt, model, device_kind)
-        over_dev = q["device_peak_bytes"] > budget
-        over_host = q["host_peak_bytes"] > hb
+        over_dev = q.device_peak_bytes > budget
+        over_host = q.host_peak_bytes > hb
         if not (over_dev or over_host):
             continue
-        qr = q["memory_read"]
+        qr = q.memory_read
         what = []
         if over_dev:
             what.append(
-                f"accelerator {fmt_bytes(q['device_peak_bytes'])} > {fmt_bytes(budget)}"
+                f"accelerator {fmt_bytes(q.device_peak_bytes)} > {fmt_bytes(budget)}"
                 + (
                     f" (attention would read {qr['frames']} memory frames: activations "
-                    f"{fmt_bytes(q['terms']['activations'])})"
+                    f"{fmt_bytes(q.terms['activations'])})"
                     if name == "max_cond_frames_in_attn"
                     else ""
                 )
             )
         if over_host:
-            what.append(f"host {fmt_bytes(q['host_peak_bytes'])} > {fmt_bytes(hb)}")
+            what.append(f"host {fmt_bytes(q.host_peak_bytes)} > {fmt_bytes(hb)}")
         out.append(f"  why {name}: without it, {'; '.join(what)} [predicted]")
-    out.append(f"  trust: {p['trust']['statement']}")
+    out.append(f"  trust: {p.trust['statement']}")
     return out
 
 
@@ -116,8 +116,8 @@ def ranked_table(choices: list[Any], w: Workload) -> list[str]:
     for c in choices:
         conf = c.confirmed["status"] if c.confirmed else "-"
         lines.append(
-            f"{c.quality:8.3f} {c.speed:6.2f} {fmt_bytes(c.prediction['device_peak_bytes']):>12s} "
-            f"{fmt_bytes(c.prediction['host_peak_bytes']):>12s} {conf:9s}  "
+            f"{c.quality:8.3f} {c.speed:6.2f} {fmt_bytes(c.prediction.device_peak_bytes):>12s} "
+            f"{fmt_bytes(c.prediction.host_peak_bytes):>12s} {conf:9s}  "
             f"{' '.join(c.candidate.overrides(w)[1:])}"
         )
     return lines

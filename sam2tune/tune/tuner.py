@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload, predict
+from sam2tune.memory_model.memory import Candidate, MemoryModel, Prediction, Workload, predict
 from sam2tune.tune.space import candidates, escalation, image_sizes, score
 
 __all__ = [
@@ -73,7 +73,7 @@ class TuneSpec:
 class Choice:
     """One evaluated candidate: predicted peaks, scores, feasibility, confirmation."""
     candidate: Candidate
-    prediction: dict[str, Any]
+    prediction: Prediction
     quality: float
     speed: float
     quality_source: str
@@ -95,7 +95,7 @@ def evaluate(
     """Predicted peaks, expected quality and speed, and feasibility of one candidate."""
     p = predict(w, c, model, device_kind)
     s = score(c, w, data, device_kind)
-    ok = p["device_peak_bytes"] <= budget and p["host_peak_bytes"] <= host_budget
+    ok = p.device_peak_bytes <= budget and p.host_peak_bytes <= host_budget
     return Choice(c, p, s.quality, s.speed, s.quality_source, s.speed_source, escalation(c, w), ok)
 
 
@@ -136,7 +136,7 @@ def rank_key(c: Choice) -> tuple[float, int, float, int]:
         -round(c.quality, 6),
         c.escalation,
         -round(c.speed, 4),
-        int(c.prediction["device_peak_bytes"]),
+        int(c.prediction.device_peak_bytes),
     )
 
 
@@ -340,7 +340,7 @@ def _confirm(spec: TuneSpec, c: Candidate, model: MemoryModel) -> dict[str, Any]
         "measured_kind": "measured (CUDA)" if row.get("cuda_max_allocated_bytes") else "estimated",
     }
     if row["status"] == "ok" and measured:
-        out["scale"] = float(measured) / short["device_peak_bytes"]
+        out["scale"] = float(measured) / short.device_peak_bytes
     return out
 
 
@@ -435,12 +435,12 @@ def _objective(
             raise optuna.TrialPruned("the study already holds n_trials trials")
         c = _suggest(trial, spec)
         ch = _evaluate(spec, c, model)
-        trial.set_user_attr("device_peak_bytes", ch.prediction["device_peak_bytes"])
-        trial.set_user_attr("host_peak_bytes", ch.prediction["host_peak_bytes"])
+        trial.set_user_attr("device_peak_bytes", ch.prediction.device_peak_bytes)
+        trial.set_user_attr("host_peak_bytes", ch.prediction.host_peak_bytes)
         _set_constraints(
             trial,
-            ch.prediction["device_peak_bytes"] - spec.budget_bytes,
-            ch.prediction["host_peak_bytes"] - spec.host_budget_bytes,
+            ch.prediction.device_peak_bytes - spec.budget_bytes,
+            ch.prediction.host_peak_bytes - spec.host_budget_bytes,
         )
         trial.set_user_attr("escalation", ch.escalation)
         trial.set_user_attr("quality_source", ch.quality_source)
@@ -493,7 +493,7 @@ def _confirm_best(
             if conf["status"] != "ok":
                 ch.feasible = False
             elif "scale" in conf:
-                scaled = ch.prediction["device_peak_bytes"] * max(1.0, conf["scale"])
+                scaled = ch.prediction.device_peak_bytes * max(1.0, conf["scale"])
                 ch.feasible = scaled <= spec.budget_bytes
             _record_confirmation(study, spec, ch, conf)
         confirmed_ok += ch.feasible

@@ -1,0 +1,116 @@
+"""Where a prediction can be trusted: each axis of the workload against the calibration region
+(exact axes extrapolate freely; fitted ones warn by how far), and architecture twins."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from sam2tune.memory_model.reads import _arch, memory_read
+from sam2tune.memory_model.workload import Candidate, Workload
+
+if TYPE_CHECKING:
+    pass
+
+EXACT_AXES = {
+    "num_frames": "frames scale exact terms only (frame cache, state per object-frame)",
+    "memory_frames": "memory tokens cost exact per-token bytes (SAM 2's attention code)",
+}
+
+
+def workload_axes(w: Workload, c: Candidate, read: dict[str, int] | None = None) -> dict[str, Any]:
+    """A (workload, knobs) pair as the trust region's axes."""
+    r = read or memory_read(w, c)
+    return {
+        "image_size": c.image_size or w.image_size,
+        "num_frames": w.num_frames,
+        "num_objects": w.num_objects,
+        "memory_frames": r["frames"],
+        "model": w.model,
+        "impl": c.impl,
+        "predictor": c.predictor,
+        "dtype": c.dtype,
+        "strategy": c.strategy + ("+segments" if c.segment_frames else ""),
+        "offload_video_to_cpu": c.offload_video_to_cpu,
+        "offload_state_to_cpu": c.offload_state_to_cpu,
+    }
+
+
+def trust_region(
+    w: Workload, c: Candidate, calibration: dict[str, Any], read: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Whether the workload lies inside what the model was calibrated on, axis by axis.
+
+    Returns:
+        ``{"inside": bool, "axes": {axis: {"value", "calibrated", "status", "factor"?}},
+        "statement": one line}``; numeric axes outside say how far ("image_size 1024: 2.0x the
+        largest calibrated").
+    """
+    region = calibration.get("region")
+    if not region:
+        return {"inside": False, "axes": {}, "statement": "no calibration region recorded"}
+    axes: dict[str, Any] = {}
+    notes, exact = [], []
+    for name, v in workload_axes(w, c, read).items():
+        cal = region.get(name)
+        if cal is None and name == "impl":  # fitted before impl= existed: Meta's sam2 only
+            cal = ["sam2"]
+        if cal is None:
+            continue
+        ax, note = _axis(name, v, cal)
+        axes[name] = ax
+        if ax.get("via"):
+            exact.append(f"model {v} shares {ax['via']}'s architecture (calibrated)")
+        if note and name in EXACT_AXES:
+            ax["exact"] = True
+            exact.append(f"{note} ({EXACT_AXES[name]})")
+        elif note:
+            notes.append(note)
+    inside = not notes
+    head = (
+        "inside the calibrated region for every fitted term"
+        if inside
+        else "fitted terms extrapolated: " + "; ".join(notes)
+    )
+    if exact:
+        head += "; not a concern: " + "; ".join(exact)
+    return {"inside": inside, "axes": axes, "statement": head, "exact_extrapolations": exact}
+
+
+def _axis(name: str, v: Any, cal: Any) -> tuple[dict[str, Any], str | None]:
+    """One axis against its calibrated range or set: its entry and a note when outside."""
+    if isinstance(cal, dict):  # numeric range
+        lo, hi = cal["min"], cal["max"]
+        if v > hi:
+            f = v / hi if hi else math.inf
+            ax = {"value": v, "calibrated": [lo, hi], "status": "above", "factor": f}
+            return ax, f"{name} {v}: {f:.1f}x the largest calibrated ({hi})"
+        if v < lo:
+            f = lo / v if v else math.inf
+            ax = {"value": v, "calibrated": [lo, hi], "status": "below", "factor": f}
+            return ax, f"{name} {v}: below the smallest calibrated ({lo})"
+        return {"value": v, "calibrated": [lo, hi], "status": "inside"}, None
+    if v in cal:
+        return {"value": v, "calibrated": cal, "status": "inside"}, None
+    if name == "model":
+        twin = _same_architecture(str(v), [str(m) for m in cal])
+        if twin is not None:
+            ax = {"value": v, "calibrated": cal, "status": "inside", "via": twin}
+            return ax, None
+    seen = ", ".join(map(str, cal))
+    return {"value": v, "calibrated": cal, "status": "unseen"}, (
+        f"{name} {v}: never calibrated (seen: {seen})"
+    )
+
+
+def _same_architecture(model: str, calibrated: list[str]) -> str | None:
+    """A calibrated model whose sizes the fitted terms read are the same (``sam2_tiny`` and
+    ``sam2.1_tiny``: same Hiera trunk width, memory frames, pointers and widths), if any."""
+    try:
+        mine = _arch(model)
+    except Exception:
+        return None
+    size = model.split("_", 1)[-1]
+    same = [m for m in calibrated if _arch(m) == mine]
+    same.sort(key=lambda m: m.split("_", 1)[-1] != size)  # the same size name first
+    return same[0] if same else None
