@@ -34,6 +34,7 @@ from sam2tune.paths import (
     report_path,
 )
 from sam2tune.record import SWEEP_ID_ENV, make_row
+from sam2tune.runner.report import RunReport
 from sam2tune.runner.scheduler import (
     MARGIN_S,
     job_label,
@@ -227,11 +228,12 @@ class _Exit:
 
 @dataclass
 class _Ended:
-    """A finished run's verdict: status, error, the child's body and measures, traceback."""
+    """A finished run's verdict: status, error, the child's report (None when it failed) and
+    measures, traceback."""
 
     status: str
     error: str | None
-    body: dict[str, Any]
+    body: RunReport | None
     measures: dict[str, Any]
     traceback: str | None
 
@@ -314,13 +316,14 @@ def _verdict(
     pre: _Prepared, msg: dict[str, Any] | None, timed_out: str | None, code: int | None
 ) -> _Ended:
     cfg = pre.cfg
-    body: dict[str, Any] = {}
+    body: RunReport | None = None
     measures: dict[str, Any] = {}
     traceback_text = None
     if msg is not None and msg["kind"] == "ok":
         status, error = "ok", None
         body = msg["body"]
-        measures = body["measures"]
+        assert isinstance(body, RunReport)
+        measures = body.measures
         budget = cfg.limits.device_budget_bytes
         est = measures.get("est_device_peak_bytes")
         if budget and measures.get("device") == "cpu" and est and est > budget:
@@ -413,7 +416,7 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         "prompts": [p.describe() for p in prompts],
         "wall_s": wall_s,
         "traceback": ended.traceback,
-        **{k: v for k, v in body.items() if k != "measures"},
+        **({k: v for k, v in body.to_dict().items() if k != "measures"} if body else {}),
     }
     # the run's folder (log, streamed masks) moves into place; report.json is written last
     rp = report_path(pre.results, run_id)

@@ -20,14 +20,21 @@ from sam2tune.metrics import JF, MaskDir, iou_vs_labels, jf_vs_labels
 from sam2tune.probes import NvmlSampler, peak_rss_bytes, rss_bytes
 from sam2tune.provenance import environment
 from sam2tune.runner.limits import apply_device_budget
-from sam2tune.runner.propagate import PROGRESS_TAG, Propagation, propagate, resolve_device
+from sam2tune.runner.propagate import (
+    PROGRESS_TAG,
+    Propagation,
+    propagate,
+    resolve_device,
+)
 from sam2tune.runner.reference import compare_with_reference
+from sam2tune.runner.report import RunReport
 from sam2tune.scenario import Prompt
 from sam2tune.video.sources import VideoData
 
 __all__ = [
     "resolve_device",
     "measure_run",
+    "RunReport",
     "propagate",
     "Propagation",
     "ESTIMATE_METHOD",
@@ -173,7 +180,7 @@ def measure_run(
     cache_root: Path,
     context: dict[str, Any] | None = None,
     work_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """Run the configured experiment and return its measures, timeline and provenance.
 
     Args:
@@ -216,21 +223,21 @@ def measure_run(
 def _run_report(
     cfg: RunConfig, built: BuiltPredictor, prop: Propagation, measures: dict[str, Any],
     quality: dict[str, Any], ref_info: Any, env: dict[str, Any],
-) -> dict[str, Any]:
-    """What ``report.json`` holds of the run's work (the launcher adds the status, config and
-    row)."""
-    return {
-        "measures": measures,
-        "timeline": prop.timeline,
-        **quality,
-        "reference": ref_info,
-        "environment": env,
-        "impl": cfg.impl.name,
-        "sam2_overrides": built.overrides if cfg.impl.name == "sam2" else [],
-        "transformers_settings": built.overrides if cfg.impl.name == "transformers" else None,
-        "checkpoint_path": built.checkpoint_path,
-        "memory_provenance": memory_provenance(measures),
-        "estimate": {
+) -> RunReport:
+    """The run's :class:`RunReport` (the launcher adds the status, config and row)."""
+    return RunReport(
+        measures=measures,
+        timeline=prop.timeline,
+        per_object=quality["per_object"],
+        quality_per_frame=quality["quality_per_frame"],
+        reference=ref_info,
+        environment=env,
+        impl=cfg.impl.name,
+        sam2_overrides=built.overrides if cfg.impl.name == "sam2" else [],
+        transformers_settings=built.overrides if cfg.impl.name == "transformers" else None,
+        checkpoint_path=built.checkpoint_path,
+        memory_provenance=memory_provenance(measures),
+        estimate={
             "method": ESTIMATE_METHOD,
             "weights_bytes": built.weights_bytes,
             "resident_max_bytes": prop.resident_max_bytes,
@@ -238,7 +245,7 @@ def _run_report(
             "bank_copy_bytes": prop.bank_copy_bytes,
             "cuda_step_peak_bytes": prop.cuda_step_peak_bytes,
         },
-        "bounded_memory": {
+        bounded_memory={
             "strategy": cfg.knobs.strategy,
             "segment_frames": cfg.knobs.segment_frames,
             "frames_held_max": prop.frames_held_max,
@@ -246,9 +253,9 @@ def _run_report(
             "frame_wait_s": prop.frame_wait_s,
             "masks_written": isinstance(prop.masks, MaskDir),
         },
-        "speed": {
+        speed={
             "timed_frames": prop.timed_frames,
             "tracked_frames": cfg.probe.track_frames,
             "prompt_s": prop.prompt_s,
         },
-    }
+    )
