@@ -190,7 +190,24 @@ COLUMNS: list[Column] = [
         "fps",
         "frames/s",
         "measured",
-        "propagation frames per second (untracked frames, light probes only)",
+        "steady-state propagation frames per second: untracked frames, light probes only, the "
+        "first two propagated frames (warm-up) excluded; rows re-derived from their timelines say "
+        "so in fps_method",
+    ),
+    Column(
+        "warmup_s", "s", "measured", "step time of the first two propagated frames (left out of fps)"
+    ),
+    Column(
+        "fps_spread",
+        "",
+        "measured",
+        "relative spread of the steady step times: (90th - 10th percentile) / median",
+    ),
+    Column(
+        "fps_method",
+        "",
+        "identity",
+        "how fps was computed (steady, or re-derived from the timeline; null in rows before it)",
     ),
     Column("init_s", "s", "measured", "init_state time (frame loading)"),
     Column(

@@ -89,6 +89,9 @@ def _measures(
         "weights_bytes": built.weights_bytes,
         "activation_peak_bytes": prop.activation_peak_bytes,
         "fps": prop.fps,
+        "warmup_s": prop.timing.warmup_s if prop.timing else None,
+        "fps_spread": prop.timing.spread if prop.timing else None,
+        "fps_method": prop.timing.method if prop.timing else None,
         "init_s": prop.init_s,
         "frame_wait_s": prop.frame_wait_s,
         "total_s": total_s,
@@ -257,5 +260,7 @@ def _run_report(
             "timed_frames": prop.timed_frames,
             "tracked_frames": cfg.probe.track_frames,
             "prompt_s": prop.prompt_s,
+            "fps_method": prop.timing.method if prop.timing else None,
+            "steady_frames": prop.timing.frames if prop.timing else 0,
         },
     )

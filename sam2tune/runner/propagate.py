@@ -26,6 +26,7 @@ from sam2tune.errors import InputError
 from sam2tune.metrics import MaskDir, MaskSet
 from sam2tune.probes import TensorTracker, rss_bytes
 from sam2tune.scenario import Prompt
+from sam2tune.speed_model.timing import SteadyTiming, steady_timing
 from sam2tune.video.sources import VideoData
 
 __all__ = [
@@ -73,7 +74,7 @@ class Propagation:
     masks: MaskSet | MaskDir  # MaskDir: written to disk as they come (stream, long videos)
     init_s: float
     prompt_s: float
-    fps: float | None
+    fps: float | None  # steady state: the warm-up frame excluded (speed_model.timing)
     timed_frames: int
     timeline: list[TimelineRow] = field(default_factory=list)
     activation_peak_bytes: int = 0  # tracked (dispatch) transient
@@ -86,6 +87,7 @@ class Propagation:
     bank_copy_bytes: int = 0
     frames_held_max: int = 0  # strategy=stream / segments: most decoded frames held at once
     frame_wait_s: float | None = None  # strategy=stream: time the loop waited on decoding
+    timing: SteadyTiming | None = None  # fps's basis: warm-up, spread, frames
 
 
 class FrameProbe:
@@ -211,12 +213,13 @@ def _report_progress(done: int, total: int, elapsed: float) -> None:
 def _steps(
     sess: VideoSession, prompts: list[Prompt], order: list[int], tracked: set[int],
     tracker: TensorTracker | None, probe: FrameProbe, probes: bool, progress: bool,
-) -> tuple[float, int]:
-    """Every prompt and frame of the session, each timed (the frames under the tracker apart):
-    (seconds of the timed frames, their count)."""
+) -> list[float]:
+    """Every prompt and frame of the session, each timed: the step times of the frames not
+    under the tracker, in order."""
     res = probe.res
     events = sess.track(prompts)
-    timed_s, timed, step = 0.0, 0, 0
+    timed_steps: list[float] = []
+    step = 0
     t_prop = time.perf_counter()
     while True:
         nxt = order[step] if step < len(order) else None
@@ -234,11 +237,11 @@ def _steps(
         if progress:
             _report_progress(step, len(order), time.perf_counter() - t_prop)
         if ev.frame_idx not in tracked:
-            timed_s, timed = timed_s + dt, timed + 1
+            timed_steps.append(dt)
         res.masks.add(ev.frame_idx, ev.obj_ids, ev.masks)
         if probes:
             probe.after_frame(sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop)
-    return timed_s, timed
+    return timed_steps
 
 
 def propagate(
@@ -273,7 +276,7 @@ def propagate(
         order = list(range(min(p.frame for p in prompts), video.num_frames))
         n_track = min(track_frames, max(len(order) - 1, 0)) if tracker is not None else 0
         tracked = set(order[len(order) - n_track :]) if n_track else set()
-        timed_s, timed = _steps(sess, prompts, order, tracked, tracker, probe, probes, progress)
+        timed_steps = _steps(sess, prompts, order, tracked, tracker, probe, probes, progress)
     if isinstance(masks, MaskDir):
         masks.close()  # every queued mask on disk before the run counts as done
     res.bank_copy_bytes = _bank_copy_bytes(probe, prompts, knobs, predictor)
@@ -282,8 +285,9 @@ def propagate(
         res.activation_peak_bytes = max(tracker.step_peaks, default=0)
     probe.finish()
     res.init_s = sess.init_s  # segments: every segment's init_state
-    res.timed_frames = timed
-    res.fps = timed / timed_s if timed and timed_s > 0 else None
+    res.timing = steady_timing(timed_steps)
+    res.timed_frames = len(timed_steps)
+    res.fps = res.timing.fps
     sess.close()
     if knobs.strategy == "stream":
         res.frame_wait_s = sess.frame_wait_s
