@@ -21,20 +21,24 @@ from sam2tune.paths import atomic_write_json
 from sam2tune.results import iter_reports
 from sam2tune.speed_model.timing import steady_timing
 
-REDERIVED = "re-derived from the timeline: steady, the first two propagated frames excluded"
+REDERIVED = (
+    "re-derived from the timeline: 1 / the median step time, the first two propagated frames "
+    "excluded"
+)
 
 
 def rederive(path: Path) -> tuple[float | None, float | None] | None:
     """(recorded fps, re-derived fps) of one report, rewritten in place; None if not possible."""
     rep = json.loads(path.read_text())
     row = rep.get("row", {})
-    if row.get("status") != "ok" or row.get("fps_method"):
-        return None  # failed, or already steady
+    method = row.get("fps_method") or ""
+    if row.get("status") != "ok" or (method and not method.startswith("re-derived")):
+        return None  # failed, or recorded steady by the run itself
     steps = [t["step_s"] for t in rep.get("timeline") or [] if not t.get("tracked")]
     if len(steps) < 2:
         return None
     t = steady_timing(steps)
-    old = row.get("fps")
+    old = (rep.get("speed") or {}).get("recorded_fps", row.get("fps"))  # the run's own figure
     row.update(fps=t.fps, warmup_s=t.warmup_s, fps_spread=t.spread, fps_method=REDERIVED)
     rep.setdefault("speed", {})["recorded_fps"] = old
     atomic_write_json(path, rep)

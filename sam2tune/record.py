@@ -190,7 +190,8 @@ COLUMNS: list[Column] = [
         "fps",
         "frames/s",
         "measured",
-        "steady-state propagation frames per second: untracked frames, light probes only, the "
+        "steady-state propagation frames per second (1 / the median step time): untracked frames, "
+        "light probes only, the "
         "first two propagated frames (warm-up) excluded; rows re-derived from their timelines say "
         "so in fps_method",
     ),

@@ -63,7 +63,8 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
             " (random-init weights: not a quality figure)" if random_init else " (vs ground truth)"
         ),
         f"  speed   {_num(r.get('fps'), '{:.2f}')} fps steady propagation (warm-up "
-        f"{_num(r.get('warmup_s'), '{:.2f}')} s apart, spread {_num(r.get('fps_spread'), '{:.0%}')}),"
+        f"{_num(r.get('warmup_s'), '{:.2f}')} s apart, spread "
+        f"{_num(r.get('fps_spread'), '{:.0%}')}),"
         f" init {_num(r.get('init_s'), '{:.2f}')}"
         f" s, total {_num(r.get('total_s'), '{:.1f}')} s [measured]",
         "  (sizes in binary units: MiB = 2^20 bytes, GiB = 2^30 bytes)",

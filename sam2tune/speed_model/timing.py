@@ -13,14 +13,15 @@ __all__ = ["SteadyTiming", "steady_timing", "WARMUP_FRAMES", "FPS_METHOD"]
 
 #: frames at the start of propagation left out of fps
 WARMUP_FRAMES = 2
-FPS_METHOD = "steady: frames / their step time, the first two propagated frames excluded"
+FPS_METHOD = "steady: 1 / the median step time, the first two propagated frames excluded"
 
 
 @dataclass(frozen=True)
 class SteadyTiming:
     """Speed of the timed frames (untracked propagation steps) of one run."""
 
-    #: frames per second over the steady frames (their count / their summed step time)
+    #: frames per second of the typical steady frame: 1 / the median step time (robust to the
+    #: odd slow step: a page fault, another process; the spread says how wide they were)
     fps: float | None
     #: the warm-up frames' step time (s); None when there were too few frames to exclude them
     warmup_s: float | None
@@ -44,4 +45,4 @@ def steady_timing(steps: list[float]) -> SteadyTiming:
     if len(rest) >= 3:
         q = statistics.quantiles(rest, n=10, method="inclusive")
         spread = (q[-1] - q[0]) / statistics.median(rest)
-    return SteadyTiming(len(rest) / sum(rest), sum(warm), spread, len(rest), FPS_METHOD)
+    return SteadyTiming(1.0 / statistics.median(rest), sum(warm), spread, len(rest), FPS_METHOD)

@@ -18,6 +18,12 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import resolve_budget, usable_memory
 from sam2tune.memory_model.memory import Candidate, Workload
+from sam2tune.speed_model.model import (
+    SpeedPrediction,
+    load_speed_model,
+    predict_speed,
+    speed_note,
+)
 from sam2tune.units import fmt_bytes
 
 __all__ = ["Recommendation", "NothingFits", "answer", "recommend", "prompt_schedule"]
@@ -61,6 +67,12 @@ class Recommendation:
     snippet: str  #: a script that runs as printed once its four edit lines are set
     figure: str = "predicted"
     terms: dict[str, int] = field(default_factory=dict)  #: device terms, bytes
+    #: the speed model's steady fps and end-to-end time on this device kind (None: no
+    #: calibration for it)
+    speed: SpeedPrediction | None = None
+    #: the speed figure in words, and what it rests on (device calibrated on, runs, error)
+    speed_text: str = ""
+    speed_provenance: str = ""
 
     def build_predictor(self, checkpoint: str | None = None, device: Any = "cuda") -> Any:
         """The predictor with this answer's build-time knobs (:func:`sam2tune.build_predictor`)."""
@@ -179,7 +191,15 @@ def answer(ta: Any) -> Recommendation:
         calibrated_on=model.kind(ta.device_kind)[1],
         snippet=snippet(w, best.candidate, preset.checkpoint_name),
         terms={k: int(v) for k, v in p.terms.items()},
+        **_speed(w, best.candidate, ta.device_kind, ta.gpu),
     )
+
+
+def _speed(w: Workload, c: Candidate, kind: str, gpu: str | None) -> dict[str, Any]:
+    sm = load_speed_model()
+    sp = predict_speed(w, c, sm, kind)
+    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    return {"speed": sp, "speed_text": text, "speed_provenance": rests}
 
 
 def recommend(
@@ -236,5 +256,6 @@ def describe(rec: Recommendation) -> list[str]:
             rec.predicted_host_peak_bytes, rec.usable_budget_bytes, rec.host_budget_bytes,
             rec.expected_speed, rec.speed_source, rec.expected_quality, rec.quality_source,
         ),
+        f"  {rec.speed_text} [predicted: {rec.speed_provenance}]",
         *[f"  {r}" for r in rec.reasons],
     ]

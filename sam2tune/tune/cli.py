@@ -14,6 +14,8 @@ from sam2tune.config.args import parse, split_args
 from sam2tune.config.store import compose_run
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
+from sam2tune.speed_model.model import load_speed_model, predict_speed, speed_note
+from sam2tune.tune.answer import prompt_schedule
 from sam2tune.tune.args import (
     CalibrateArgs,
     FitArgs,
@@ -157,6 +159,7 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
     )
     print(f"trust: {p['trust']['statement']}")
+    print(f"speed: {p['speed']['text']} [predicted: {p['speed']['provenance']}]")
     if "usable_rule" in p:
         verdict = "fits" if p["fits"] else "does NOT fit"
         print(f"budget: {p['usable_rule']}: {verdict} [predicted]")
@@ -175,6 +178,14 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         f"devices={cal.get('devices')} "
         f"weights={cal.get('weights')} (model file {path})"
     )
+
+
+def _speed_of(w: Any, c: Any, kind: str, gpu: str | None) -> dict[str, Any]:
+    """The speed model's figures for ``predict``: fps, end-to-end time, their provenance."""
+    sm = load_speed_model()
+    sp = predict_speed(w, c, sm, kind)
+    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    return {**(sp.to_dict() if sp else {}), "text": text, "provenance": rests}
 
 
 def predict_cmd(args: list[str]) -> None:
@@ -208,9 +219,8 @@ def predict_cmd(args: list[str]) -> None:
     if wargs:  # the knobs' image size is the workload's
         c = dataclasses.replace(c, image_size=w.image_size)
     p = predict(w, c, model, ta.device_kind).to_dict()
-    from sam2tune.tune.answer import prompt_schedule
-
     p.update(workload=asdict(w), knobs=asdict(c), model_file=str(path), figure="predicted")
+    p["speed"] = _speed_of(w, c, ta.device_kind, pa.gpu)
     p["prompt_schedule"] = prompt_schedule(w) + (
         " (the synthetic video: its last object enters after the first frame; recommend's "
         "workload.* assumes every object on frame 0 unless workload.first_frames says otherwise)"

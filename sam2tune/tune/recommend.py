@@ -10,6 +10,7 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import catalog, resolve_budget, usable_memory
 from sam2tune.memory_model.memory import MemoryModel, Workload
+from sam2tune.speed_model.model import load_speed_model, predict_speed
 from sam2tune.tune.snippet import snippet
 from sam2tune.tune.tuner import Choice, choose, screen
 from sam2tune.units import GiB, fmt_bytes
@@ -136,6 +137,9 @@ def lookup_table(
                 "config": "nothing fits",
                 "predicted_device_peak_bytes": None,
                 "predicted_host_peak_bytes": None,
+                "predicted_fps": None,
+                "predicted_end_to_end_s": None,
+                "speed_provenance": None,
                 "margin_bytes": None,
                 "quality": None,
                 "trust": None,
@@ -147,13 +151,14 @@ def lookup_table(
                 "transformers_candidate": None,
             }
             hf, _ = recommend(w, budget, host_budget, model, device_kind, data, ("transformers",))
-            row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name))
+            row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name, device_kind))
             rows.append(row)
     return rows
 
 
 def _answer_cells(
-    w: Workload, budget: int, best: Choice | None, hf: Choice | None, checkpoint_name: str
+    w: Workload, budget: int, best: Choice | None, hf: Choice | None, checkpoint_name: str,
+    kind: str,
 ) -> dict[str, Any]:
     """A lookup cell's answer (overrides, predicted figures, snippet) and transformers' best."""
     row: dict[str, Any] = {}
@@ -175,6 +180,10 @@ def _answer_cells(
             snippet=snippet(w, best.candidate, checkpoint_name),
             candidate=asdict(best.candidate),
         )
+        sp = predict_speed(w, best.candidate, load_speed_model(), kind)
+        if sp is not None:
+            row.update(predicted_fps=sp.fps, predicted_end_to_end_s=sp.end_to_end_s,
+                       speed_provenance=sp.provenance)
     return row
 
 

@@ -1,0 +1,56 @@
+"""The speed model's held-out error per axis, on every device kind with a calibration.
+
+Fits on each calibration set (its runs' steady step times, warm-up and prompted frames left out)
+and predicts the validation design's runs it never saw: seeded random points off the grid, and one
+extrapolation per axis fitted on the subset that stops short of it (the memory model's discipline).
+Prints median / max absolute relative error of the steady step time per axis.
+
+    python experiments/bench_speed_model.py                     # CPU and H200 sets, print only
+    python experiments/bench_speed_model.py --write conf/speed_model.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from sam2tune.speed_model.fit import fit_and_evaluate
+from sam2tune.speed_model.model import SpeedModel
+
+SETS = [
+    ("results/cpu-calibration", "results/cpu-validation"),
+    ("results/gpu-nvidia-h200/calibration", "results/gpu-nvidia-h200/validation"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", type=Path, help="write the fitted model (every device kind) here")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")  # unreadable records are the report's business
+    shipped = SpeedModel()
+    for cal, val in SETS:
+        model, ev = fit_and_evaluate(cal, val)
+        for kind, k in model.coeffs.items():
+            info = model.calibration[kind]
+            shipped.coeffs[kind], shipped.calibration[kind] = k, info
+            print(f"[{kind}] fitted on {info['runs']} runs ({', '.join(info['devices'])}, {cal}): "
+                  + ", ".join(f"{n}={v:.4g}" for n, v in k.items()))
+        for r in ev.itertuples():
+            print(f"  {r.axis:24s} {r.model} {r.image_size}px {r.objects}obj {r.dtype} "
+                  f"{r.predictor}: step {r.step_pred_s * 1e3:.1f} ms predicted vs "
+                  f"{r.step_actual_s * 1e3:.1f} ms measured ({r.step_err:+.1%})")
+        for axis, g in [("all", ev), *ev.groupby("axis")]:
+            e = g["step_err"].abs()
+            print(f"  [{ev['device_kind'].iloc[0]}] {axis:24s} {len(g):3d} obs: step time median "
+                  f"{e.median():.1%} max {e.max():.1%}")
+    if args.write:
+        shipped.save(args.write)
+        print(f"speed model: {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

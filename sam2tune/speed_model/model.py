@@ -1,0 +1,181 @@
+"""Time per frame and end-to-end time, predicted per device kind.
+
+SAM 2's propagation step, per frame: the image encoder once (its cost grows with the encoder's
+parameters and the S x S input), then, per object (SAM 2.1's per-object predictor runs them one
+at a time), memory attention over the memory frames read, the mask decoder and the memory
+encoder — the same modules for every model size, costing with S and the memory tokens read —
+plus the host's work (decoding, mask copies). So
+
+    step(k objects) = h + e * P * s2 + k * (o + q * s2 + a * s2 * m / 8)
+
+with ``P`` the model's parameters (1e8), ``s2 = (S / 1024)**2`` and ``m`` the memory frames
+attention reads. bfloat16 scales the whole step by a fitted factor; the legacy batched predictor
+runs the per-object part for all objects at once, scaled by its own fitted factor. Loading
+(``init_state``) costs ``i0 + i1 * frames * video megapixels`` for the strategies that load the
+video (stock, release), ``i0`` for stream. End-to-end = init + sum over frames of step(objects
+present). Coefficients are fitted on recorded runs' steady step times (their timelines, warm-up
+excluded), relative error minimised, non-negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam2tune.memory_model.reads import memory_read
+from sam2tune.memory_model.workload import Candidate, Workload
+from sam2tune.resources import data_dir
+
+__all__ = [
+    "SpeedModel",
+    "SpeedPrediction",
+    "predict_speed",
+    "step_features",
+    "DEFAULT_SPEED_MODEL_PATH",
+    "COEFFS",
+    "load_speed_model",
+    "speed_note",
+]
+
+DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
+#: the step's linear coefficients (seconds per unit feature), in :func:`step_features` order
+COEFFS = ("h", "e", "o", "q", "a")
+
+
+def _params_1e8(model: str) -> float:
+    from sam2tune.config.presets import model_preset
+
+    return model_preset(model).weights_bytes / 4 / 1e8
+
+
+def step_features(model: str, S: int, k: int, mem_frames: int) -> list[float]:
+    """The step's features for ``k`` objects (coefficients :data:`COEFFS`)."""
+    s2 = (S / 1024) ** 2
+    return [1.0, _params_1e8(model) * s2, float(k), k * s2, k * s2 * mem_frames / 8]
+
+
+@dataclass
+class SpeedModel:
+    """Fitted step and loading coefficients per device kind (``cpu`` / ``cuda``) and what they
+    were fitted on (devices, runs, held-out error)."""
+
+    coeffs: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coeffs": self.coeffs, "calibration": self.calibration}
+
+    def save(self, path: Path) -> None:
+        from sam2tune.paths import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_SPEED_MODEL_PATH) -> SpeedModel:
+        d = json.loads(Path(path).read_text())
+        return cls(d.get("coeffs", {}), d.get("calibration", {}))
+
+
+@dataclass(frozen=True)
+class SpeedPrediction:
+    """How fast a configuration runs on a device kind, predicted, with its provenance."""
+
+    #: the steady step time with every object present (s)
+    step_s: float
+    #: steady frames per second with every object present
+    fps: float
+    #: loading (``init_state``) time (s)
+    init_s: float
+    #: init + every frame's step (objects entering late track fewer frames), seconds
+    end_to_end_s: float
+    #: the device(s) the coefficients were fitted on, their runs and held-out error
+    provenance: str
+    figure: str = "predicted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _step(k: dict[str, float], model: str, S: int, objects: int, mem: int, c: Candidate) -> float:
+    x = step_features(model, S, objects, mem)
+    base = k["h"] * x[0] + k["e"] * x[1]
+    per_obj = sum(k[n] * v for n, v in zip(COEFFS[2:], x[2:], strict=True))
+    if c.predictor == "legacy_batched":
+        per_obj *= k.get("legacy", 1.0)
+    t = base + per_obj
+    return t * k.get("bf16", 1.0) if c.dtype == "bfloat16" else t
+
+
+def _provenance(model: SpeedModel, kind: str) -> str:
+    cal = model.calibration.get(kind, {})
+    err = cal.get("held_out") or {}
+    e = (
+        f"; held-out error median {err['median']:.0%}, max {err['max']:.0%} ({err['runs']} runs)"
+        if err
+        else "; no held-out check"
+    )
+    devices = ", ".join(cal.get("devices", [])) or "?"
+    return f"speed model fitted on {cal.get('runs', '?')} {kind} runs ({devices}){e}"
+
+
+def predict_speed(
+    w: Workload, c: Candidate, model: SpeedModel, device_kind: str = "cuda"
+) -> SpeedPrediction | None:
+    """Predicted steady fps and end-to-end time (None: no coefficients for this device kind)."""
+    k = model.coeffs.get(device_kind)
+    if not k:
+        return None
+    S = c.image_size or w.image_size
+    mem = int(memory_read(w, c, S)["frames"])
+    full = _step(k, w.model, S, w.num_objects, mem, c)
+    base = _step(k, w.model, S, 0, mem, c)
+    per_obj = (full - base) / max(1, w.num_objects)
+    obj_frames = w.object_frames if w.object_frames is not None else w.num_objects * w.num_frames
+    frames_s = w.num_frames * base + obj_frames * per_obj
+    loads = c.strategy != "stream"
+    megapx = w.video_height * w.video_width / 1e6
+    init = k.get("i0", 0.0) + (k.get("i1", 0.0) * w.num_frames * megapx if loads else 0.0)
+    return SpeedPrediction(
+        step_s=full,
+        fps=1.0 / full if full > 0 else float("inf"),
+        init_s=init,
+        end_to_end_s=init + frames_s,
+        provenance=_provenance(model, device_kind),
+    )
+
+
+def load_speed_model(path: Path | None = None) -> SpeedModel:
+    """The shipped speed model (``conf/speed_model.json``), or ``path``'s; empty when absent."""
+    p = Path(path) if path else DEFAULT_SPEED_MODEL_PATH
+    return SpeedModel.load(p) if p.is_file() else SpeedModel()
+
+
+def _duration(s: float) -> str:
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min" if h else (f"{m} min {sec} s" if m else f"{sec} s")
+
+
+def speed_note(
+    p: SpeedPrediction | None, model: SpeedModel, kind: str, num_frames: int,
+    gpu: str | None = None,
+) -> tuple[str, str]:
+    """(the figure in words, what it rests on) for a prediction, naming the device it was
+    calibrated on and saying so when the GPU asked about is another one."""
+    if p is None:
+        return "no speed figure", f"the speed model has no {kind} calibration"
+    devices = model.calibration.get(kind, {}).get("devices", [])
+    text = (
+        f"expected {p.fps:.1f} fps, {_duration(p.end_to_end_s)} for {num_frames:,} frames "
+        f"(loading {_duration(p.init_s)})"
+    )
+    rests = p.provenance
+    if gpu and kind == "cuda" and not any(gpu.lower() in d.lower() for d in devices):
+        rests += (
+            f"; {gpu} was never calibrated: this is the figure of {', '.join(devices) or '?'}, "
+            "not scaled (run scripts/gpu-calibrate on it)"
+        )
+    return text, rests
