@@ -49,9 +49,21 @@ def page_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "trust": r.get("trust") or "",
                 "snippet": r.get("snippet") or "",
                 "transformers": _hf_line(r),
+                "speed": _speed_line(r),
             }
         )
     return out
+
+
+def _speed_line(r: dict[str, Any]) -> str:
+    fps, e2e = r.get("predicted_fps"), r.get("predicted_end_to_end_s")
+    if fps is None or e2e is None:
+        return "n/a (no speed model for this device kind, or nothing fits)"
+    m, sec = divmod(int(round(e2e)), 60)
+    rests = str(r.get("speed_provenance"))
+    if r["gpu"].lower() not in rests.lower():
+        rests += f"; {r['gpu']} was never calibrated: the calibrated GPU's figure, not scaled"
+    return f"{fps:.1f} fps, {m} min {sec} s for {r['num_frames']:,} frames [predicted: {rests}]"
 
 
 def _hf_line(r: dict[str, Any]) -> str:
@@ -102,6 +114,7 @@ prompt_every=30</code>.</p>
 <dt>usable GPU memory</dt><dd id="usable"></dd>
 <dt>predicted host peak</dt><dd id="host_peak"></dd>
 <dt>trust</dt><dd id="trust"></dd>
+<dt>expected speed</dt><dd id="speed"></dd>
 <dt>best with transformers</dt><dd id="transformers"></dd>
 </dl>
 <h2>Snippet</h2><pre id="snippet"></pre>
@@ -112,7 +125,7 @@ function show() {{
   var key = AXES.map(function (a) {{ return document.getElementById(a).value; }});
   var row = ROWS.find(function (r) {{ return r.key.join("|") === key.join("|"); }});
   ["config", "device_peak", "margin", "usable", "host_peak", "trust", "snippet",
-   "transformers"].forEach(
+   "transformers", "speed"].forEach(
     function (f) {{ document.getElementById(f).textContent = row ? row[f] : "n/a"; }});
   document.body.setAttribute("data-ready", row ? "1" : "0");
 }}
