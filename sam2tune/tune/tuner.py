@@ -409,7 +409,10 @@ def _alive(worker: str | None) -> bool:
         return True
     import psutil
 
-    return psutil.pid_exists(int(pid))
+    try:  # a killed worker not yet reaped by its parent is a zombie: it finishes nothing
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _beyond_cap(trial: optuna.Trial, n_trials: int) -> bool:
