@@ -67,7 +67,7 @@ def _case(name, tmp_path):
         return ["limits.device_memory_budget=-5GB"], "limits.device_memory_budget"
     if name == "unwritable results":
         (tmp_path / "afile").write_text("x")
-        return ["results_dir=" + str(tmp_path / "afile" / "sub")], "results_dir: cannot write"
+        return ["results_dir=" + str(tmp_path / "afile" / "sub")], "is a file, not a folder"
     if name == "missing checkpoint":
         return [f"model.checkpoint={tmp_path}/none.pt"], "model.checkpoint: no such file"
     if name == "mismatched checkpoint":
