@@ -211,8 +211,8 @@ def test_transformers_run_recorded_beside_sam2(cache_root, tmp_path):
 
     checked = 0
     for r in run_inputs(res):
-        c, w = r["candidate"], r["workload"]
-        row = df[df.run_id == r["run_id"]].iloc[0]
+        c, w = r.candidate, r.workload
+        row = df[df.run_id == r.run_id].iloc[0]
         assert c.impl == row.impl
         if c.impl != "transformers":
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "workload_of",
     "candidate_of",
     "run_inputs",
+    "CalibrationRow",
     "fit",
     "fit_and_evaluate",
     "region_of",
@@ -99,13 +101,42 @@ def _recorded_workload(r: dict[str, Any], rep: dict[str, Any]) -> Workload:
     return w
 
 
-def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One ok run as the memory model's fit and evaluation see it: the workload and knobs it
+    ran, and its targets. Sizes are integer-valued bytes."""
+
+    run_id: str
+    config_hash: str
+    device_kind: str  #: cuda when the run measured CUDA's allocator, else cpu
+    device_name: str | None
+    weights: str  #: random-init or sha256:<checkpoint>
+    workload: Workload  #: with the run's exact prompted frames
+    candidate: Candidate
+    #: the step's activations: CUDA's measured step peak, else the tracked transient (bytes)
+    activation_bytes: float
+    cached_features_bytes: float
+    peak_host_rss_bytes: float
+    #: what the device prediction is checked against: CUDA max allocated, else the estimate
+    device_target: float
+    cuda_max_reserved_bytes: float | None
+    cuda_max_allocated_bytes: float | None
+    cuda_context_bytes: float | None  #: total - free at the run's start (CUDA)
+    #: allocated beyond weights, census, the measured step peak and the bank copy (CUDA)
+    cuda_fixed_bytes: float | None
+    #: NVML's per-process figure minus reserved: context, kernels, library handles (CUDA)
+    cuda_outside_allocator_bytes: float | None
+    baseline_rss_bytes: float | None
+    baseline_resident_bytes: float | None
+
+
+def run_inputs(results_dir: str | Path) -> list[CalibrationRow]:
     """Every ok run as model inputs and targets (exact prompted frames from its report)."""
     try:
         df = load_results(results_dir)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
-    out: list[dict[str, Any]] = []
+    out: list[CalibrationRow] = []
     if df.empty:
         return out
     for r in df[df["status"] == "ok"].to_dict("records"):
@@ -125,38 +156,38 @@ def run_inputs(results_dir: str | Path) -> list[dict[str, Any]]:
                 - int(est.get("bank_copy_bytes") or 0)
             )
         out.append(
-            {
-                "run_id": r["run_id"],
-                "config_hash": r["config_hash"],
-                "device_kind": "cuda" if cuda else "cpu",
-                "device_name": r["device_name"],
-                "weights": r["weights"],
-                "workload": w,
-                "candidate": candidate_of(r),
-                "activation_bytes": float(
+            CalibrationRow(
+                run_id=r["run_id"],
+                config_hash=r["config_hash"],
+                device_kind="cuda" if cuda else "cpu",
+                device_name=r["device_name"],
+                weights=r["weights"],
+                workload=w,
+                candidate=candidate_of(r),
+                activation_bytes=float(
                     est.get("cuda_step_peak_bytes") if cuda else r["activation_peak_bytes"]
                 ),
-                "cached_features_bytes": float(r["cached_features_bytes"]),
-                "peak_host_rss_bytes": float(r["peak_host_rss_bytes"]),
-                "device_target": float(
+                cached_features_bytes=float(r["cached_features_bytes"]),
+                peak_host_rss_bytes=float(r["peak_host_rss_bytes"]),
+                device_target=float(
                     r["cuda_max_allocated_bytes"] if cuda else r["est_device_peak_bytes"]
                 ),
-                "cuda_max_reserved_bytes": r.get("cuda_max_reserved_bytes"),
-                "cuda_max_allocated_bytes": r.get("cuda_max_allocated_bytes") if cuda else None,
-                "cuda_context_bytes": env.get("cuda_total_bytes", 0)
+                cuda_max_reserved_bytes=r.get("cuda_max_reserved_bytes"),
+                cuda_max_allocated_bytes=r.get("cuda_max_allocated_bytes") if cuda else None,
+                cuda_context_bytes=env.get("cuda_total_bytes", 0)
                 - env.get("cuda_free_at_start_bytes", 0)
                 if cuda
                 else None,
-                "cuda_fixed_bytes": fixed,
+                cuda_fixed_bytes=fixed,
                 # device memory of the process outside PyTorch's allocator: the context, loaded
                 # kernels and library handles (NVML's per-process figure minus reserved)
-                "cuda_outside_allocator_bytes": r["nvml_peak_process_bytes"]
+                cuda_outside_allocator_bytes=r["nvml_peak_process_bytes"]
                 - r["cuda_max_reserved_bytes"]
                 if cuda and r.get("nvml_peak_process_bytes") and r.get("cuda_max_reserved_bytes")
                 else None,
-                "baseline_rss_bytes": env.get("baseline_rss_bytes"),
-                "baseline_resident_bytes": env.get("baseline_resident_bytes"),
-            }
+                baseline_rss_bytes=env.get("baseline_rss_bytes"),
+                baseline_resident_bytes=env.get("baseline_resident_bytes"),
+            )
         )
     return out
 
@@ -181,17 +212,17 @@ def _rel_lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _nnls(X / y[:, None], np.ones_like(y))
 
 
-def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
+def _fit_activations(rows: list[CalibrationRow]) -> dict[str, float]:
     """a_enc, a_q, a_out: the max of two phases (the memory tokens' bytes fixed by SAM 2's code),
     fitted by alternating assignment
     (each run to the phase the current coefficients say is larger)."""
-    f32 = [r for r in rows if r["candidate"].dtype == "float32"] or rows
-    F = [activation_features(r["workload"], r["candidate"]) for r in f32]
+    f32 = [r for r in rows if r.candidate.dtype == "float32"] or rows
+    F = [activation_features(r.workload, r.candidate) for r in f32]
     enc = np.array([f["enc"] for f in F])
     mem = np.array([[f["q"], f["out"], f["bq"], f["btok"]] for f in F])
     fixed = np.array([f["tok_bytes"] for f in F])  # sized from SAM 2's code, not fitted
     has_mem = fixed > 0
-    y = np.array([r["activation_bytes"] for r in f32], float)
+    y = np.array([r.activation_bytes for r in f32], float)
     a_enc = float(np.percentile(y / enc, 20))
     is_enc = (y <= 1.03 * a_enc * enc) | ~has_mem
     m = np.zeros(4)
@@ -212,17 +243,17 @@ def _fit_activations(rows: list[dict[str, Any]]) -> dict[str, float]:
         "a_bq": float(m[2]),
         "a_btok": float(m[3]),
     }
-    bf = [r for r in rows if r["candidate"].dtype == "bfloat16"]
+    bf = [r for r in rows if r.candidate.dtype == "bfloat16"]
     if bf:
         # bf16 = max(f_enc x fp32 encoder phase, f_mem x fp32 attention phase): the two factors
         # by least relative squares on a grid (the phases scale differently under autocast)
         from sam2tune.memory_model.memory import activations
 
         phases = [
-            activations(r["workload"], dataclasses.replace(r["candidate"], dtype="float32"), k)
+            activations(r.workload, dataclasses.replace(r.candidate, dtype="float32"), k)
             for r in bf
         ]
-        yb = [r["activation_bytes"] for r in bf]
+        yb = [r.activation_bytes for r in bf]
         k["bf16_enc"], k["bf16_mem"] = _phase_factors(phases, yb, np.arange(0.4, 1.6, 0.005))
     return k
 
@@ -242,23 +273,23 @@ def _phase_factors(
     return float(grid[i]), float(grid[j])
 
 
-def _fit_impl_ratio(rows: list[dict[str, Any]], k: dict[str, float]) -> None:
+def _fit_impl_ratio(rows: list[CalibrationRow], k: dict[str, float]) -> None:
     """transformers' step activations as ratios to sam2's two phases (``hf_enc``, ``hf_mem``),
     by least relative squares on a grid, as the bf16 factors are fitted: its layers allocate
     differently, but each phase scales with the same quantities."""
     from sam2tune.memory_model.memory import activations
 
     phases = [
-        activations(r["workload"], dataclasses.replace(r["candidate"], impl="sam2"), k)
+        activations(r.workload, dataclasses.replace(r.candidate, impl="sam2"), k)
         for r in rows
     ]
-    y = [r["activation_bytes"] for r in rows]
+    y = [r.activation_bytes for r in rows]
     k["hf_enc"], k["hf_mem"] = _phase_factors(phases, y, np.arange(0.3, 3.0, 0.005))
 
 
-def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def region_of(rows: list[CalibrationRow]) -> dict[str, Any]:
     """The calibrated region: numeric ranges and seen values per trust-region axis."""
-    axes = [workload_axes(r["workload"], r["candidate"]) for r in rows]
+    axes = [workload_axes(r.workload, r.candidate) for r in rows]
     region: dict[str, Any] = {}
     for name in axes[0]:
         vals = [a[name] for a in axes]
@@ -270,16 +301,16 @@ def region_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _baseline(
-    rows: list[dict[str, Any]], device_kind: str, baseline: int | None, resident: int | None
+    rows: list[CalibrationRow], device_kind: str, baseline: int | None, resident: int | None
 ) -> tuple[int, int, str]:
     """(peak, resident, source) of the run process's host baseline on the runs' machine."""
     if baseline is not None:
         return baseline, baseline if resident is None else resident, "given"
-    if all(r.get("baseline_rss_bytes") for r in rows):
+    if all(r.baseline_rss_bytes for r in rows):
         # each run recorded its own baseline: the machine the runs ran on, wherever we fit
-        peak = int(np.median([r["baseline_rss_bytes"] for r in rows]))
+        peak = int(np.median([r.baseline_rss_bytes for r in rows]))
         now = int(
-            np.median([r.get("baseline_resident_bytes") or r["baseline_rss_bytes"] for r in rows])
+            np.median([r.baseline_resident_bytes or r.baseline_rss_bytes for r in rows])
         )
         return peak, now, "median of the runs' recorded baselines"
     from sam2tune.memory_model.baseline import host_baseline as measure
@@ -290,22 +321,22 @@ def _baseline(
 
 
 def _fit_host(
-    rows: list[dict[str, Any]], k: dict[str, float], device_kind: str, base: int, resident: int
+    rows: list[CalibrationRow], k: dict[str, float], device_kind: str, base: int, resident: int
 ) -> None:
     """The host terms beyond the baseline (``h_0``, ``h_act`` or ``h_w``, ``h_px``) in ``k``."""
     k["h_0"], k["h_act"], k["h_w"], k["h_px"] = 0.0, 0.0, 0.0, 0.0
     m = MemoryModel({device_kind: k})
     X, resid = [], []
     for r in rows:
-        p = predict(r["workload"], r["candidate"], m, device_kind, base, resident)
-        S = r["candidate"].image_size or r["workload"].image_size
+        p = predict(r.workload, r.candidate, m, device_kind, base, resident)
+        S = r.candidate.image_size or r.workload.image_size
         # CPU: activations live in host RAM; CUDA: the weights are built on the host first
-        w = r["workload"]
+        w = r.workload
         share = p.activation_phases["peak"] if device_kind == "cpu" else w.weights_bytes
         X.append([share, S * S])
-        resid.append(r["peak_host_rss_bytes"] - p.host_peak_bytes)
+        resid.append(r.peak_host_rss_bytes - p.host_peak_bytes)
     Xa, ra = np.array(X, float), np.array(resid, float)
-    yy = np.array([r["peak_host_rss_bytes"] for r in rows], float)
+    yy = np.array([r.peak_host_rss_bytes for r in rows], float)
     # the run process beyond the import baseline: a constant, a share (above) and a per-pixel
     # part (relative least squares, non-negative)
     A = np.column_stack([np.ones(len(rows)), Xa]) / yy[:, None]
@@ -314,19 +345,19 @@ def _fit_host(
     k["h_act" if device_kind == "cpu" else "h_w"] = float(c[1])
 
 
-def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+def _cuda_allocator(rows: list[CalibrationRow], info: dict[str, Any]) -> None:
     """The CUDA process's memory outside the allocator and the reserved:allocated headroom."""
-    ctx = [r["cuda_context_bytes"] for r in rows if r.get("cuda_context_bytes")]
+    ctx = [r.cuda_context_bytes for r in rows if r.cuda_context_bytes]
     rr = [
-        r["cuda_max_reserved_bytes"] / r["device_target"]
+        r.cuda_max_reserved_bytes / r.device_target
         for r in rows
-        if r.get("cuda_max_reserved_bytes") and r["device_target"]
+        if r.cuda_max_reserved_bytes and r.device_target
     ]
-    outside = [r["cuda_outside_allocator_bytes"] for r in rows]
+    outside = [r.cuda_outside_allocator_bytes for r in rows]
     if all(outside):
         # what the process holds beyond the allocator at its peak (kernels loaded lazily
         # after the start included): the largest seen
-        info["cuda_context_bytes"] = int(np.max(outside))
+        info["cuda_context_bytes"] = int(max(float(x or 0) for x in outside))
         info["cuda_context_source"] = "NVML process peak - allocator reserved (max over runs)"
     elif ctx:
         # total - free at a run's start: its own context plus whatever other processes held
@@ -336,9 +367,9 @@ def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
     if rr:
         info["cuda_reserved_over_allocated"] = float(np.max(rr))
     pairs = [
-        (int(r["cuda_max_allocated_bytes"]), int(r["cuda_max_reserved_bytes"]))
+        (int(r.cuda_max_allocated_bytes), int(r.cuda_max_reserved_bytes))
         for r in rows
-        if r.get("cuda_max_allocated_bytes") and r.get("cuda_max_reserved_bytes")
+        if r.cuda_max_allocated_bytes and r.cuda_max_reserved_bytes
     ]
     if pairs:  # the one usable-memory rule's headroom (sam2tune.gpus)
         head = fit_headroom(pairs, f"fitted on {len(pairs)} CUDA runs (envelope)")
@@ -346,7 +377,7 @@ def _cuda_allocator(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
 
 
 def _fit_info(
-    rows: list[dict[str, Any]], meta: list[dict[str, Any]], hf: list[dict[str, Any]],
+    rows: list[CalibrationRow], meta: list[CalibrationRow], hf: list[CalibrationRow],
     k: dict[str, float], device_kind: str, host_baseline: int, host_resident: int,
     baseline_source: str,
 ) -> dict[str, Any]:
@@ -354,7 +385,7 @@ def _fit_info(
     return {
         "device_kind": device_kind,
         "runs": len(meta),
-        "run_ids": [r["run_id"] for r in meta],
+        "run_ids": [r.run_id for r in meta],
         "host_baseline_bytes": int(host_baseline),
         "host_resident_bytes": int(host_resident),
         "host_baseline_source": baseline_source,
@@ -362,7 +393,7 @@ def _fit_info(
         "impl_ratio": {
             "transformers": {
                 "runs": len(hf),
-                "run_ids": [r["run_id"] for r in hf],
+                "run_ids": [r.run_id for r in hf],
                 "hf_enc": k["hf_enc"],
                 "hf_mem": k["hf_mem"],
             }
@@ -371,8 +402,8 @@ def _fit_info(
         },
         "summary": {
             "runs": len(meta),
-            "devices": sorted({r["device_name"] or "?" for r in rows}),
-            "weights": sorted({r["weights"] for r in rows}),
+            "devices": sorted({r.device_name or "?" for r in rows}),
+            "weights": sorted({r.weights for r in rows}),
             "target": "cuda_max_allocated_bytes"
             if device_kind == "cuda"
             else "est_device_peak_bytes (census+tracked estimate)",
@@ -381,7 +412,7 @@ def _fit_info(
 
 
 def fit(
-    rows: list[dict[str, Any]],
+    rows: list[CalibrationRow],
     device_kind: str,
     host_baseline: int | None = None,
     host_resident: int | None = None,
@@ -395,20 +426,20 @@ def fit(
     """
     if not rows:
         raise ValueError(f"memory model: no ok runs on {device_kind} to fit")
-    meta = [r for r in rows if r["candidate"].impl == "sam2"]
+    meta = [r for r in rows if r.candidate.impl == "sam2"]
     if not meta:
         raise ValueError(f"memory model: no ok impl=sam2 runs on {device_kind} to fit")
     k = _fit_activations(meta)
     k["c_feat"] = float(
         np.median(
             [
-                r["cached_features_bytes"]
-                / ((r["candidate"].image_size or r["workload"].image_size) ** 2)
+                r.cached_features_bytes
+                / ((r.candidate.image_size or r.workload.image_size) ** 2)
                 for r in meta
             ]
         )
     )
-    hf = [r for r in rows if r["candidate"].impl == "transformers"]
+    hf = [r for r in rows if r.candidate.impl == "transformers"]
     if hf:
         _fit_impl_ratio(hf, k)
     host_baseline, host_resident, baseline_source = _baseline(
@@ -417,7 +448,7 @@ def fit(
     if device_kind == "cuda":
         # allocator-visible bytes no term names (library workspaces and the like): a constant,
         # measured per run from the census and the measured step peak, not fitted jointly
-        fixed = [r["cuda_fixed_bytes"] for r in rows if r.get("cuda_fixed_bytes") is not None]
+        fixed = [r.cuda_fixed_bytes for r in rows if r.cuda_fixed_bytes is not None]
         k["d_0"] = float(np.median(fixed)) if fixed else 0.0
     _fit_host(meta, k, device_kind, host_baseline, host_resident)
     info = _fit_info(rows, meta, hf, k, device_kind, host_baseline, host_resident,
@@ -429,17 +460,17 @@ def fit(
 
 #: extrapolation axis -> the calibration subset the fit may use
 _SUBSETS = {
-    "image_size": lambda r, v: (r["candidate"].image_size or r["workload"].image_size) <= v,
-    "cond_frames": lambda r, v: r["workload"].cond_per_object() <= v,
-    "num_objects": lambda r, v: r["workload"].num_objects <= v,
-    "num_frames": lambda r, v: r["workload"].num_frames <= v,
+    "image_size": lambda r, v: (r.candidate.image_size or r.workload.image_size) <= v,
+    "cond_frames": lambda r, v: r.workload.cond_per_object() <= v,
+    "num_objects": lambda r, v: r.workload.num_objects <= v,
+    "num_frames": lambda r, v: r.workload.num_frames <= v,
 }
 
 
-def _err_row(r: dict[str, Any], p: Prediction, axis: str, fitted_on: int) -> dict[str, Any]:
-    w = r["workload"]
+def _err_row(r: CalibrationRow, p: Prediction, axis: str, fitted_on: int) -> dict[str, Any]:
+    w = r.workload
     return {
-        "run_id": r["run_id"],
+        "run_id": r.run_id,
         "axis": axis,
         "fitted_on_runs": fitted_on,
         "model": w.model,
@@ -447,23 +478,23 @@ def _err_row(r: dict[str, Any], p: Prediction, axis: str, fitted_on: int) -> dic
         "num_frames": w.num_frames,
         "num_objects": w.num_objects,
         "memory_frames": p.memory_read["frames"],
-        "knobs": " ".join(r["candidate"].overrides(w)[2:]) or "stock",
+        "knobs": " ".join(r.candidate.overrides(w)[2:]) or "stock",
         "inside": p.trust["inside"],
         "device_pred": p.device_peak_bytes,
-        "device_actual": r["device_target"],
-        "device_err": (p.device_peak_bytes - r["device_target"]) / r["device_target"],
+        "device_actual": r.device_target,
+        "device_err": (p.device_peak_bytes - r.device_target) / r.device_target,
         "act_pred": p.terms["activations"],
-        "act_actual": r["activation_bytes"],
-        "act_err": (p.terms["activations"] - r["activation_bytes"]) / r["activation_bytes"],
+        "act_actual": r.activation_bytes,
+        "act_err": (p.terms["activations"] - r.activation_bytes) / r.activation_bytes,
         "host_pred": p.host_peak_bytes,
-        "host_actual": r["peak_host_rss_bytes"],
-        "host_err": (p.host_peak_bytes - r["peak_host_rss_bytes"]) / r["peak_host_rss_bytes"],
+        "host_actual": r.peak_host_rss_bytes,
+        "host_err": (p.host_peak_bytes - r.peak_host_rss_bytes) / r.peak_host_rss_bytes,
     }
 
 
 def evaluate(
-    calib: list[dict[str, Any]],
-    valid: list[dict[str, Any]],
+    calib: list[CalibrationRow],
+    valid: list[CalibrationRow],
     axis_of: dict[str, tuple[str, dict[str, int]]],
     kind: str,
 ) -> pd.DataFrame:
@@ -475,17 +506,17 @@ def evaluate(
     base, resident = info["host_baseline_bytes"], info["host_resident_bytes"]
     full = MemoryModel({kind: k}, {kind: info})
     for r in valid:
-        axis, fit_on = axis_of.get(r["config_hash"], ("random", {}))
+        axis, fit_on = axis_of.get(r.config_hash, ("random", {}))
         m, n_fit = full, len(calib)
         if fit_on:
             ((name, v),) = fit_on.items()
             if name == "model_excluded":
-                sub = [c for c in calib if c["workload"].model != r["workload"].model]
+                sub = [c for c in calib if c.workload.model != r.workload.model]
             else:
                 sub = [c for c in calib if _SUBSETS[name](c, v)]
             ks, infos = fit(sub, kind, base, resident)
             m, n_fit = MemoryModel({kind: ks}, {kind: infos}), len(sub)
-        p = predict(r["workload"], r["candidate"], m, kind, base, resident)
+        p = predict(r.workload, r.candidate, m, kind, base, resident)
         evals.append(_err_row(r, p, axis, n_fit))
     return pd.DataFrame(evals)
 
@@ -532,17 +563,17 @@ def fit_and_evaluate(
     # other implementations' runs (impl_dir): only their own rows join, so Meta's coefficients
     # stay fitted on the calibration set alone
     rows += [
-        r for d in _dirs(impl_dir) for r in run_inputs(d) if r["candidate"].impl != "sam2"
+        r for d in _dirs(impl_dir) for r in run_inputs(d) if r.candidate.impl != "sam2"
     ]
     valid = [r for d in _dirs(validation_dir) for r in run_inputs(d)]
     model = MemoryModel()
     frames = []
     summary: dict[str, Any] = {}
-    for kind in sorted({r["device_kind"] for r in rows}):
-        cal = [r for r in rows if r["device_kind"] == kind]
+    for kind in sorted({r.device_kind for r in rows}):
+        cal = [r for r in rows if r.device_kind == kind]
         k, info = fit(cal, kind)
         model.coeffs[kind], model.calibration[kind] = k, info
-        val = [r for r in valid if r["device_kind"] == kind]
+        val = [r for r in valid if r.device_kind == kind]
         if val:
             tags = _axis_tags(seed, kind)
             ev = evaluate(cal, val, tags, kind).assign(device_kind=kind)

@@ -59,15 +59,15 @@ def observations(results_dir: str | Path) -> list[Observation]:
     """Every ok run of ``results_dir`` (Meta's sam2) as speed observations."""
     out = []
     for r in run_inputs(results_dir):
-        if r["candidate"].impl != "sam2":
+        if r.candidate.impl != "sam2":
             continue
-        rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
+        rep = json.loads(report_path(results_dir, r.run_id).read_text())
         init = float(rep["row"].get("init_s") or 0.0)
         prompted = {int(p["frame"]) for p in rep.get("prompts") or []}
         for k, step in sorted(_groups(rep.get("timeline") or [], prompted).items()):
-            out.append(Observation(r["run_id"], r["config_hash"], r["device_kind"],
-                                   r["device_name"] or "?", r["workload"], r["candidate"], k,
-                                   step, init))
+            out.append(Observation(r.run_id, r.config_hash, r.device_kind,
+                                   r.device_name or "?", r.workload, r.candidate, k, step,
+                                   init))
     return out
 
 
@@ -136,7 +136,7 @@ def _fits_subset(c: Observation, o: Observation, fit_on: dict[str, int]) -> bool
     ((name, v),) = fit_on.items()
     if name == "model_excluded":
         return c.workload.model != o.workload.model
-    return bool(_SUBSETS[name]({"workload": c.workload, "candidate": c.candidate}, v))
+    return bool(_SUBSETS[name](c, v))
 
 
 def evaluate(calib: list[Observation], valid: list[Observation], kind: str,
