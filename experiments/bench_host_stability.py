@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from sam2tune.config.store import compose_run
+from sam2tune.config import process
 from sam2tune.runner import launcher
 
 
@@ -61,17 +62,17 @@ def main() -> None:
         "probe.reference=false",
         f"results_dir={results}",
     ]
-    fixed = dict(launcher.RUN_ALLOCATOR_ENV)
+    fixed = dict(process.RUN_ALLOCATOR_ENV)
     table = []
     for alloc in ("fixed", "glibc default"):
-        launcher.RUN_ALLOCATOR_ENV.clear()
+        process.RUN_ALLOCATOR_ENV.clear()
         if alloc == "fixed":
-            launcher.RUN_ALLOCATOR_ENV.update(fixed)
+            process.RUN_ALLOCATOR_ENV.update(fixed)
         for loaded in (False, True):
             t0 = time.perf_counter()
             v = _runs(overrides, a.repeats, loaded)
             table.append((alloc, "loaded" if loaded else "idle", v, time.perf_counter() - t0))
-    launcher.RUN_ALLOCATOR_ENV.update(fixed)
+    process.RUN_ALLOCATOR_ENV.update(fixed)
     print(
         f"peak host RSS of one run ({a.image_size} px, {a.frames} frames, 2 objects, CPU), "
         f"{a.repeats} repeats each [measured, ru_maxrss]; MiB = 2^20 bytes"

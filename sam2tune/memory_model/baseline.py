@@ -50,7 +50,7 @@ def _key(device_kind: str) -> dict[str, Any]:
 
 def measure_baseline(device_kind: str = "cpu") -> dict[str, Any]:
     """Start a fresh run-like process and read its baseline (median of 3)."""
-    from sam2tune.runner.launcher import run_process_env
+    from sam2tune.config.process import run_process_env
 
     vals = []
     for _ in range(3):

@@ -24,6 +24,7 @@ from typing import Any
 
 from sam2tune.adapter.build import predictor_target
 from sam2tune.adapter.checkpoints import resolve_checkpoint, sha256_file
+from sam2tune.config.process import run_process_env
 from sam2tune.config.schema import RunConfig, config_hash
 from sam2tune.errors import InputError
 from sam2tune.paths import (
@@ -50,25 +51,6 @@ from sam2tune.video.sources import resolve_video
 __all__ = ["RunOutcome", "run_isolated", "REPORT_SCHEMA"]
 
 REPORT_SCHEMA = 1
-
-#: glibc malloc settings fixed in every run process, so host RSS does not depend on machine load
-#: or history: by default glibc gives a thread that finds its arena locked a new arena (up to 8
-#: per core), the likely reason one run's peak RSS was once seen at 0.95 GiB idle and 1.15 GiB
-#: beside other heavy processes. One arena, and fixed mmap / trim thresholds (large tensors are
-#: mmapped and returned when freed instead of the threshold adapting). Measured with these:
-#: run-to-run spread 0.1 % idle, 0.3 % loaded (experiments/bench_host_stability.py). Recorded
-#: in each report's environment (allocator_env).
-RUN_ALLOCATOR_ENV = {
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 20),
-}
-
-
-def run_process_env() -> dict[str, str]:
-    """The environment of an isolated run process: ours plus :data:`RUN_ALLOCATOR_ENV`."""
-    return {**os.environ, **RUN_ALLOCATOR_ENV}
-
 
 @dataclass
 class RunOutcome:
