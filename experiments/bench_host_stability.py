@@ -16,8 +16,8 @@ import statistics
 import tempfile
 import time
 
-from sam2tune.config.store import compose_run
 from sam2tune.config import process
+from sam2tune.config.store import compose_run
 from sam2tune.runner import launcher
 
 
