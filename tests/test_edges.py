@@ -322,3 +322,18 @@ def test_two_sweeps_into_one_dir_each_count_their_own_points(tmp_path, cache_roo
     assert "sweep summary: 2 points: ok=2" in second[0]  # its own two, not the dir's four
     assert "results dir holds 4 runs in all: ok=4" in second[1]
     assert len(load_results(tmp_path)) == 4
+
+
+@pytest.mark.slow
+def test_a_report_of_only_failed_runs_is_plain_and_quiet(tmp_path, cache_root):
+    from PIL import Image as PILImage
+
+    for n in (3, 4):  # two runs that time out: recorded, nothing ok
+        r = _cli(["run", *[a for a in SMALL_RUN if not a.startswith("video.num_frames")],
+                  f"video.num_frames={n}", "limits.timeout_s=0.5", f"cache_dir={cache_root}",
+                  f"results_dir={tmp_path}"], tmp_path)
+        assert r.returncode == 4
+    r = _cli(["report", f"results_dir={tmp_path}", f"out={tmp_path / 'rep'}"], tmp_path)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    sizes = [PILImage.open(p).size for p in (tmp_path / "rep" / "figures").glob("*.png")]
+    assert sizes and max(max(s) for s in sizes) < 1200, sizes  # no canvas blown up by a label

@@ -26,13 +26,18 @@ def new_figure(figsize=(7, 4.2)):
     return fig, fig.subplots()
 
 
-
-
 def fig_png(fig: Figure, dpi: int = 110) -> bytes:
     """``fig`` as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+def _legend(ax: Any, **kw: Any) -> None:
+    """A legend when something drawn has a label (matplotlib warns otherwise, e.g. when every
+    point failed)."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(**kw)
 
 
 def _failed_marks(ax, df: pd.DataFrame, x: str) -> None:
@@ -75,7 +80,7 @@ def peak_vs_frames(df: pd.DataFrame):
     ax.set_xlabel("video length (frames)")
     ax.set_ylabel("peak accelerator memory (MiB)")
     ax.set_title("Peak accelerator memory vs video length (lines: least-squares fit)")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
     return fig
 
@@ -85,7 +90,7 @@ def memory_by_role(df: pd.DataFrame):
     ok = df[df["status"] == "ok"].sort_values(["setting", "num_frames"])
     fig, ax = new_figure()
     if ok.empty:
-        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
         return fig
     labels = [f"{r.setting}\n{int(r.num_frames)}f" for r in ok.itertuples()]
     on_dev_frames = np.where(ok["offload_video_to_cpu"] == True, 0, ok["frames_bytes"])  # noqa: E712
@@ -106,7 +111,7 @@ def memory_by_role(df: pd.DataFrame):
     ax.set_xticks(x, labels, fontsize=6, rotation=60)
     ax.set_ylabel("accelerator memory (MiB)")
     ax.set_title("Where the accelerator's bytes go (offloaded roles live in host RAM)")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     return fig
 
 
@@ -116,13 +121,13 @@ def fps_by_setting(df: pd.DataFrame):
     ok = df[(df["status"] == "ok") & df["fps"].notna()]
     g = ok.groupby(["setting", "num_objects"])["fps"].median().unstack("num_objects")
     if g.empty:
-        ax.text(0.5, 0.5, "no fps figures", ha="center")
+        ax.text(0.5, 0.5, "no fps figures", ha="center", va="center", transform=ax.transAxes)
         return fig
     g.plot.bar(ax=ax)
     ax.set_ylabel("propagation fps (median over runs)")
     ax.set_xlabel("")
     ax.set_title("Speed by setting and object count")
-    ax.legend(title="objects", fontsize=7)
+    _legend(ax, title="objects", fontsize=7)
     ax.tick_params(axis="x", labelsize=7, labelrotation=30)
     return fig
 
@@ -161,7 +166,7 @@ def quality_vs_memory(df: pd.DataFrame):
             transform=ax.transAxes,
         )
     else:
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
     return fig
 
@@ -171,7 +176,7 @@ def timeline(df: pd.DataFrame, results_dir: str | Path):
     fig, ax = new_figure()
     ok = df[df["status"] == "ok"].sort_values(["num_frames", "run_id"])
     if ok.empty:
-        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
         return fig
     r = ok.iloc[-1]
     rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
@@ -190,8 +195,8 @@ def timeline(df: pd.DataFrame, results_dir: str | Path):
     ax.set_title(
         f"Per-frame timeline of run {r['run_id']} ({r['setting']}, {int(r['num_frames'])} frames)"
     )
-    ax.legend(fontsize=7, loc="upper left")
-    ax2.legend(fontsize=7, loc="lower right")
+    _legend(ax, fontsize=7, loc="upper left")
+    _legend(ax2, fontsize=7, loc="lower right")
     return fig
 
 
@@ -216,7 +221,7 @@ def timeline_by_setting(df: pd.DataFrame, results_dir: str | Path):
     bottom.set_xlabel("frame")
     top.set_ylim(bottom=0)
     top.set_title("Frame by frame, each setting's longest run")
-    top.legend(fontsize=7)
+    _legend(top, fontsize=7)
     fig.text(0.01, 0.0, _provenance(df), fontsize=6, color="gray")
     return fig
 
@@ -243,13 +248,16 @@ def quality_over_time(df: pd.DataFrame, results_dir: str | Path):
             ax.axvline(b, color=line.get_color(), ls=":", lw=0.8)
         drawn += 1
     if not drawn:
-        ax.text(0.5, 0.5, "no per-frame J&F recorded", ha="center")
+        ax.text(
+            0.5, 0.5, "no per-frame J&F recorded", ha="center", va="center",
+            transform=ax.transAxes,
+        )
     ax.set_xlabel("frame")
     ax.set_ylabel("J&F (mean over objects)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Quality along the video per setting (dotted: segment boundaries)")
     if drawn:
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     return fig
 
 
@@ -270,14 +278,14 @@ def growth_vs_flat(df: pd.DataFrame):
         ax.plot(g["num_frames"], y, "o-", lw=2.5, ms=7, label=label)
         drawn += 1
     if not drawn:
-        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
     _failed_marks(ax, df, "num_frames")
     ax.set_xlabel("video length (frames)")
     ax.set_ylabel("peak accelerator memory beyond the weights (MiB)")
     ax.set_ylim(bottom=0)
     ax.set_title("Stock grows with every frame; stream stays flat")
     if drawn:
-        ax.legend(fontsize=8, title="setting: slope (least squares)", title_fontsize=7)
+        _legend(ax, fontsize=8, title="setting: slope (least squares)", title_fontsize=7)
     fig.text(0.01, 0.01, _provenance(df), fontsize=6, color="gray")
     return fig
 
@@ -292,7 +300,7 @@ def projection_1024(df: pd.DataFrame):
     model = MemoryModel.load()
     p = project(df, model)
     if p.empty:
-        ax.text(0.5, 0.5, "no successful runs", ha="center")
+        ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
         return fig
     groups = list(p.groupby("setting", sort=True))
     tab20 = matplotlib.colormaps["tab20"]
@@ -321,7 +329,7 @@ def projection_1024(df: pd.DataFrame):
     ax.set_title(
         f"Predicted at {SIZE} px, {int(p['num_objects'].iloc[0])} objects: what each setting needs"
     )
-    ax.legend(fontsize=8 if len(groups) <= 10 else 6, loc="upper left")
+    _legend(ax, fontsize=8 if len(groups) <= 10 else 6, loc="upper left")
     fig.text(
         0.01,
         0.01,
