@@ -226,8 +226,6 @@ def build_predictor(
 
 
 def _device(device: Any) -> torch.device:
-    import torch
-
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:

@@ -153,6 +153,8 @@ def _run(overrides: list[str]) -> None:
         try:
             outcome = run_isolated(run_cfg)
         except InputError as e:
+            if multirun:  # mid-sweep (a results dir made read-only, a full disk): what it kept
+                _interrupted_summary(overrides, started, stopped="stopped")
             _fail(str(e))
         print_summary(outcome.row, outcome.report_path)
         ended.append(outcome.row["status"])
@@ -192,7 +194,9 @@ def _remove_stale(overrides: list[str]) -> None:
             )
 
 
-def _interrupted_summary(overrides: list[str], started: str) -> None:
+def _interrupted_summary(
+    overrides: list[str], started: str, stopped: str = "interrupted"
+) -> None:
     """What an interrupted sweep finished (the rows it recorded since it started)."""
     from collections import Counter
 
@@ -206,7 +210,7 @@ def _interrupted_summary(overrides: list[str], started: str) -> None:
         counts = Counter(new["status"]) if not new.empty else Counter()
     except Exception:
         counts = Counter()
-    print(f"interrupted: {sweep_summary(counts)}", file=sys.stderr)
+    print(f"{stopped}: {sweep_summary(counts)}", file=sys.stderr)
 
 
 @dataclass

@@ -56,8 +56,6 @@ def git_commit() -> str | None:
 
 def environment(device: Any = None) -> dict[str, Any]:
     """Versions, commit, machine and (when given a torch device) accelerator details."""
-    import os
-
     import psutil
 
     env: dict[str, Any] = {

@@ -132,3 +132,24 @@ def test_no_function_over_60_lines():
                 if lines > 60:
                     long.append(f"{path.relative_to(ROOT.parent)}:{n.lineno} {n.name} ({lines})")
     assert long == []
+
+
+def test_no_import_repeated_inside_a_function():
+    """An import inside a function is for a heavy or optional dependency, never a name the
+    module already has."""
+    repeated = []
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = {
+            (a.asname or a.name).split(".")[0]
+            for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+        }
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for m in ast.walk(fn):
+                if isinstance(m, ast.Import | ast.ImportFrom):
+                    for a in m.names:
+                        if (a.asname or a.name).split(".")[0] in top:
+                            repeated.append(f"{path.relative_to(ROOT.parent)}:{m.lineno} {a.name}")
+    assert repeated == []

@@ -362,9 +362,9 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
     video, prompts = pre.video, pre.prompts
     run_id = new_run_id()
     tmp_dir = pre.results / ".tmp" / run_id
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
         claim(tmp_dir)
         ex = _launch(pre, tmp_dir, run_id)
     except OSError as e:  # a full disk, a results dir made read-only: nothing half-written

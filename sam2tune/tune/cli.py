@@ -116,8 +116,6 @@ def _frames_within(
 ) -> tuple[int | None, dict[str, int | None]]:
     """max_frames_within_budget for the given knobs and for each strategy (stock, with
     offload_video, release, stream); ``make(n)``: the workload at ``n`` frames."""
-    import dataclasses
-
     from sam2tune.memory_model.memory import max_frames_within_budget
 
     variants = {
