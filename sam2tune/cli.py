@@ -17,7 +17,13 @@ from typing import Any, NoReturn
 
 from sam2tune import __version__
 from sam2tune.config.args import arg, help_lines, parse, split_args
-from sam2tune.config.store import CONF_DIR, check_override_keys, config_error_line, register
+from sam2tune.config.store import (
+    CONF_DIR,
+    check_override_keys,
+    check_repeated_keys,
+    config_error_line,
+    register,
+)
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
 from sam2tune.resources import data_dir
@@ -98,6 +104,7 @@ def _prevalidate(overrides: list[str], multirun: bool) -> None:
     from sam2tune.config.store import compose_run
 
     try:
+        check_repeated_keys(overrides)
         check_override_keys(overrides)
     except InputError as e:
         _fail(str(e))

@@ -15,6 +15,7 @@ __all__ = [
     "compose",
     "compose_run",
     "check_override_keys",
+    "check_repeated_keys",
     "config_error_line",
 ]
 
@@ -92,6 +93,25 @@ def known_keys() -> set[str]:
     return keys | {"experiment"}
 
 
+def check_repeated_keys(overrides: list[str]) -> None:
+    """Refuse a key given twice on the command line (Hydra would take the last silently);
+    programs composing configs (:func:`compose_run`) keep Hydra's last-wins.
+
+    Raises:
+        InputError: the repeated key.
+    """
+    from sam2tune.errors import InputError
+
+    seen: set[str] = set()
+    for ov in overrides:
+        if ov.startswith("-") or "=" not in ov:
+            continue
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key in seen:
+            raise InputError(f"{key}: given more than once (which value is meant?)")
+        seen.add(key)
+
+
 def check_override_keys(overrides: list[str]) -> None:
     """Refuse an unknown key in one line with the closest valid key, with or without ``+``
     (Hydra would print a page without ``+``, and silently add the typo with it).
@@ -104,14 +124,10 @@ def check_override_keys(overrides: list[str]) -> None:
     from sam2tune.errors import InputError
 
     known = known_keys()
-    seen: set[str] = set()
     for ov in overrides:
         if ov.startswith("-") or "=" not in ov:
             continue
         key = ov.split("=", 1)[0].lstrip("+~")
-        if key in seen:
-            raise InputError(f"{key}: given more than once (which value is meant?)")
-        seen.add(key)
         if key in known or key.startswith("hydra") or "/" in key:
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)

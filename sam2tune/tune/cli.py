@@ -200,6 +200,7 @@ def predict_cmd(args: list[str]) -> None:
         raise InputError(f"device_kind: must be cuda or cpu, got {pa.device_kind!r}")
     ta = ModelArgs(model_file=pa.model_file, device_kind=pa.device_kind)
     budgets = _predict_budgets(pa)
+    check_repeated_keys(args)
     cfg = compose_run(overrides)
     model, path = load_model(ta)
     if cfg.video.kind != "synthetic":  # a real video: its frame count and size, validated
