@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2tune.config.args import parse, split_args
-from sam2tune.config.store import compose_run
+from sam2tune.config.store import check_repeated_keys, compose_run
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
 from sam2tune.speed_model.model import load_speed_model, predict_speed, speed_note
