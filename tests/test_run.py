@@ -164,6 +164,7 @@ def test_mp4_goes_through_sam2s_own_loader(small, tmp_path):
     r = run_isolated(
         small(
             "video=mp4",
+            "video.num_frames=null",  # SAM 2 loads the whole file
             f"video.path={tmp_path / 'v.mp4'}",
             f"video.annotations={tmp_path / 'ann'}",
         )
@@ -203,7 +204,8 @@ def test_reference_is_keyed_by_the_prompts_and_a_damaged_cache_is_recomputed(sma
     res = tmp_path / "r"
     rows = []
     for ann in anns:
-        video = ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={ann}"]
+        video = ["video=jpeg_dir", "video.num_frames=null", f"video.path={jpg}",
+                 f"video.annotations={ann}"]
         run_isolated(small(*video, results=res))  # the reference (every knob off)
         rows.append(run_isolated(small(*video, "knobs.offload_video_to_cpu=true", results=res)).row)
     assert [r["iou_ref_mean"] for r in rows] == [1.0, 1.0]
@@ -211,7 +213,8 @@ def test_reference_is_keyed_by_the_prompts_and_a_damaged_cache_is_recomputed(sma
     assert len(refs) == 2  # one reference per set of prompts
     for p in refs:
         p.write_bytes(p.read_bytes()[:50])  # damage both
-    video = ["video=jpeg_dir", f"video.path={jpg}", f"video.annotations={anns[0]}"]
+    video = ["video=jpeg_dir", "video.num_frames=null", f"video.path={jpg}",
+             f"video.annotations={anns[0]}"]
     out = run_isolated(small(*video, "knobs.offload_video_to_cpu=true", results=res))
     assert out.row["status"] == "ok" and out.row["iou_ref_mean"] == 1.0
     rep = json.loads(out.report_path.read_text())
