@@ -180,7 +180,7 @@ def test_tune_finds_a_config_and_says_nothing_fits_for_tiny_budgets(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_study_resumes_without_losing_trials(tmp_path):
-    args = ["budget=24GiB", "n_trials=300", "study_name=k", *WL]
+    args = ["budget=24GiB", "n_trials=120", "study_name=k", *WL]
     proc = subprocess.Popen(
         sam2tune_cmd() + ["tune", f"results_dir={tmp_path}", *args],
         stdout=subprocess.DEVNULL,
@@ -189,7 +189,7 @@ def test_a_killed_study_resumes_without_losing_trials(tmp_path):
     journal = tmp_path / "tune" / "optuna_journal.log"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if journal.exists() and len(re.findall(r'"op_code":\s*6', journal.read_text())) > 20:
+        if journal.exists() and len(re.findall(r'"op_code":\s*6', journal.read_text())) > 10:
             break  # some trials finished
         time.sleep(0.2)
     proc.kill()
@@ -199,12 +199,12 @@ def test_a_killed_study_resumes_without_losing_trials(tmp_path):
         for t in _study(tmp_path, "k").trials
         if t.state == optuna.trial.TrialState.COMPLETE
     ]
-    assert 0 < len(done_before) < 300
+    assert 0 < len(done_before) < 120
     p = _tune(args, tmp_path)
     assert p.returncode == 0, p.stderr
     trials = _study(tmp_path, "k").trials
     complete = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert set(done_before) <= set(complete) and len(complete) == 300
+    assert set(done_before) <= set(complete) and len(complete) == 120
     assert len({t.number for t in trials}) == len(trials)
 
 
