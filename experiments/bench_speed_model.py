@@ -28,10 +28,12 @@ SETS = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, help="write the fitted model (every device kind) here")
+    ap.add_argument("--set", nargs=2, action="append", metavar=("CALIBRATION", "VALIDATION"),
+                    help="a calibration dir and its held-out dir (default: the CPU and H200 sets)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # unreadable records are the report's business
     shipped = SpeedModel()
-    for cal, val in SETS:
+    for cal, val in args.set or SETS:
         model, ev = fit_and_evaluate(cal, val)
         for kind, k in model.coeffs.items():
             info = model.calibration[kind]
