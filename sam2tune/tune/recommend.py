@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -114,6 +115,8 @@ def lookup_table(
     preset = model_preset(model_name)
     rows = []
     cal = model.kind(device_kind)[1]
+    screens: dict[tuple[int, ...], list[Choice]] = {}  # per workload: predictions do not
+    every = tuple(sorted(set(impls) | {"transformers"}))  # depend on the GPU's budget
     for gpu, total in catalog().items():
         budget = usable_memory(total, model, device_kind)[0]
         for (length, n), k, s, pe in product(
@@ -123,37 +126,61 @@ def lookup_table(
             CLASSES["prompt_every"],
         ):
             w = Workload(model_name, s, n, k, 1, None, weights_bytes, prompt_every=pe)
-            best, _ = recommend(w, budget, host_budget, model, device_kind, data, impls)
-            row = {
-                "gpu": gpu,
-                "gpu_bytes": total,
-                "usable_bytes": budget,
-                "video": length,
-                "num_frames": n,
-                "num_objects": k,
-                "image_size": s,
-                "prompt_every": pe,
-                "model": model_name,
-                "config": "nothing fits",
-                "predicted_device_peak_bytes": None,
-                "predicted_host_peak_bytes": None,
-                "predicted_fps": None,
-                "predicted_end_to_end_s": None,
-                "speed_provenance": None,
-                "margin_bytes": None,
-                "quality": None,
-                "trust": None,
-                "snippet": None,
-                "figure": f"predicted (memory model calibrated on {cal})",
-                "candidate": None,
-                "transformers_config": "nothing fits",
-                "transformers_predicted_device_peak_bytes": None,
-                "transformers_candidate": None,
-            }
-            hf, _ = recommend(w, budget, host_budget, model, device_kind, data, ("transformers",))
+            if (n, k, s, pe) not in screens:
+                screens[(n, k, s, pe)] = screen(
+                    w, 2**62, host_budget, model, device_kind, data, every
+                )
+            fit = _within(screens[(n, k, s, pe)], budget, host_budget)
+            best = choose([c for c in fit if c.candidate.impl in impls])
+            row = _empty_row(gpu, total, budget, length, n, k, s, pe, model_name, cal)
+            hf = choose([c for c in fit if c.candidate.impl == "transformers"])
             row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name, device_kind))
             rows.append(row)
     return rows
+
+
+def _empty_row(
+    gpu: str, total: int, budget: int, length: str, n: int, k: int, s: int, pe: int,
+    model_name: str, cal: str,
+) -> dict[str, Any]:
+    """A lookup cell before its answer (every column, "nothing fits" until one does)."""
+    return {
+        "gpu": gpu,
+        "gpu_bytes": total,
+        "usable_bytes": budget,
+        "video": length,
+        "num_frames": n,
+        "num_objects": k,
+        "image_size": s,
+        "prompt_every": pe,
+        "model": model_name,
+        "config": "nothing fits",
+        "predicted_device_peak_bytes": None,
+        "predicted_host_peak_bytes": None,
+        "predicted_fps": None,
+        "predicted_end_to_end_s": None,
+        "speed_provenance": None,
+        "margin_bytes": None,
+        "quality": None,
+        "trust": None,
+        "snippet": None,
+        "figure": f"predicted (memory model calibrated on {cal})",
+        "candidate": None,
+        "transformers_config": "nothing fits",
+        "transformers_predicted_device_peak_bytes": None,
+        "transformers_candidate": None,
+    }
+
+
+def _within(choices: list[Choice], budget: int, host_budget: int) -> list[Choice]:
+    """The screened choices judged against one GPU's usable budget (as ``evaluate`` does)."""
+    return [
+        dataclasses.replace(
+            c, feasible=c.prediction.device_peak_bytes <= budget
+            and c.prediction.host_peak_bytes <= host_budget,
+        )
+        for c in choices
+    ]
 
 
 def _answer_cells(

@@ -7,7 +7,7 @@ which frames were tracked, i.e. not timed), so the steady figure is recomputed e
 run computes it (:func:`sam2tune.speed_model.timing.steady_timing`); the recorded figure is
 kept as ``speed.recorded_fps`` and ``fps_method`` says the row was re-derived.
 
-    python experiments/rederive_fps.py results/gpu-nvidia-h200 results/cpu-calibration ...
+    python scripts/rederive_fps.py results/gpu-nvidia-h200 results/cpu-calibration ...
 """
 
 from __future__ import annotations
