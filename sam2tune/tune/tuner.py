@@ -17,8 +17,10 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -415,18 +417,45 @@ def _alive(worker: str | None) -> bool:
         return False
 
 
+#: a trial at the cap waits this long for a live worker's running trial to end (trials take
+#: milliseconds; a confirmation is not a trial here)
+CAP_WAIT_S = 60.0
+#: a running trial that names no worker yet is its worker's only for this long after its start
+_UNNAMED_S = 10.0
+
+
+def _counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether trial ``t`` holds a slot under the cap: complete, or running in a worker that may
+    still finish it."""
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        return True
+    worker = t.user_attrs.get("worker")
+    if worker is None:  # created, its worker not recorded yet: only just now
+        start = t.datetime_start
+        return start is not None and (datetime.now() - start).total_seconds() < _UNNAMED_S
+    return _alive(worker)
+
+
 def _beyond_cap(trial: optuna.Trial, n_trials: int) -> bool:
     """Whether ``trial`` would make the study hold more than ``n_trials`` finished trials: trial
     numbers are assigned atomically by the storage, so every worker counts the same trials
-    before this one (complete, or running in a live worker)."""
-    running = optuna.trial.TrialState.RUNNING
-    states = (optuna.trial.TrialState.COMPLETE, running)
-    before = [
-        t for t in trial.study.get_trials(deepcopy=False, states=states)
-        if t.number < trial.number
-        and (t.state != running or _alive(t.user_attrs.get("worker")))
-    ]
-    return len(before) >= n_trials
+    before this one. While a slot is held only by another live worker's running trial, wait for
+    it to end (it may fail and free the slot)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    deadline = time.monotonic() + CAP_WAIT_S
+    while True:
+        before = [
+            t for t in trial.study.get_trials(deepcopy=False, states=states)
+            if t.number < trial.number and _counts(t)
+        ]
+        complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in before)
+        if len(before) < n_trials:
+            return False
+        if complete >= n_trials or time.monotonic() > deadline:
+            return True
+        with contextlib.suppress(Exception):  # RDB heartbeats: fail a dead worker's trials
+            optuna.storages.fail_stale_trials(trial.study)
+        time.sleep(0.2)
 
 
 def _objective(
