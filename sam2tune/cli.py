@@ -236,14 +236,19 @@ def _download(args: list[str]) -> None:
     from sam2tune.config.presets import model_preset
     from sam2tune.paths import cache_dir
 
-    bare = [a for a in args if "=" not in a and not a.startswith("-")]
-    legacy = {"--all": "all=true"}
-    kv = [legacy.get(a, a) for a in args if a not in bare or a in legacy]
-    if "--cache-dir" in kv:  # the older spelling `--cache-dir DIR`
-        i = kv.index("--cache-dir")
-        if i + 1 >= len(kv):
-            _fail("download: --cache-dir needs a folder")
-        kv[i : i + 2] = [f"cache_dir={kv[i + 1]}"]
+    rest, bare, kv = list(args), [], []
+    while rest:  # model names bare; the older spellings --all and --cache-dir DIR accepted
+        a = rest.pop(0)
+        if a == "--all":
+            kv.append("all=true")
+        elif a == "--cache-dir":
+            if not rest:
+                _fail("download: --cache-dir needs a folder")
+            kv.append(f"cache_dir={rest.pop(0)}")
+        elif "=" in a or a.startswith("-"):
+            kv.append(a)
+        else:
+            bare.append(a)
     if bare:
         kv.append(f"models=[{','.join(bare)}]")
     da = parse(kv, "download", DownloadArgs)
