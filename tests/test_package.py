@@ -96,3 +96,16 @@ def test_every_path_and_image_the_readme_names_exists():
     assert named, "the README names no path"
     missing = sorted(p for p in named if not (ROOT / p).exists())
     assert not missing, missing
+
+
+def test_download_reads_every_spelling_of_its_arguments(tmp_path):
+    """key=value, bare model names, and the older --all / --cache-dir DIR read alike (no network
+    here: each fails at the fetch, naming the folder it would have written to)."""
+    from conftest import sam2tune_cmd
+
+    for args in (["sam2.1_tiny", f"cache_dir={tmp_path}"], ["sam2.1_tiny", "--cache-dir", str(tmp_path)],
+                 ["models=[sam2.1_tiny]", f"cache_dir={tmp_path}"]):
+        p = subprocess.run(sam2tune_cmd() + ["download", *args], capture_output=True, text=True,
+                           timeout=120)
+        assert f"-> {tmp_path}/checkpoints" in p.stderr, (args, p.stderr)
+        assert "unknown model" not in p.stderr
