@@ -38,6 +38,7 @@ __all__ = [
     "COEFFS",
     "load_speed_model",
     "speed_note",
+    "speed_answer",
 ]
 
 DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
@@ -179,3 +180,14 @@ def speed_note(
             "not scaled (run scripts/gpu-calibrate on it)"
         )
     return text, rests
+
+
+def speed_answer(
+    w: Workload, c: Candidate, kind: str, gpu: str | None = None, model: SpeedModel | None = None
+) -> tuple[SpeedPrediction | None, str, str]:
+    """(prediction, the figure in words, what it rests on) with the shipped model unless one
+    is given: the one place ``predict``, ``recommend`` and the lookup get their speed."""
+    sm = model if model is not None else load_speed_model()
+    sp = predict_speed(w, c, sm, kind)
+    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    return sp, text, rests

@@ -18,12 +18,7 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import resolve_budget, usable_memory
 from sam2tune.memory_model.memory import Candidate, Workload
-from sam2tune.speed_model.model import (
-    SpeedPrediction,
-    load_speed_model,
-    predict_speed,
-    speed_note,
-)
+from sam2tune.speed_model.model import SpeedPrediction, speed_answer
 from sam2tune.units import fmt_bytes
 
 __all__ = ["Recommendation", "NothingFits", "answer", "recommend", "prompt_schedule"]
@@ -196,9 +191,7 @@ def answer(ta: Any) -> Recommendation:
 
 
 def _speed(w: Workload, c: Candidate, kind: str, gpu: str | None) -> dict[str, Any]:
-    sm = load_speed_model()
-    sp = predict_speed(w, c, sm, kind)
-    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    sp, text, rests = speed_answer(w, c, kind, gpu)
     return {"speed": sp, "speed_text": text, "speed_provenance": rests}
 
 

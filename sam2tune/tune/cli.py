@@ -14,7 +14,7 @@ from sam2tune.config.args import parse, split_args
 from sam2tune.config.store import check_repeated_keys, compose_run
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
-from sam2tune.speed_model.model import load_speed_model, predict_speed, speed_note
+from sam2tune.speed_model.model import speed_answer
 from sam2tune.tune.answer import prompt_schedule
 from sam2tune.tune.args import (
     CalibrateArgs,
@@ -180,9 +180,7 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
 
 def _speed_of(w: Any, c: Any, kind: str, gpu: str | None) -> dict[str, Any]:
     """The speed model's figures for ``predict``: fps, end-to-end time, their provenance."""
-    sm = load_speed_model()
-    sp = predict_speed(w, c, sm, kind)
-    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    sp, text, rests = speed_answer(w, c, kind, gpu)
     return {**(sp.to_dict() if sp else {}), "text": text, "provenance": rests}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import catalog, resolve_budget, usable_memory
 from sam2tune.memory_model.memory import MemoryModel, Workload
-from sam2tune.speed_model.model import load_speed_model, predict_speed
+from sam2tune.speed_model.model import SpeedModel, load_speed_model, predict_speed
 from sam2tune.tune.snippet import snippet
 from sam2tune.tune.tuner import Choice, choose, screen
 from sam2tune.units import GiB, fmt_bytes
@@ -172,6 +173,12 @@ def _empty_row(
     }
 
 
+@functools.cache
+def _speed_model() -> SpeedModel:
+    """The shipped speed model, read once (the lookup asks for it in every cell)."""
+    return load_speed_model()
+
+
 def _within(choices: list[Choice], budget: int, host_budget: int) -> list[Choice]:
     """The screened choices judged against one GPU's usable budget (as ``evaluate`` does)."""
     return [
@@ -207,7 +214,7 @@ def _answer_cells(
             snippet=snippet(w, best.candidate, checkpoint_name),
             candidate=asdict(best.candidate),
         )
-        sp = predict_speed(w, best.candidate, load_speed_model(), kind)
+        sp = predict_speed(w, best.candidate, _speed_model(), kind)
         if sp is not None:
             row.update(predicted_fps=sp.fps, predicted_end_to_end_s=sp.end_to_end_s,
                        speed_provenance=sp.provenance)
