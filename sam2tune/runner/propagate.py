@@ -285,7 +285,9 @@ def propagate(
         res.activation_peak_bytes = max(tracker.step_peaks, default=0)
     probe.finish()
     res.init_s = sess.init_s  # segments: every segment's init_state
-    res.timing = steady_timing(timed_steps)
+    # from the step times as the timeline records them (microseconds), so a reader of
+    # report.json recomputes the same fps from its timeline
+    res.timing = steady_timing([round(s, 6) for s in timed_steps])
     res.timed_frames = len(timed_steps)
     res.fps = res.timing.fps
     sess.close()
