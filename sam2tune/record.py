@@ -21,6 +21,7 @@ SWEEP_ID_ENV = "SAM2TUNE_SWEEP_ID"
 @dataclass(frozen=True)
 class Column:
     """One column of the results table: unit, kind (setting / measured / ...) and meaning."""
+
     name: str
     unit: str
     kind: str  # setting | identity | measured | estimated | derived
@@ -196,7 +197,10 @@ COLUMNS: list[Column] = [
         "so in fps_method",
     ),
     Column(
-        "warmup_s", "s", "measured", "step time of the first two propagated frames (left out of fps)"
+        "warmup_s",
+        "s",
+        "measured",
+        "step time of the first two propagated frames (left out of fps)",
     ),
     Column(
         "fps_spread",
@@ -209,6 +213,27 @@ COLUMNS: list[Column] = [
         "",
         "identity",
         "how fps was computed (steady, or re-derived from the timeline; null in rows before it)",
+    ),
+    Column(
+        "encoder_s",
+        "s",
+        "measured",
+        "median over fps's frames of the image encoder's time within the step (Meta: "
+        "forward_image; transformers: get_image_features); null where not timed",
+    ),
+    Column(
+        "tracking_s",
+        "s",
+        "measured",
+        "median over fps's frames of the rest of the step (step_s - encoder_s: memory attention, "
+        "decoder, memory encoder per object, the masks' copy to the host)",
+    ),
+    Column(
+        "host_s",
+        "s",
+        "measured",
+        "median over fps's frames of sam2tune's own work between two steps (probes: census, RSS, "
+        "CUDA counters; masks kept or queued to disk; not in fps)",
     ),
     Column("init_s", "s", "measured", "init_state time (frame loading)"),
     Column(

@@ -14,6 +14,21 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
+def _ms(v: Any) -> str:
+    return "n/a" if v is None else f"{v * 1e3:.1f} ms"
+
+
+def _split_line(r: dict[str, Any]) -> list[str]:
+    """The steady step's split (one line; none for rows recorded before it existed)."""
+    if r.get("encoder_s") is None and r.get("host_s") is None:
+        return []
+    return [
+        f"          a steady frame: encoder {_ms(r.get('encoder_s'))} + tracking "
+        f"{_ms(r.get('tracking_s'))} (SAM 2's step), host {_ms(r.get('host_s'))} (sam2tune's "
+        "probes and masks, outside fps) [measured, medians]"
+    ]
+
+
 def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
     """The run's row as a few labelled lines (and where its record is, when given)."""
     r = row
@@ -67,6 +82,7 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         f"{_num(r.get('fps_spread'), '{:.0%}')}),"
         f" init {_num(r.get('init_s'), '{:.2f}')}"
         f" s, total {_num(r.get('total_s'), '{:.1f}')} s [measured]",
+        *_split_line(r),
         "  (sizes in binary units: MiB = 2^20 bytes, GiB = 2^30 bytes)",
     ]
     if report_path is not None:

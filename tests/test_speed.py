@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import time
 import warnings
 
 import pytest
@@ -34,14 +35,31 @@ def test_steady_timing_leaves_the_warm_up_out():
     assert steady_timing([0.5]).warmup_s is None and steady_timing([]).fps is None
 
 
-def _obs(model: str, S: int, k: int, step: float, dtype: str = "float32",
-         predictor: str = "per_object", every: int = 0) -> Observation:
+def _obs(
+    model: str,
+    S: int,
+    k: int,
+    step: float,
+    dtype: str = "float32",
+    predictor: str = "per_object",
+    every: int = 0,
+) -> Observation:
     frames = 12 * (1 + S // 512)  # loading: frames vary, so both of its terms are identified
-    w = Workload(model, S, frames, k, 1, None, 0, video_height=270, video_width=480,
-                 prompt_every=every)
+    w = Workload(
+        model, S, frames, k, 1, None, 0, video_height=270, video_width=480, prompt_every=every
+    )
     c = Candidate(image_size=S, dtype=dtype, predictor=predictor)
-    return Observation(f"r{model}{S}{k}{dtype}{predictor}", "h", "cuda", "GPU", w, c, k, step,
-                       0.2 + 0.01 * frames * 270 * 480 / 1e6)
+    return Observation(
+        f"r{model}{S}{k}{dtype}{predictor}",
+        "h",
+        "cuda",
+        "GPU",
+        w,
+        c,
+        k,
+        step,
+        0.2 + 0.01 * frames * 270 * 480 / 1e6,
+    )
 
 
 def test_the_fit_recovers_known_coefficients():
@@ -62,8 +80,9 @@ def test_the_fit_recovers_known_coefficients():
                 if model == "sam2.1_tiny" and S == 256:  # bf16 and batched: known factors
                     obs.append(_obs(model, S, k, 2.0 * step, dtype="bfloat16"))
                     base = truth["h"] + truth["e"] * x[1]
-                    obs.append(_obs(model, S, k, base + 0.5 * (step - base),
-                                    predictor="legacy_batched"))
+                    obs.append(
+                        _obs(model, S, k, base + 0.5 * (step - base), predictor="legacy_batched")
+                    )
     k = fit(obs)
     for n, v in truth.items():
         assert k[n] == pytest.approx(v, rel=1e-6), n
@@ -74,8 +93,18 @@ def test_the_fit_recovers_known_coefficients():
 def test_end_to_end_is_loading_plus_every_frames_step():
     k = {"h": 0.01, "e": 0.0, "o": 0.02, "q": 0.0, "a": 0.0, "i0": 1.0, "i1": 0.5}
     m = SpeedModel({"cuda": k}, {"cuda": {"runs": 3, "devices": ["NVIDIA H200"]}})
-    w = Workload("sam2.1_tiny", 512, 100, 2, 1, 150, 0, video_height=1000, video_width=1000,
-                 cond_frames=[[0], [50]])
+    w = Workload(
+        "sam2.1_tiny",
+        512,
+        100,
+        2,
+        1,
+        150,
+        0,
+        video_height=1000,
+        video_width=1000,
+        cond_frames=[[0], [50]],
+    )
     p = predict_speed(w, Candidate(), m, "cuda")
     # oracle by hand: 100 frames x 10 ms + 150 object-frames x 20 ms; loading 1 + 0.5 x 100 MP
     assert p.end_to_end_s == pytest.approx(1.0 + 0.5 * 100 + 100 * 0.01 + 150 * 0.02)
@@ -91,8 +120,9 @@ def test_end_to_end_is_loading_plus_every_frames_step():
 def test_the_shipped_model_was_fitted_on_the_committed_records_and_holds_out():
     warnings.simplefilter("ignore")
     shipped = load_speed_model()
-    model, ev = fit_and_evaluate("results/gpu-nvidia-h200/calibration",
-                                 "results/gpu-nvidia-h200/validation")
+    model, ev = fit_and_evaluate(
+        "results/gpu-nvidia-h200/calibration", "results/gpu-nvidia-h200/validation"
+    )
     assert shipped.coeffs["cuda"] == pytest.approx(model.coeffs["cuda"])  # reproducible
     rnd = ev[ev["axis"] == "random"]["step_err"].abs()
     assert len(rnd) >= 10 and rnd.median() < 0.2  # measured steps it never saw
@@ -100,10 +130,23 @@ def test_the_shipped_model_was_fitted_on_the_committed_records_and_holds_out():
 
 @pytest.mark.slow
 def test_a_runs_fps_is_its_own_steady_step_time(tmp_path, cache_root):
-    r = subprocess.run(sam2tune_cmd() + [
-        "run", "device=cpu", "model.image_size=256", "video.num_frames=10", "video.height=64",
-        "video.width=96", "probe.reference=false", f"cache_dir={cache_root}",
-        f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        sam2tune_cmd()
+        + [
+            "run",
+            "device=cpu",
+            "model.image_size=256",
+            "video.num_frames=10",
+            "video.height=64",
+            "video.width=96",
+            "probe.reference=false",
+            f"cache_dir={cache_root}",
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-400:]
     (rep,) = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/report.json")]
     timed = [t["step_s"] for t in rep["timeline"] if not t["tracked"]]
@@ -113,18 +156,137 @@ def test_a_runs_fps_is_its_own_steady_step_time(tmp_path, cache_root):
 
 
 def test_predict_and_recommend_carry_fps_and_end_to_end_with_provenance(tmp_path):
-    wl = ["workload.model=sam2.1_tiny", "workload.image_size=512", "workload.num_frames=900",
-          "workload.num_objects=3"]
+    wl = [
+        "workload.model=sam2.1_tiny",
+        "workload.image_size=512",
+        "workload.num_frames=900",
+        "workload.num_objects=3",
+    ]
     for gpu, calibrated in (("H200", True), ("RTX 4090", False)):
-        out = subprocess.run(sam2tune_cmd() + ["recommend", f"gpu={gpu}", "impl=sam2", *wl,
-                                               f"results_dir={tmp_path}", "format=json"],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            sam2tune_cmd()
+            + [
+                "recommend",
+                f"gpu={gpu}",
+                "impl=sam2",
+                *wl,
+                f"results_dir={tmp_path}",
+                "format=json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-300:]
         d = json.loads(out.stdout)
         assert d["speed"]["fps"] > 0 and d["speed"]["end_to_end_s"] > d["speed"]["init_s"] > 0
         assert "NVIDIA H200" in d["speed"]["provenance"]
         assert ("never calibrated" in d["speed_provenance"]) is not calibrated
-    p = subprocess.run(sam2tune_cmd() + ["predict", *wl, "format=json"], capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        sam2tune_cmd() + ["predict", *wl, "format=json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     sp = json.loads(p.stdout)["speed"]
     assert sp["fps"] > 0 and "held-out error" in sp["provenance"]
+
+
+def test_the_encoder_timer_counts_each_step_and_puts_the_method_back():
+    import torch
+
+    from sam2tune.adapter.encoder import EncoderTimer, encoder_entry
+
+    class Model(torch.nn.Module):
+        def forward_image(self, x):
+            time.sleep(0.01)
+            return x + 1
+
+    m = Model()
+    with EncoderTimer(*encoder_entry(m), cuda=False) as timer:
+        assert "forward_image" in vars(m)
+        m.forward_image(torch.zeros(1))  # before a step (init_state's warm-up): no frame's
+        timer.begin_step()
+        assert m.forward_image(torch.zeros(1)).item() == 1.0
+        m.forward_image(torch.zeros(1))
+        assert 0.02 <= timer.step_s() < 0.2
+        timer.begin_step()
+        assert timer.step_s() == 0.0
+    assert "forward_image" not in vars(m)  # the class's method again
+    own = m.forward_image  # an instance attribute already there (a compiled one) is kept
+    m.forward_image = own
+    with EncoderTimer(m, "forward_image", cuda=False):
+        assert m.forward_image is not own
+    assert m.forward_image is own
+    assert encoder_entry(object()) is None  # no encoder call: the split is absent
+
+
+def _steady(rows, key):
+    return statistics.median([t[key] for t in rows if not t["tracked"]][2:])
+
+
+@pytest.mark.slow
+def test_a_runs_step_splits_into_encoder_tracking_and_host(tmp_path, cache_root):
+    r = subprocess.run(
+        sam2tune_cmd()
+        + [
+            "run",
+            "device=cpu",
+            "model.image_size=256",
+            "video.num_frames=10",
+            "video.height=64",
+            "video.width=96",
+            "probe.reference=false",
+            f"cache_dir={cache_root}",
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-400:]
+    (rep,) = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/report.json")]
+    prompted = {p["frame"] for p in rep["prompts"]}
+    rows = rep["timeline"]
+    assert len(rows) == 10
+    for t in rows:
+        assert {"encoder_s", "tracking_s", "host_s"} <= set(t), t
+        assert 0 <= t["encoder_s"] < t["step_s"] and t["host_s"] > 0
+        assert t["encoder_s"] + t["tracking_s"] == pytest.approx(t["step_s"], abs=2e-6)
+        # SAM 2 encoded a prompted frame at its prompt; every other frame within its own step
+        assert (t["encoder_s"] == 0) == (t["frame"] in prompted), t
+    row = rep["row"]
+    for key in ("encoder_s", "tracking_s", "host_s"):  # the oracle: recomputed from the timeline
+        assert row[key] == pytest.approx(_steady(rows, key), abs=1e-9), key
+    assert row["encoder_s"] + row["tracking_s"] == pytest.approx(1 / row["fps"], rel=0.5)
+    assert "encoder" in r.stdout and "host" in r.stdout
+
+
+@pytest.mark.slow
+def test_the_encoders_time_grows_with_the_image_size(tmp_path):
+    """An independent fact: the Hiera encoder's work grows with the pixels (4x from 256 to 512
+    px), so its timed part of the step must too. One thread, so that another process on the CPU
+    slows both sizes alike (3.4-3.6x measured on this 2-core CPU under load)."""
+    import torch
+
+    from sam2tune.adapter.build import build_predictor
+    from sam2tune.config.schema import KnobsConfig, ModelConfig, ScenarioConfig, VideoConfig
+    from sam2tune.runner.propagate import propagate
+    from sam2tune.scenario import make_prompts
+    from sam2tune.video.sources import resolve_video
+
+    video = resolve_video(VideoConfig(num_frames=6, num_objects=1, height=64, width=96), tmp_path)
+    prompts = make_prompts(video, ScenarioConfig(), video.num_frames)
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    enc = {}
+    torch.set_num_threads(1)
+    try:
+        for size in (256, 512):
+            pred = build_predictor(ModelConfig(image_size=size), KnobsConfig(), cpu, tmp_path)
+            res = propagate(pred.predictor, video, prompts, KnobsConfig(), cpu)
+            assert "forward_image" not in vars(pred.predictor)  # SAM 2's method put back
+            enc[size] = res.encoder_s
+            assert 0 < res.encoder_s < 1 / res.fps
+    finally:
+        torch.set_num_threads(threads)
+    assert enc[512] / enc[256] > 2, enc

@@ -55,6 +55,7 @@ __all__ = [
     "hf_available",
     "hf_version",
     "hf_session_args",
+    "hf_encoder_entry",
     "read_rgb_frames",
 ]
 
@@ -198,8 +199,10 @@ _ALSO = {
     ],
 }
 
-_MLP = re.compile(r"^(?P<pre>(?:.*\.)?(?:mlp|iou_prediction_head|pred_obj_score_head|"
-                  r"output_hypernetworks_mlps\.\d+|object_pointer_proj))\.layers\.(?P<i>\d+)\.")
+_MLP = re.compile(
+    r"^(?P<pre>(?:.*\.)?(?:mlp|iou_prediction_head|pred_obj_score_head|"
+    r"output_hypernetworks_mlps\.\d+|object_pointer_proj))\.layers\.(?P<i>\d+)\."
+)
 
 
 def _mlp(name: str, depth: dict[str, int]) -> str:
@@ -209,7 +212,7 @@ def _mlp(name: str, depth: dict[str, int]) -> str:
     pre, i = m["pre"], int(m["i"])
     n = depth[pre]
     new = "proj_in" if i == 0 else "proj_out" if i == n - 1 else f"layers.{i - 1}"
-    return f"{pre}.{new}.{name[m.end():]}"
+    return f"{pre}.{new}.{name[m.end() :]}"
 
 
 def _downsampler(name: str, n_convs: int) -> str:
@@ -224,9 +227,16 @@ def _downsampler(name: str, n_convs: int) -> str:
     return f"memory_encoder.mask_downsampler.layers.{i // 3}.{part}.{rest}"
 
 
-def convert_state_dict(meta: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[
-    str, torch.Tensor
-]:
+def _downsampler_convs(names: dict[str, torch.Tensor]) -> int:
+    """Convolutions of Meta's mask downsampler: (conv, LayerNorm2d, GELU) x k, then the final
+    conv at index 3k."""
+    pat = re.compile(r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.")
+    return max((int(m[1]) for n in names if (m := pat.match(n))), default=0) // 3
+
+
+def convert_state_dict(
+    meta: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Meta's ``state_dict`` under transformers' names and shapes.
 
     Raises:
@@ -244,12 +254,7 @@ def convert_state_dict(meta: dict[str, torch.Tensor], target: dict[str, torch.Te
         m = _MLP.match(n)
         if m:
             depth[m["pre"]] = max(depth.get(m["pre"], 0), int(m["i"]) + 1)
-    # Meta's downsampler: (conv, LayerNorm2d, GELU) x k, then the final conv at index 3k
-    n_convs = max(
-        (int(m[1]) for n in renamed
-         if (m := re.match(r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.", n))),
-        default=0,
-    ) // 3
+    n_convs = _downsampler_convs(renamed)
     out: dict[str, torch.Tensor] = {}
     points: dict[int, torch.Tensor] = {}
     for n, v in renamed.items():
@@ -266,10 +271,8 @@ def convert_state_dict(meta: dict[str, torch.Tensor], target: dict[str, torch.Te
     unknown = sorted(set(out) - set(target))
     missing = sorted(set(target) - set(out))
     if unknown or missing:
-        raise ValueError(
-            "convert_state_dict: no place for " + (", ".join(unknown[:5]) or "-")
-            + "; unfilled " + (", ".join(missing[:5]) or "-")
-        )
+        gone, left = ", ".join(unknown[:5]) or "-", ", ".join(missing[:5]) or "-"
+        raise ValueError(f"convert_state_dict: no place for {gone}; unfilled {left}")
     for n, v in out.items():
         want = target[n].shape
         if v.shape != want:
@@ -296,6 +299,16 @@ class HFPredictor:
     dtype: torch.dtype
 
 
+def hf_encoder_entry(predictor: HFPredictor) -> tuple[Any, str] | None:
+    """The model's image-encoder call (``get_image_features``: vision encoder, FPN neck and the
+    mask decoder's high-resolution projections, which ``_prepare_vision_features`` calls on a
+    cache miss), as ``(object, attribute)`` for :class:`sam2tune.adapter.encoder.EncoderTimer`;
+    None for a model without it."""
+    if callable(getattr(predictor.model, "get_image_features", None)):
+        return predictor.model, "get_image_features"
+    return None
+
+
 def _processor(image_size: int) -> Any:
     from transformers import Sam2ImageProcessor, Sam2VideoProcessor, Sam2VideoVideoProcessor
 
@@ -312,7 +325,6 @@ def build_hf(
     """transformers' SAM 2 video model with Meta's weights for ``model`` (the checkpoint, or
     Meta's random-init weights from ``model.weights_seed``), converted by name."""
     from transformers import Sam2VideoModel
-
 
     why = hf_available()
     if why is not None:
@@ -449,9 +461,7 @@ def hf_census(sess: Any, device: torch.device, knobs: KnobsConfig) -> Census:
             c.maskmem_entries += t.shape[1] if t.dim() > 1 else 1
         if cpu:
             on_device = not (
-                knobs.offload_state_to_cpu
-                and key not in _STAY
-                and not key.endswith("_per_obj")
+                knobs.offload_state_to_cpu and key not in _STAY and not key.endswith("_per_obj")
             )
         else:
             on_device = t.device.type != "cpu"
@@ -509,7 +519,9 @@ class HFSession:
         proc, sess = self.predictor.processor, self.session
         if p.kind == "mask":
             proc.add_inputs_to_inference_session(
-                sess, frame_idx=p.frame, obj_ids=p.obj_id,
+                sess,
+                frame_idx=p.frame,
+                obj_ids=p.obj_id,
                 input_masks=np.asarray(p.mask, dtype=bool),
             )
         else:
@@ -519,16 +531,15 @@ class HFSession:
             if p.points is not None:
                 kw["input_points"] = [[[[float(a), float(b)] for a, b in p.points]]]
                 kw["input_labels"] = [[[int(v) for v in (p.labels or [])]]]
-            proc.add_inputs_to_inference_session(
-                sess, frame_idx=p.frame, obj_ids=p.obj_id, **kw
-            )
+            proc.add_inputs_to_inference_session(sess, frame_idx=p.frame, obj_ids=p.obj_id, **kw)
         with torch.inference_mode():
             self.predictor.model(inference_session=sess, frame_idx=p.frame)
 
     def _masks(self, logits: torch.Tensor) -> np.ndarray:
         proc = self.predictor.processor
-        m = proc.post_process_masks([logits.float()], original_sizes=[list(self._size)],
-                                    binarize=True)[0]
+        m = proc.post_process_masks(
+            [logits.float()], original_sizes=[list(self._size)], binarize=True
+        )[0]
         return m[:, 0].cpu().numpy().astype(bool)
 
     def _logits(self, logits: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,9 @@ def _measures(
         "warmup_s": prop.timing.warmup_s if prop.timing else None,
         "fps_spread": prop.timing.spread if prop.timing else None,
         "fps_method": prop.timing.method if prop.timing else None,
+        "encoder_s": prop.encoder_s,
+        "tracking_s": prop.tracking_s,
+        "host_s": prop.host_s,
         "init_s": prop.init_s,
         "frame_wait_s": prop.frame_wait_s,
         "total_s": total_s,
@@ -224,8 +227,13 @@ def measure_run(
 
 
 def _run_report(
-    cfg: RunConfig, built: BuiltPredictor, prop: Propagation, measures: dict[str, Any],
-    quality: dict[str, Any], ref_info: Any, env: dict[str, Any],
+    cfg: RunConfig,
+    built: BuiltPredictor,
+    prop: Propagation,
+    measures: dict[str, Any],
+    quality: dict[str, Any],
+    ref_info: Any,
+    env: dict[str, Any],
 ) -> RunReport:
     """The run's :class:`RunReport` (the launcher adds the status, config and row)."""
     return RunReport(

@@ -18,6 +18,7 @@ import torch
 from sam2tune.adapter.arch import arch_of_predictor
 from sam2tune.adapter.build import Predictor
 from sam2tune.adapter.census import Census
+from sam2tune.adapter.encoder import EncoderTimer, encoder_entry
 from sam2tune.adapter.hf import HFPredictor, HFSession
 from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import FrameStep, PromptStep, Session, VideoSession
@@ -26,7 +27,7 @@ from sam2tune.errors import InputError
 from sam2tune.metrics import MaskDir, MaskSet
 from sam2tune.probes import TensorTracker, rss_bytes
 from sam2tune.scenario import Prompt
-from sam2tune.speed_model.timing import SteadyTiming, steady_timing
+from sam2tune.speed_model.timing import SteadyTiming, steady_median, steady_timing
 from sam2tune.video.sources import VideoData
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 PROGRESS_TAG = "SAM2TUNE-PROGRESS"
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` / ``cpu`` / ``cuda[:i]`` as a torch device (one-line error without CUDA)."""
@@ -54,7 +56,10 @@ class TimelineRow(TypedDict, total=False):
 
     frame: int
     t_s: float
-    step_s: float
+    step_s: float  # SAM 2's step (next() on its generator): encoder_s + tracking_s
+    encoder_s: float  # the image encoder within the step (absent where it cannot be timed)
+    tracking_s: float  # the rest of the step: per-object tracking, the masks' copy to the host
+    host_s: float  # sam2tune's loop after the step, before asking for the next (probes, masks)
     tracked: bool
     objects: int
     frames_bytes: int
@@ -88,6 +93,48 @@ class Propagation:
     frames_held_max: int = 0  # strategy=stream / segments: most decoded frames held at once
     frame_wait_s: float | None = None  # strategy=stream: time the loop waited on decoding
     timing: SteadyTiming | None = None  # fps's basis: warm-up, spread, frames
+    # steady medians of the step's split over fps's frames (None where not measured)
+    encoder_s: float | None = None
+    tracking_s: float | None = None
+    host_s: float | None = None
+
+
+def _us(x: float) -> float:
+    """Seconds rounded to microseconds (the timeline's resolution)."""
+    return round(x, 6)
+
+
+@dataclass
+class _Split:
+    """Per timed frame: the encoder's and the host's time (rounded like step_s), and the last
+    timeline row, whose ``host_s`` is known when the loop asks SAM 2 for the next step."""
+
+    encoder: EncoderTimer | None
+    enc: list[float] = field(default_factory=list)
+    host: list[float] = field(default_factory=list)
+    row: TimelineRow | None = None
+    timed: bool = False
+    t_yield: float | None = None
+
+    def ask(self) -> None:
+        """The loop asks for the next step: close the last frame's host time, start a count."""
+        if self.t_yield is not None:
+            h = _us(time.perf_counter() - self.t_yield)
+            if self.row is not None:
+                self.row["host_s"] = h
+            if self.timed:
+                self.host.append(h)
+            self.t_yield, self.row = None, None
+        if self.encoder is not None:
+            self.encoder.begin_step()
+
+    def frame(self, timed: bool) -> float | None:
+        """SAM 2 yielded a frame: its encoder time (None without a timer)."""
+        self.t_yield, self.timed = time.perf_counter(), timed
+        enc = _us(self.encoder.step_s()) if self.encoder is not None else None
+        if timed and enc is not None:
+            self.enc.append(enc)
+        return enc
 
 
 class FrameProbe:
@@ -111,22 +158,31 @@ class FrameProbe:
             self.alloc0 = torch.cuda.memory_allocated(self.dev)
 
     def after_frame(
-        self, sess: VideoSession, ev: FrameStep, dt: float, tracked: bool, t_s: float
-    ) -> None:
+        self,
+        sess: VideoSession,
+        ev: FrameStep,
+        dt: float,
+        tracked: bool,
+        t_s: float,
+        encoder_s: float | None = None,
+    ) -> TimelineRow:
         """Record one propagated frame's timeline row and running maxima."""
         c = sess.census()
-        row: TimelineRow = {
-            "frame": ev.frame_idx,
-            "t_s": round(t_s, 6),
-            "step_s": round(dt, 6),
-            "tracked": tracked,
-            "objects": len(ev.obj_ids),
-            "frames_bytes": c.frames_bytes,
-            "state_bytes": c.state_bytes,
-            "cached_features_bytes": c.cached_features_bytes,
-            "device_resident_bytes": c.device_resident_bytes,
-            "host_rss_bytes": rss_bytes(),
-        }
+        row: TimelineRow = {"frame": ev.frame_idx, "t_s": _us(t_s), "step_s": _us(dt)}
+        if encoder_s is not None:
+            row["encoder_s"] = encoder_s
+            row["tracking_s"] = _us(row["step_s"] - encoder_s)
+        row.update(
+            {
+                "tracked": tracked,
+                "objects": len(ev.obj_ids),
+                "frames_bytes": c.frames_bytes,
+                "state_bytes": c.state_bytes,
+                "cached_features_bytes": c.cached_features_bytes,
+                "device_resident_bytes": c.device_resident_bytes,
+                "host_rss_bytes": rss_bytes(),
+            }
+        )
         res = self.res
         if self.cuda:
             step_peak = torch.cuda.max_memory_allocated(self.dev) - self.alloc0
@@ -142,6 +198,7 @@ class FrameProbe:
         res.state_bytes = max(res.state_bytes, c.state_bytes)
         res.cached_features_bytes = max(res.cached_features_bytes, c.cached_features_bytes)
         self.last_census, self.last_objects = c, len(ev.obj_ids)
+        return row
 
     def finish(self) -> None:
         """The session's CUDA peaks into the propagation's result."""
@@ -211,11 +268,18 @@ def _report_progress(done: int, total: int, elapsed: float) -> None:
 
 
 def _steps(
-    sess: VideoSession, prompts: list[Prompt], order: list[int], tracked: set[int],
-    tracker: TensorTracker | None, probe: FrameProbe, probes: bool, progress: bool,
+    sess: VideoSession,
+    prompts: list[Prompt],
+    order: list[int],
+    tracked: set[int],
+    tracker: TensorTracker | None,
+    probe: FrameProbe,
+    probes: bool,
+    progress: bool,
+    split: _Split,
 ) -> list[float]:
     """Every prompt and frame of the session, each timed: the step times of the frames not
-    under the tracker, in order."""
+    under the tracker, in order (their encoder and host times into ``split``)."""
     res = probe.res
     events = sess.track(prompts)
     timed_steps: list[float] = []
@@ -225,6 +289,7 @@ def _steps(
         nxt = order[step] if step < len(order) else None
         track_now = tracker is not None and (nxt in tracked or sess.next_is_prompt)
         probe.before_step()
+        split.ask()
         stepped = _next_step(events, tracker if track_now else None)
         if stepped is None:
             break
@@ -234,14 +299,26 @@ def _steps(
         if not isinstance(ev, FrameStep):  # a prompt, or a segment's session started
             continue
         step += 1
+        enc = split.frame(ev.frame_idx not in tracked)
         if progress:
             _report_progress(step, len(order), time.perf_counter() - t_prop)
         if ev.frame_idx not in tracked:
             timed_steps.append(dt)
         res.masks.add(ev.frame_idx, ev.obj_ids, ev.masks)
         if probes:
-            probe.after_frame(sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop)
+            split.row = probe.after_frame(
+                sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop, enc
+            )
     return timed_steps
+
+
+def _split_medians(res: Propagation, steps: list[float], split: _Split) -> None:
+    """The steady medians of the step's split, over the frames fps rests on."""
+    res.host_s = steady_median(split.host)
+    if split.encoder is None or len(split.enc) != len(steps):
+        return  # no encoder timing: the split is absent, not guessed
+    res.encoder_s = steady_median(split.enc)
+    res.tracking_s = steady_median([_us(s - e) for s, e in zip(steps, split.enc, strict=True)])
 
 
 def propagate(
@@ -276,7 +353,13 @@ def propagate(
         order = list(range(min(p.frame for p in prompts), video.num_frames))
         n_track = min(track_frames, max(len(order) - 1, 0)) if tracker is not None else 0
         tracked = set(order[len(order) - n_track :]) if n_track else set()
-        timed_steps = _steps(sess, prompts, order, tracked, tracker, probe, probes, progress)
+        entry = encoder_entry(predictor)
+        timer = EncoderTimer(*entry, cuda=dev.type == "cuda") if entry is not None else None
+        split = _Split(timer)
+        with timer if timer is not None else nullcontext():
+            timed_steps = _steps(
+                sess, prompts, order, tracked, tracker, probe, probes, progress, split
+            )
     if isinstance(masks, MaskDir):
         masks.close()  # every queued mask on disk before the run counts as done
     res.bank_copy_bytes = _bank_copy_bytes(probe, prompts, knobs, predictor)
@@ -290,6 +373,7 @@ def propagate(
     res.timing = steady_timing([round(s, 6) for s in timed_steps])
     res.timed_frames = len(timed_steps)
     res.fps = res.timing.fps
+    _split_medians(res, [_us(s) for s in timed_steps], split)
     sess.close()
     if knobs.strategy == "stream":
         res.frame_wait_s = sess.frame_wait_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["SteadyTiming", "steady_timing", "WARMUP_FRAMES", "FPS_METHOD"]
+__all__ = ["SteadyTiming", "steady_timing", "steady_median", "WARMUP_FRAMES", "FPS_METHOD"]
 
 #: frames at the start of propagation left out of fps
 WARMUP_FRAMES = 2
@@ -38,11 +38,26 @@ def steady_timing(steps: list[float]) -> SteadyTiming:
     if not steps:
         return SteadyTiming(None, None, None, 0, "no timed frames")
     if len(steps) <= WARMUP_FRAMES:  # nothing after the warm-up: the figure includes it
-        return SteadyTiming(len(steps) / sum(steps), None, None, len(steps),
-                            "every timed frame (too few to exclude a warm-up)")
+        return SteadyTiming(
+            len(steps) / sum(steps),
+            None,
+            None,
+            len(steps),
+            "every timed frame (too few to exclude a warm-up)",
+        )
     warm, rest = steps[:WARMUP_FRAMES], steps[WARMUP_FRAMES:]
     spread = None
     if len(rest) >= 3:
         q = statistics.quantiles(rest, n=10, method="inclusive")
         spread = (q[-1] - q[0]) / statistics.median(rest)
     return SteadyTiming(1.0 / statistics.median(rest), sum(warm), spread, len(rest), FPS_METHOD)
+
+
+def steady_median(values: list[float]) -> float | None:
+    """The median of a per-frame figure (one value per timed frame, in propagation order) over
+    the frames ``fps`` rests on: the warm-up frames left out, unless there are too few to.
+    None without values."""
+    if not values:
+        return None
+    rest = values[WARMUP_FRAMES:] if len(values) > WARMUP_FRAMES else values
+    return float(statistics.median(rest))
