@@ -426,3 +426,37 @@ def test_nothing_fits_names_the_budget_that_binds():
 def test_predict_validates_what_it_is_given(args, needle):
     p = subprocess.run(sam2tune_cmd() + ["predict", *args], capture_output=True, text=True)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_lossless_answers_are_ranked_by_predicted_end_to_end_time():
+    """Among the lossless configurations that fit, the answer is the one with the shortest
+    end-to-end time the speed model predicts (within the stated tie margin; then the least
+    escalated): brute force over every candidate's own speed prediction is the oracle."""
+    from sam2tune.speed_model.model import load_speed_model, predict_speed
+    from sam2tune.tune.space import SPEED_PRIOR, end_to_end_s, measured_speed
+    from sam2tune.tune.tuner import SPEED_TIE, choose, screen
+
+    m, sm = MemoryModel.load(), load_speed_model()
+    for frames, objects, budget in ((3600, 3, 130 * GiB), (900, 2, 130 * GiB), (3600, 3, 3 * GiB)):
+        w = Workload("sam2.1_tiny", 1024, frames, objects, video_height=1080, video_width=1920)
+        choices = screen(w, budget, 64 * GiB, m, "cuda")
+        best = choose(choices)
+        lossless = [c for c in choices if c.feasible and c.quality == 1.0]
+        assert best is not None and best in lossless
+
+        def e2e(c, w=w):  # independent of space.score: the model's figure and the knobs' ratios
+            t = predict_speed(w, c.candidate, sm, "cuda").end_to_end_s
+            for key, on in (("offload_video", c.candidate.offload_video_to_cpu),
+                            ("offload_state", c.candidate.offload_state_to_cpu)):
+                if on:
+                    r = measured_speed().get("cuda", {}).get(key, {}).get("ratio")
+                    t /= r or SPEED_PRIOR[key][0]
+            return t
+
+        fastest = min(e2e(c) for c in lossless)
+        assert e2e(best) <= fastest * (1 + SPEED_TIE) ** 1.5
+        assert end_to_end_s(best.candidate, w, "cuda") == pytest.approx(e2e(best))
+        assert best.candidate.strategy == "stream"  # no loading: the fastest to the last frame
+    # a device kind the speed model has no calibration for: the sourced priors rank
+    w = Workload("sam2.1_tiny", 512, 60, 1)
+    assert end_to_end_s(Candidate(), w, "mps") is None

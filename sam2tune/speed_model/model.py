@@ -12,9 +12,12 @@ with ``P`` the model's parameters (1e8), ``s2 = (S / 1024)**2`` and ``m`` the me
 attention reads. bfloat16 scales the whole step by a fitted factor; the legacy batched predictor
 runs the per-object part for all objects at once, scaled by its own fitted factor. Loading
 (``init_state``) costs ``i0 + i1 * frames * video megapixels`` for the strategies that load the
-video (stock, release), ``i0`` for stream. End-to-end = init + sum over frames of step(objects
-present). Coefficients are fitted on recorded runs' steady step times (their timelines, warm-up
-excluded), relative error minimised, non-negative.
+video (stock, release), ``i0`` for stream, whose decoding (the same ``i1`` per frame and
+megapixel) runs during propagation: inline before each step with ``stream_prefetch=0``, else on
+``prefetch`` workers beside the accelerator's steps, so frames take at least decode / prefetch
+each (on a CPU the steps use the cores: decoding adds to them). End-to-end = init + sum over
+frames of step(objects present). Coefficients are fitted on recorded runs' steady step times
+(their timelines, warm-up excluded), relative error minimised, non-negative.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
 COEFFS = ("h", "e", "o", "q", "a")
 
 
+@cache
 def _params_1e8(model: str) -> float:
     from sam2tune.config.presets import model_preset
 
@@ -136,9 +141,15 @@ def predict_speed(
     per_obj = (full - base) / max(1, w.num_objects)
     obj_frames = w.object_frames if w.object_frames is not None else w.num_objects * w.num_frames
     frames_s = w.num_frames * base + obj_frames * per_obj
-    loads = c.strategy != "stream"
     megapx = w.video_height * w.video_width / 1e6
-    init = k.get("i0", 0.0) + (k.get("i1", 0.0) * w.num_frames * megapx if loads else 0.0)
+    decode = k.get("i1", 0.0) * w.num_frames * megapx  # the loader's decoding, all frames
+    init = k.get("i0", 0.0)
+    if c.strategy != "stream":
+        init += decode
+    elif c.stream_prefetch > 0 and device_kind != "cpu":  # decoded ahead, beside the steps
+        frames_s = max(frames_s, decode / c.stream_prefetch)
+    else:  # inline before each step (on a CPU the steps hold the cores the workers would use)
+        frames_s += decode
     return SpeedPrediction(
         step_s=full,
         fps=1.0 / full if full > 0 else float("inf"),

@@ -151,9 +151,22 @@ def verify(rec: Any, frames: int, checkpoint: str | None = None, quiet: bool = F
         "predicted_host_peak_bytes": p.host_peak_bytes,
         "measured_fps_end_to_end": n / span if span > 0 else None,
         "measured_fps_propagation": (n - 1) / (m["last"] - m["first"]) if n > 1 else None,
-        "predicted_fps": None,
+        **_predicted_speed(wv, rec.candidate, kind),
         "expected_speed_ratio": rec.expected_speed,
         "speed_source": rec.speed_source,
+    }
+
+
+def _predicted_speed(w: Any, c: Any, kind: str) -> dict[str, Any]:
+    """The speed model's figures for the verified workload (None where it has no calibration
+    for ``kind``), with what they rest on."""
+    from sam2tune.speed_model.model import speed_answer
+
+    sp, _, rests = speed_answer(w, c, kind)
+    return {
+        "predicted_fps": sp.fps if sp else None,
+        "predicted_end_to_end_s": sp.end_to_end_s if sp else None,
+        "speed_provenance": rests,
     }
 
 
@@ -173,8 +186,11 @@ def verify_lines(v: dict) -> list[str]:
         f"  host peak {fmt_bytes(v['measured_host_peak_bytes'])} [measured: peak RSS] vs "
         f"{fmt_bytes(v['predicted_host_peak_bytes'])} [predicted]",
         f"  speed {v['measured_fps_end_to_end']:.2f} fps end to end, "
-        f"{(v['measured_fps_propagation'] or 0):.2f} fps propagation [measured]; predicted fps: "
-        f"none (no speed model yet; expected {v['expected_speed_ratio']:.2f}x stock's "
-        f"[{v['speed_source']}])",
+        f"{(v['measured_fps_propagation'] or 0):.2f} fps propagation [measured] vs "
+        + (
+            f"{v['predicted_fps']:.2f} fps steady, {v['predicted_end_to_end_s']:.1f} s end to end"
+            if v.get("predicted_fps") else "no predicted fps"
+        )
+        + f" [predicted: {v.get('speed_provenance', '?')}]",
     ]
     return out
