@@ -21,7 +21,8 @@ tested). A predictor from SAM 2's own ``build_sam2_video_predictor`` works too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -37,14 +38,14 @@ _KEYS = {"frame_idx", "obj_id", "points", "labels", "box", "mask"}
 
 def _video_shape(video_path: Any) -> tuple[int, int, int]:
     """(frames, height, width) of a JPEG folder or an mp4, read from headers only."""
-    import os
-
     from sam2tune.errors import InputError
     from sam2tune.video.sources import count_frames, jpeg_frames
 
     if not isinstance(video_path, str | os.PathLike):
         got = type(video_path).__name__
-        raise InputError(f"video_path: a JPEG folder or an mp4 path, got {got}")
+        raise InputError(
+            f"video_path: a JPEG folder, an mp4 path or an iterable of frames, got {got}"
+        )
     path = os.path.expanduser(os.fspath(video_path))
     if not os.path.exists(path):
         raise InputError(f"video_path: no such file or folder {path!r}")
@@ -277,9 +278,9 @@ def _is_hf(predictor: Any) -> bool:
 
 def propagate(
     predictor: Any,
-    video_path: str,
+    video_path: str | os.PathLike[str] | Iterable[np.ndarray],
     prompts: Sequence[Mapping[str, Any]],
-    strategy: str = "stock",
+    strategy: str | None = None,
     segment_frames: int = 0,
     prefetch: int = 4,
     *,
@@ -287,54 +288,88 @@ def propagate(
     offload_state_to_cpu: bool = False,
     dtype: str | None = None,
     vision_features_cache: int = 1,
+    num_frames: int | None = None,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Prompt and propagate forward through a video, yielding what SAM 2's loop yields.
 
     Args:
         predictor: from :func:`build_predictor`, or SAM 2's own ``build_sam2_video_predictor``.
-        video_path: a folder of ``<index>.jpg`` frames or an mp4 file (SAM 2's inputs).
-        prompts: dicts with SAM 2's argument names: ``frame_idx``, ``obj_id`` and ``points`` +
-            ``labels``, or ``box`` (optionally with points), or ``mask``; coordinates in video
-            pixels. Objects first prompted after the first frame are added when propagation
-            reaches them; an object's later prompts are given when it is added.
-        strategy: ``stock`` (SAM 2's own loop), ``release`` or ``stream`` (bounded memory).
+        video_path: a folder of ``<index>.jpg`` frames or an mp4 (SAM 2's inputs), or frames
+            from anywhere: an iterable of H x W x 3 uint8 RGB arrays (camera, network stream,
+            OpenCV / PyAV) read once, in order, in ``stream``'s bounded memory, until it ends
+            (:mod:`sam2tune.video.live`).
+        prompts: dicts with SAM 2's names: ``frame_idx``, ``obj_id`` and ``points`` +
+            ``labels``, or ``box`` (optionally with points), or ``mask``; video pixels. Objects
+            first prompted later are added when propagation reaches them, with their later
+            prompts.
+        strategy: ``stock`` (SAM 2's own loop; default for a path), ``release`` or ``stream``
+            (bounded memory; the only one, and the default, for an iterable).
         segment_frames: > 0: sessions of this many frames, each seeded with the previous
             one's last masks (not bit-identical to one session).
-        prefetch: ``stream`` only: frames decoded ahead by background threads (0..64; 0
-            decodes in the loop). The values yielded do not depend on it.
-        offload_video_to_cpu, offload_state_to_cpu: keep the frames / the per-object state in
-            host RAM (SAM 2's ``init_state`` arguments; transformers' ``video_storage_device``
-            / ``inference_state_device="cpu"``).
-        dtype: ``float32`` or ``bfloat16`` (Meta's sam2: ``torch.autocast`` around prompts and
-            propagation, as SAM 2's examples do; transformers: the model's own dtype, which it
-            must match). None = the predictor's own.
+        prefetch: ``stream``: frames decoded ahead by background threads (0..64; 0 = in the
+            loop); the values yielded do not depend on it.
+        offload_video_to_cpu, offload_state_to_cpu: frames / per-object state in host RAM
+            (SAM 2's ``init_state`` arguments; transformers' storage devices).
+        dtype: ``float32`` or ``bfloat16`` (Meta's sam2: autocast around each step;
+            transformers: the model's own dtype, which it must match). None = the predictor's.
         vision_features_cache: transformers only: frames of vision features it keeps.
+        num_frames: an iterable's length where known (SAM 2's walk and, below 16, pointers).
 
     Yields:
-        ``(frame_idx, obj_ids, mask_logits)``: mask logits (objects, 1, H, W) at the video's
-        resolution, objects in ``obj_ids`` order, on the predictor's device.
+        ``(frame_idx, obj_ids, mask_logits)``: logits (objects, 1, H, W) at the video's size.
 
     Raises:
-        sam2tune.errors.InputError (a ValueError): a bad argument or a malformed prompt (named
-            by its index), at the call, before any frame is loaded.
+        sam2tune.errors.InputError (a ValueError): a bad argument or prompt (named by its
+            index), at the call, before any frame is loaded (an iterable's first is read).
+        sam2tune.video.live.FrameSourceError: the iterable raised or gave a frame unlike the
+            first (named by its index), after the frames before it were yielded.
     """
-    from sam2tune.config.schema import KnobsConfig
-
     hf = _is_hf(predictor)
+    source, strategy = _source(video_path, strategy, segment_frames, hf, num_frames)
     dtype = _check_run(predictor, hf, prompts, strategy, segment_frames, prefetch, dtype,
                        vision_features_cache)
-    video = _video_shape(video_path)
+    video = source.shape if source is not None else _video_shape(video_path)
     ps = [_prompt(i, d, video) for i, d in enumerate(prompts)]
+    knobs = _knobs(strategy=strategy, segment_frames=int(segment_frames),
+                   stream_prefetch=int(prefetch), offload_video_to_cpu=bool(offload_video_to_cpu),
+                   offload_state_to_cpu=bool(offload_state_to_cpu), dtype=dtype,
+                   vision_features_cache=int(vision_features_cache))
+    where: Any = source if source is not None else os.fspath(video_path)  # type: ignore[arg-type]
+    return _frames(_session(predictor, where, knobs, hf, video[0]), ps, knobs, hf, source)
+
+
+def _knobs(**kw: Any) -> Any:
+    """The run-time knobs as a ``KnobsConfig`` (its own checks, as one line)."""
+    from sam2tune.config.schema import KnobsConfig
+
     try:
-        knobs = KnobsConfig(
-            strategy=strategy, segment_frames=int(segment_frames), stream_prefetch=int(prefetch),
-            offload_video_to_cpu=bool(offload_video_to_cpu),
-            offload_state_to_cpu=bool(offload_state_to_cpu), dtype=dtype,
-            vision_features_cache=int(vision_features_cache),
-        )
+        return KnobsConfig(**kw)
     except (TypeError, ValueError) as e:
         raise _err(str(e).removeprefix("sam2tune: error: ")) from None
-    return _frames(_session(predictor, str(video_path), knobs, hf, video[0]), ps, knobs, hf)
+
+
+def _source(
+    video: Any, strategy: str | None, segment_frames: Any, hf: bool, num_frames: Any
+) -> tuple[Any, str]:
+    """A :class:`~sam2tune.video.live.LiveSource` when ``video`` is an iterable of frames (None
+    for a path), and the strategy to run (``stream`` for an iterable, ``stock`` for a path
+    unless one is named)."""
+    if isinstance(video, str | bytes | os.PathLike) or not isinstance(video, Iterable):
+        if num_frames is not None:
+            raise _err("num_frames: only for an iterable of frames (a path has its own length)")
+        return None, "stock" if strategy is None else strategy
+    from sam2tune.video.live import LiveSource
+
+    if hf:
+        raise _err("video_path: an iterable of frames needs Meta's sam2 (its stream strategy)")
+    if strategy not in (None, "stream") or segment_frames:
+        raise _err(
+            f"strategy: an iterable of frames is read once, forward: strategy='stream' and no "
+            f"segments, got strategy={strategy!r}, segment_frames={segment_frames!r}"
+        )
+    if num_frames is not None and (_whole("num_frames", num_frames) < 1):
+        raise _err(f"num_frames: an integer >= 1, got {num_frames!r}")
+    return LiveSource(video, num_frames), "stream"
 
 
 def _check_run(
@@ -391,10 +426,29 @@ def _session(predictor: Any, video_path: str, knobs: Any, hf: bool, num_frames: 
 
 
 def _frames(
-    sess: Any, ps: list[Any], knobs: Any, hf: bool
+    sess: Any, ps: list[Any], knobs: Any, hf: bool, source: Any = None
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """The session's frames, each step run under the knobs' autocast (entered and left around
-    every step, so the caller's own code between frames runs without it)."""
+    every step, so the caller's own code between frames runs without it); a live source that
+    ends stops the walk there (a warning if it ends short of the ``num_frames`` given)."""
+    from sam2tune.video.live import FrameSourceEnded
+
+    try:
+        yield from _steps(sess, ps, knobs, hf)
+    except FrameSourceEnded as e:
+        if source is not None and source.length_known and e.frames < source.num_frames:
+            import warnings
+
+            warnings.warn(
+                f"frames: the source ended after {e.frames} of the num_frames="
+                f"{source.num_frames} given; masks for those {e.frames} frames were yielded",
+                stacklevel=2,
+            )
+
+
+def _steps(
+    sess: Any, ps: list[Any], knobs: Any, hf: bool
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     from sam2tune.adapter.session import FrameStep
 
     dev = sess.predictor.device

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from sam2tune.video.live import LiveSource
 from sam2tune.video.sources import jpeg_frames
 
 __all__ = ["StreamingFrames", "frames_loader_swapped"]
@@ -38,11 +39,12 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class StreamingFrames:
-    """Video frames ``[start, stop)`` of a JPEG folder or mp4, decoded on demand, windowed."""
+    """Video frames ``[start, stop)`` of a JPEG folder, an mp4 or a :class:`LiveSource` (an
+    iterable read once, in order), decoded on demand, windowed."""
 
     def __init__(
         self,
-        video_path: str,
+        video_path: str | LiveSource,
         image_size: int,
         device: torch.device,
         window: int = 2,
@@ -62,9 +64,11 @@ class StreamingFrames:
         self._pending: dict[int, Future[torch.Tensor]] = {}
         self._last = -1
         self._step = 1
+        live = isinstance(video_path, LiveSource)
+        self._live = video_path if isinstance(video_path, LiveSource) else None
         self._pool = (
-            ThreadPoolExecutor(
-                max_workers=min(self.prefetch, os.cpu_count() or 1),
+            ThreadPoolExecutor(  # a live source is read in order: one worker
+                max_workers=1 if live else min(self.prefetch, os.cpu_count() or 1),
                 thread_name_prefix="sam2tune-decode",
             )
             if self.prefetch
@@ -73,11 +77,15 @@ class StreamingFrames:
         self._mean = torch.tensor(_MEAN, dtype=torch.float32)[:, None, None].to(device)
         self._std = torch.tensor(_STD, dtype=torch.float32)[:, None, None].to(device)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        if os.path.isdir(video_path):
+        self._paths: list[str] = []
+        self._reader: Any = None
+        if isinstance(video_path, LiveSource):
+            self.video_width, self.video_height = video_path.width, video_path.height
+            total = video_path.num_frames
+        elif os.path.isdir(video_path):
             from PIL import Image
 
             self._paths = [str(p) for p in jpeg_frames(video_path)]
-            self._reader = None
             with Image.open(self._paths[0]) as im:
                 self.video_width, self.video_height = im.size
             total = len(self._paths)
@@ -85,7 +93,6 @@ class StreamingFrames:
             import decord
 
             decord.bridge.set_bridge("torch")
-            self._paths = []
             self.video_height, self.video_width, _ = decord.VideoReader(video_path).next().shape
             self._reader = decord.VideoReader(video_path, width=image_size, height=image_size)
             total = len(self._reader)
@@ -107,7 +114,9 @@ class StreamingFrames:
 
     def _decode(self, t: int) -> torch.Tensor:
         t0 = time.perf_counter()
-        if self._reader is None:
+        if self._live is not None:
+            img = _as_sam2_reads(self._live.read(t), self.image_size)
+        elif self._reader is None:
             from sam2.utils.misc import _load_img_as_tensor
 
             img64, _, _ = _load_img_as_tensor(self._paths[t], self.image_size)
@@ -163,6 +172,16 @@ class StreamingFrames:
             self._pool = None
         self._pending.clear()
         self._cache.clear()
+
+
+def _as_sam2_reads(rgb: Any, image_size: int) -> torch.Tensor:
+    """An RGB uint8 frame resized and scaled as SAM 2's JPEG reader does
+    (``_load_img_as_tensor``: Pillow ``resize`` to S x S, / 255 in float64), in float32."""
+    import numpy as np
+    from PIL import Image
+
+    img_np = np.array(Image.fromarray(rgb).resize((image_size, image_size))) / 255.0
+    return torch.from_numpy(img_np).permute(2, 0, 1).float()
 
 
 @contextmanager
