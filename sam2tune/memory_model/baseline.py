@@ -7,6 +7,12 @@ process's allocator settings imports what a run imports and reports its peak RSS
 after creating the context, the device memory the context takes). Cached in
 ``<cache>/host_baseline.json`` per device kind, re-measured when torch / sam2 / sam2tune /
 Python versions or the host change.
+
+On the CPU the probe also measures this machine's host terms beyond the baseline (``local``:
+short real SAM 2 runs at two sizes, :mod:`sam2tune.memory_model.host_probe`), cached in the
+same entry under the same key: measured once per machine and versions, on the first call that
+asks for them (``with_local=True``, the memory model's CPU predictions), about 20-30 s on an
+idle 2-core CPU.
 """
 
 from __future__ import annotations
@@ -69,31 +75,56 @@ def measure_baseline(device_kind: str = "cpu") -> dict[str, Any]:
     return d
 
 
-def host_baseline(device_kind: str = "cpu", refresh: bool = False) -> dict[str, Any]:
-    """This machine's run-process baseline for ``device_kind`` (cached; measured when missing or
-    when the versions changed). ``cuda`` on a machine without CUDA gives the CPU figure and says
-    so (the CUDA context's host side is then unknown)."""
-    from sam2tune.paths import atomic_write_json, cache_dir
-
-    if device_kind in _MEMO and not refresh:
-        return _MEMO[device_kind]
-    path = cache_dir(None) / "host_baseline.json"
+def _load(path: Any) -> dict[str, Any]:
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def host_baseline(
+    device_kind: str = "cpu", refresh: bool = False, with_local: bool = False
+) -> dict[str, Any]:
+    """This machine's run-process baseline for ``device_kind`` (cached; measured when missing or
+    when the versions changed). ``cuda`` on a machine without CUDA gives the CPU figure and says
+    so (the CUDA context's host side is then unknown).
+
+    Args:
+        with_local: on the CPU, also this machine's measured host terms (``value["local"]``:
+            the probe runs of :func:`sam2tune.memory_model.host_probe.measure_local_runs`),
+            measured and added to the cached entry when it lacks them.
+    """
+    from sam2tune.paths import atomic_write_json, cache_dir
+
+    want_local = with_local and device_kind == "cpu"
+    memo = _MEMO.get(device_kind)
+    if memo is not None and not refresh and (not want_local or "local" in memo):
+        return memo
+    path = cache_dir(None) / "host_baseline.json"
+    cache = _load(path)
     key = _key(device_kind)
-    hit = cache.get(device_kind)
-    if hit and hit.get("key") == key and not refresh:
+    hit: dict[str, Any] = cache.get(device_kind) or {}
+    fresh = bool(hit.get("key") == key and not refresh)
+    if fresh and (not want_local or "local" in hit["value"]):
         _MEMO[device_kind] = hit["value"]
         return hit["value"]
-    value = measure_baseline(device_kind)
-    if device_kind == "cuda" and "cuda_context_bytes" not in value:
+    value = dict(hit["value"]) if fresh else measure_baseline(device_kind)
+    if device_kind == "cuda" and "cuda_context_bytes" not in value and not fresh:
         value["figure"] += " (no CUDA here: host side of the CUDA context not included)"
+    memo = value
+    if want_local:
+        from sam2tune.memory_model.host_probe import measure_local_runs
+
+        try:
+            value["local"] = measure_local_runs()
+        except RuntimeError as e:  # kept in this process only: the next one measures again
+            memo = dict(value, local={"error": str(e)})
+    cache = _load(path)  # another process may have written meanwhile (the probe takes a while)
     cache[device_kind] = {"key": key, "value": value}
-    _MEMO[device_kind] = value
+    _MEMO[device_kind] = memo
     try:
         atomic_write_json(path, cache)
     except OSError:
         pass  # a read-only cache still answers
-    return value
+    return memo

@@ -5,11 +5,14 @@ summed into the predicted peaks; the frames that fit a budget."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sam2tune.memory_model.host_probe import PROBE_FRAMES, solve_allocator
 from sam2tune.memory_model.model_file import MemoryModel
 from sam2tune.memory_model.reads import STREAM_WINDOW, _arch, _es, _sizes, memory_read
 from sam2tune.memory_model.trust import trust_region
@@ -44,6 +47,9 @@ class Prediction:
     trust: dict[str, Any]
     #: the model's input resolution S the prediction is for (px)
     image_size: int
+    #: where each host term comes from: measured on this machine (the baseline; the allocator
+    #: under local host terms), the calibration's fit, or exact (SAM 2's sizes)
+    host_sources: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``sam2tune predict format=json`` prints it, with the workload added)."""
@@ -97,8 +103,15 @@ def activations(
 
 
 def _device_terms(
-    w: Workload, c: Candidate, k: dict[str, float], S: int, arch: Arch, res: _Resident,
-    read: dict[str, int], act_peak: int, device_kind: str,
+    w: Workload,
+    c: Candidate,
+    k: dict[str, float],
+    S: int,
+    arch: Arch,
+    res: _Resident,
+    read: dict[str, int],
+    act_peak: int,
+    device_kind: str,
 ) -> tuple[dict[str, int], int]:
     """The accelerator's terms (integer bytes) and the features transformers keeps on the host
     (offload_state_to_cpu), counted with the host's terms."""
@@ -134,6 +147,7 @@ def predict(
     device_kind: str = "cuda",
     host_baseline: int | None = None,
     host_resident: int | None = None,
+    host_terms: str = "auto",
 ) -> Prediction:
     """Predicted peaks, term by term (integer bytes), for workload ``w`` under knobs ``c``.
 
@@ -144,6 +158,11 @@ def predict(
         host_resident: its resident RSS at that point (default: ``host_baseline``). On CUDA the
             peak includes a transient of the context's start that later phases may not exceed:
             host peak = max(baseline peak, resident + the run's host terms).
+        host_terms: where the fitted host term (``allocator``) comes from: ``calibrated`` (the
+            calibration's coefficients), ``local`` (solved from this machine's probe runs, see
+            :mod:`sam2tune.memory_model.host_probe`; CPU only) or ``auto`` (default: local on
+            the CPU when the baseline is this machine's, i.e. ``host_baseline`` not given, else
+            calibrated; ``$SAM2TUNE_HOST_TERMS=calibrated`` turns local terms off).
 
     Returns:
         The :class:`Prediction`, every size in integer bytes.
@@ -156,30 +175,141 @@ def predict(
     act = activations(w, c, k, read)
     terms, feat_host = _device_terms(w, c, k, S, arch, res, read, act["peak"], device_kind)
     device_peak = sum(terms.values())
-    if host_baseline is None:
-        from sam2tune.memory_model.baseline import host_baseline as measure
-
-        base = measure(device_kind)
-        host_baseline = int(base["rss_bytes"])
-        host_resident = int(base.get("resident_bytes") or host_baseline)
     if feat_host:  # counted with the offloaded state in the host terms
         res = dataclasses.replace(res, state=res.state + feat_host)
-    resident = host_baseline if host_resident is None else host_resident
-    host_terms = _host_terms(
-        w, c, k, S, res, act["peak"], device_peak, device_kind, host_baseline, resident
+    peaks = (act["peak"], device_peak)
+    host, sources = _host_side(
+        w, c, model, device_kind, res, peaks, host_baseline, host_resident, host_terms
     )
     cal = model.calibration.get(source.split(" ")[0], {})
     return Prediction(
         terms=terms,
-        host_terms=host_terms,
+        host_terms=host,
         device_peak_bytes=int(device_peak),
-        host_peak_bytes=int(sum(host_terms.values())),
+        host_peak_bytes=int(sum(host.values())),
         activation_phases=act,
         memory_read=read,
         calibrated_on=cal.get("summary", {}) | {"coefficients": source},
         trust=trust_region(w, c, cal, read),
         image_size=S,
+        host_sources=sources,
     )
+
+
+def _host_side(
+    w: Workload,
+    c: Candidate,
+    model: MemoryModel,
+    device_kind: str,
+    res: _Resident,
+    peaks: tuple[int, int],
+    peak: int | None,
+    resident: int | None,
+    host_terms: str,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The host terms of :func:`predict` and where each comes from (``peaks``: the activation
+    and device peaks; ``peak``, ``resident``: the given baseline, ``None`` = this machine's)."""
+    k, source = model.kind(device_kind)
+    S, (act_peak, device_peak) = c.image_size or w.image_size, peaks
+    mode = _host_mode(host_terms, device_kind, peak)
+    given = peak is not None
+    hb: dict[str, Any] = {}
+    if not given or mode == "local":
+        from sam2tune.memory_model.baseline import host_baseline as measure
+
+        hb = measure(device_kind, with_local=mode == "local")
+    if peak is None:
+        peak = int(hb["rss_bytes"])
+        resident = int(hb.get("resident_bytes") or peak)
+    resident = peak if resident is None else resident
+    kh, alloc_src = k, f"calibration ({_calibration_label(model, source)})"
+    if mode == "local":
+        kh, alloc_src = _local_coeffs(
+            model, device_kind, hb.get("local"), peak, resident, alloc_src
+        )
+    host = _host_terms(w, c, kh, S, res, act_peak, device_peak, device_kind, peak, resident)
+    return host, _host_sources(host, given, alloc_src)
+
+
+#: predict's ``host_terms`` choices, and the environment variable ``auto`` reads
+HOST_TERMS = ("auto", "calibrated", "local")
+HOST_TERMS_ENV = "SAM2TUNE_HOST_TERMS"
+
+
+def _host_mode(host_terms: str, device_kind: str, host_baseline: int | None) -> str:
+    """``local`` or ``calibrated``: where the fitted host term comes from (see :func:`predict`)."""
+    if host_terms not in HOST_TERMS:
+        raise ValueError(f"host_terms: must be one of {', '.join(HOST_TERMS)}, got {host_terms!r}")
+    if host_terms == "auto":
+        env = os.environ.get(HOST_TERMS_ENV, "auto")
+        if env == "calibrated":
+            return "calibrated"
+        host_terms = "local" if host_baseline is None else "calibrated"
+    # the probe's runs are CPU runs: CUDA's host terms (cuDNN / cuBLAS, the weights' build on
+    # the host) are not what they measure
+    return host_terms if device_kind == "cpu" else "calibrated"
+
+
+def _calibration_label(model: MemoryModel, source: str) -> str:
+    cal = model.calibration.get(source.split(" ")[0], {})
+    devices = ", ".join(cal.get("summary", {}).get("devices", [])) or "?"
+    return f"{source}: {cal.get('runs', '?')} runs on {devices}"
+
+
+#: solved local coefficients by (coefficients, probe runs, baseline): predict runs often
+_LOCAL: dict[str, tuple[dict[str, float], str]] = {}
+
+
+def _local_coeffs(
+    model: MemoryModel,
+    device_kind: str,
+    local: dict[str, Any] | None,
+    baseline: int,
+    resident: int,
+    calibrated: str,
+) -> tuple[dict[str, float], str]:
+    """The coefficients with this machine's host constant and per-pixel part (``h_0``,
+    ``h_px``), solved from the probe runs (:mod:`sam2tune.memory_model.host_probe`): each run's
+    measured peak minus every other host term this model gives for that run, the calibration's
+    ``h_act`` / ``h_w`` shares kept. Falls back to the calibration's, saying why, without runs."""
+    k, _ = model.kind(device_kind)
+    runs = (local or {}).get("runs")
+    if not runs:
+        why = (local or {}).get("error", "no probe runs")
+        return k, f"{calibrated}; local host terms unavailable: {why}"
+    key = json.dumps([k, runs, baseline, resident], sort_keys=True)
+    if key not in _LOCAL:
+        pts = []
+        for r in runs:
+            w = Workload(**r["workload"])
+            p = predict(w, Candidate(), model, device_kind, baseline, resident, "calibrated")
+            share = (
+                k.get("h_act", 0.0) * p.activation_phases["peak"]
+                + k.get("h_w", 0.0) * w.weights_bytes
+            )
+            known = p.host_peak_bytes - p.host_terms["allocator"]
+            pts.append((p.image_size, r["peak_host_rss_bytes"] - known - share))
+        h_0, h_px = solve_allocator(pts)
+        sizes = "+".join(str(r["image_size"]) for r in runs)
+        _LOCAL[key] = (
+            dict(k, h_0=h_0, h_px=h_px),
+            f"measured on this machine: solved from {len(runs)} probe runs ({sizes} px, "
+            f"{PROBE_FRAMES} frames, sam2.1_tiny), h_act/h_w shares from the calibration",
+        )
+    return _LOCAL[key]
+
+
+def _host_sources(host: dict[str, int], given: bool, allocator: str) -> dict[str, str]:
+    """Where each host term of a prediction comes from."""
+    out = {}
+    for name in host:
+        if name == "baseline":
+            out[name] = "given" if given else "measured on this machine (host-baseline probe)"
+        elif name == "allocator":
+            out[name] = allocator
+        else:
+            out[name] = "exact (SAM 2's sizes and the model's device terms)"
+    return out
 
 
 @dataclass(frozen=True)
@@ -304,6 +434,7 @@ def _host_terms(
 
 #: axes that scale only terms SAM 2's code fixes (no fitted coefficient grows with them):
 #: extrapolating them is not a warning, and the trust note says why
+
 
 def max_frames_within_budget(
     w: Workload | Callable[[int], Workload],

@@ -156,6 +156,12 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         f"host peak {fmt_bytes(p['host_peak_bytes'])} [predicted]: "
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["host_terms"].items())
     )
+    src = p.get("host_sources", {})
+    print(
+        "  (host terms: "
+        + "; ".join(f"{k} {src[k]}" for k in ("baseline", "allocator") if k in src)
+        + "; the others exact)"
+    )
     print(f"trust: {p['trust']['statement']}")
     print(f"speed: {p['speed']['text']} [predicted: {p['speed']['provenance']}]")
     if "usable_rule" in p:

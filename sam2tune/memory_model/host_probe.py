@@ -1,0 +1,139 @@
+"""This machine's host terms, measured: short real SAM 2 runs whose peak RSS the memory model's
+fitted host terms are solved from on the machine that predicts.
+
+The calibration's fitted host term (``allocator``: ``h_0 + h_act x activations + h_w x weights
++ h_px x S^2``, what the run process holds beyond its import baseline and the terms SAM 2's code
+sizes) is what does not transfer between machines: the allocator, the BLAS / oneDNN workspaces
+and the libraries' caches differ from one CPU kind to the next (an Intel Xeon's held-out host
+predictions were +18 to +22 % over the measured peak with the AMD EPYC calibration's terms). So
+the host-baseline probe (:mod:`sam2tune.memory_model.baseline`, CPU) also runs
+:data:`PROBE_SIZES`: one short ``sam2tune run`` each (sam2.1_tiny, random-init, synthetic
+video, :data:`PROBE_FRAMES` frames, 1 object, stock knobs) through the project's own run
+machinery (``sam2tune run`` in a subprocess: the isolated run process, its allocator settings
+and its peak-RSS measure), into a temporary results folder. What it keeps is
+each run's workload and measured ``peak_host_rss_bytes``; the memory model then solves its
+local terms from them (:func:`solve_allocator`, applied in
+:func:`sam2tune.memory_model.terms.predict`), so the solve always uses the very coefficients
+that predict.
+
+Two sizes, two unknowns: a local constant and a local per-pixel part. The calibration's shares
+``h_act`` (activations) and ``h_w`` (weights) are kept as they are and not re-solved: on the
+probe's two runs (one model, one length, one object) the activation peak grows with S^2 like the
+per-pixel part and the weights do not change, so two runs cannot tell them apart from ``h_px``
+and ``h_0``; the fit on the calibration set, which varies models, lengths and objects, is what
+separates them (the shipped CPU fit puts both at 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sam2tune.memory_model.workload import Workload
+
+__all__ = ["PROBE_SIZES", "PROBE_FRAMES", "measure_local_runs", "solve_allocator"]
+
+#: the probe's two input resolutions (px): the calibration's smallest size and a large one
+PROBE_SIZES = (256, 512)
+#: frames per probe run (the peak comes from the first propagated steps; kept short)
+PROBE_FRAMES = 3
+
+
+def _probe_cmd(results_dir: str) -> list[str]:
+    """``sam2tune run -m model.image_size=<sizes> ...``: the probe's runs, one after the other
+    in one sweep (a subprocess: the memory model sits below the run machinery)."""
+    return [
+        sys.executable,
+        "-m",
+        "sam2tune",
+        "run",
+        "-m",
+        "device=cpu",
+        "model=sam2.1_tiny",
+        "model.image_size=" + ",".join(str(s) for s in PROBE_SIZES),
+        f"video.num_frames={PROBE_FRAMES}",
+        "video.num_objects=1",
+        "probe.reference=false",
+        "limits.timeout_s=600",
+        f"results_dir={results_dir}",
+    ]
+
+
+def _workload_of_report(rep: dict[str, Any]) -> dict[str, Any]:
+    """The run's workload (as :class:`~sam2tune.memory_model.workload.Workload` fields) from its
+    report: its exact prompted frames and the video's own size."""
+    r = rep["row"]
+    per_obj: dict[int, list[int]] = {}
+    for p in rep["prompts"]:
+        per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
+    conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
+    n = int(r["num_frames"])
+    vid = rep["config"]["video"]
+    w = Workload(
+        model=r["model"],
+        image_size=int(r["image_size"]),
+        num_frames=n,
+        num_objects=int(r["num_objects"]),
+        num_cond_frames=int(r["num_cond_frames"]),
+        object_frames=sum(n - fs[0] for fs in conds),
+        weights_bytes=int(r["weights_bytes"]),
+        video_height=int(vid["height"]),
+        video_width=int(vid["width"]),
+        cond_frames=conds,
+    )
+    return dataclasses.asdict(w)
+
+
+def measure_local_runs() -> dict[str, Any]:
+    """Run the probe's short real SAM 2 runs (:data:`PROBE_SIZES`, one after the other) and
+    report each run's workload and measured host peak (``runs``), and the probe's wall time
+    (``seconds``). Raises ``RuntimeError`` when a probe run does not finish ok."""
+    t0 = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="sam2tune-host-probe-") as tmp:
+        p = subprocess.run(_probe_cmd(tmp), capture_output=True, text=True, timeout=1800)
+        reports = [json.loads(f.read_text()) for f in Path(tmp).glob("runs/*/report.json")]
+        by_size = {int(r["row"]["image_size"]): r for r in reports}
+        for s in PROBE_SIZES:
+            rep = by_size.get(s, {})
+            row = rep.get("row", {})
+            if row.get("status") != "ok" or not row.get("peak_host_rss_bytes"):
+                tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+                why = f"ended {row['status']}: {row['error']}" if row else f"no record ({tail[0]})"
+                raise RuntimeError(f"host probe: the {s} px run {why}")
+            runs.append(
+                {
+                    "image_size": s,
+                    "workload": _workload_of_report(rep),
+                    "peak_host_rss_bytes": int(row["peak_host_rss_bytes"]),
+                    "run_s": float(rep["wall_s"]),
+                    "run_id": row["run_id"],
+                    "figure": "measured on this machine (sam2tune run, random-init)",
+                }
+            )
+    return {"runs": runs, "seconds": time.perf_counter() - t0}
+
+
+def solve_allocator(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """``(h_0, h_px)``: the local constant and per-pixel part of the host term from
+    ``(S, residual bytes)`` points, residual = measured peak - every other host term the model
+    gives for that run. Two points: the exact solve; more: least squares. A per-pixel part
+    below zero (two sizes whose residuals differ by less than their noise) is taken as 0 and the
+    constant as the residuals' mean."""
+    if not points:
+        raise ValueError("solve_allocator: no probe points")
+    xs = [float(s) * s for s, _ in points]
+    ys = [float(r) for _, r in points]
+    n = len(points)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / sxx if sxx else 0.0
+    if slope < 0:
+        slope = 0.0
+    return my - slope * mx, slope
