@@ -44,6 +44,11 @@ def plain_fps(predictor, video, prompts, knobs, skip_last: int) -> float:
     return len(kept) / sum(kept)
 
 
+def _median_ms(values: tuple) -> str:
+    """The median of one figure over the rounds, in ms ("n/a" where a round lacks it)."""
+    return "n/a" if None in values else f"{statistics.median(values) * 1e3:.2f} ms"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40)
@@ -59,13 +64,14 @@ def main() -> None:
     prompts = make_prompts(video, ScenarioConfig(), video.num_frames)
     knobs = KnobsConfig()
     built = build_predictor(ModelConfig(image_size=a.image_size), knobs, dev, cache)
-    plain, probed = [], []
+    plain, probed, split = [], [], []
     # warm-up (allocator, caches) not counted
     plain_fps(built.predictor, video, prompts, knobs, a.track_frames)
     for i in range(a.rounds):
         plain.append(plain_fps(built.predictor, video, prompts, knobs, a.track_frames))
         res = propagate(built.predictor, video, prompts, knobs, dev, track_frames=a.track_frames)
         probed.append(res.fps)
+        split.append((res.encoder_s, res.tracking_s, res.host_s))
         print(f"round {i + 1}: plain {plain[-1]:.3f} fps, instrumented {probed[-1]:.3f} fps")
     ratio = statistics.median(probed) / statistics.median(plain)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
@@ -74,6 +80,11 @@ def main() -> None:
         f"image_size={a.image_size} frames={a.frames} objects={a.objects} rounds={a.rounds}\n"
         f"median fps: plain SAM 2 {statistics.median(plain):.3f}, with default probes "
         f"{statistics.median(probed):.3f}  ->  ratio {ratio:.3f} (goal >= 0.97) [measured]"
+    )
+    enc, trk, host = (_median_ms(x) for x in zip(*split, strict=True))
+    print(
+        f"instrumented step, steady medians: encoder {enc} + tracking {trk}; probes' host work "
+        f"between steps {host} (outside fps) [measured]"
     )
 
 
