@@ -289,6 +289,7 @@ def propagate(
     dtype: str | None = None,
     vision_features_cache: int = 1,
     num_frames: int | None = None,
+    object_batch: int = 1,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Prompt and propagate forward through a video, yielding what SAM 2's loop yields.
 
@@ -304,16 +305,14 @@ def propagate(
             prompts.
         strategy: ``stock`` (SAM 2's own loop; default for a path), ``release`` or ``stream``
             (bounded memory; the only one, and the default, for an iterable).
-        segment_frames: > 0: sessions of this many frames, each seeded with the previous
-            one's last masks (not bit-identical to one session).
-        prefetch: ``stream``: frames decoded ahead by background threads (0..64; 0 = in the
-            loop); the values yielded do not depend on it.
-        offload_video_to_cpu, offload_state_to_cpu: frames / per-object state in host RAM
-            (SAM 2's ``init_state`` arguments; transformers' storage devices).
+        segment_frames: > 0: sessions of this many frames, each seeded with the last masks.
+        prefetch: ``stream``: frames decoded ahead by threads (0..64); no effect on values.
+        offload_video_to_cpu, offload_state_to_cpu: frames / per-object state in host RAM.
         dtype: ``float32`` or ``bfloat16`` (Meta's sam2: autocast around each step;
             transformers: the model's own dtype, which it must match). None = the predictor's.
         vision_features_cache: transformers only: frames of vision features it keeps.
         num_frames: an iterable's length where known (SAM 2's walk and, below 16, pointers).
+        object_batch: objects tracked at once (1 = SAM 2.1's loop; 0 = all of a group).
 
     Yields:
         ``(frame_idx, obj_ids, mask_logits)``: logits (objects, 1, H, W) at the video's size.
@@ -333,7 +332,8 @@ def propagate(
     knobs = _knobs(strategy=strategy, segment_frames=int(segment_frames),
                    stream_prefetch=int(prefetch), offload_video_to_cpu=bool(offload_video_to_cpu),
                    offload_state_to_cpu=bool(offload_state_to_cpu), dtype=dtype,
-                   vision_features_cache=int(vision_features_cache))
+                   vision_features_cache=int(vision_features_cache),
+                   object_batch=_whole("object_batch", object_batch))
     where: Any = source if source is not None else os.fspath(video_path)  # type: ignore[arg-type]
     return _frames(_session(predictor, where, knobs, hf, video[0]), ps, knobs, hf, source)
 

@@ -255,9 +255,7 @@ class Session:
                 self.add_prompt(p)
                 self.next_is_prompt = k + 1 < len(group)
                 yield PromptStep(p)
-            for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(
-                self.state, start_frame_idx=start, max_frame_num_to_track=end - start
-            ):
+            for frame_idx, obj_ids, logits in self._propagate(start, end - start):
                 masks = (logits[:, 0] > 0.0).cpu().numpy()
                 kept = logits if keep_logits else None
                 del logits
@@ -265,6 +263,20 @@ class Session:
                     self._release(frame_idx)
                 self.next_is_prompt = frame_idx == end and i + 1 < len(groups)
                 yield FrameStep(int(frame_idx), [int(i) for i in obj_ids], masks, kept)
+
+    def _propagate(self, start: int, frames: int) -> Iterator[tuple[int, list[int], Any]]:
+        """SAM 2's forward propagation, or the same with objects tracked in batches
+        (``knobs.object_batch`` != 1, per-object predictor)."""
+        assert self.state is not None
+        if self.knobs.object_batch != 1 and "output_dict_per_obj" in self.state:
+            from sam2tune.adapter.batched import propagate_batched
+
+            return propagate_batched(
+                self.predictor, self.state, start, frames, self.knobs.object_batch
+            )
+        return self.predictor.propagate_in_video(
+            self.state, start_frame_idx=start, max_frame_num_to_track=frames
+        )
 
     def census(self) -> Census:
         """The inference state counted by role now."""

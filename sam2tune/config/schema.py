@@ -212,8 +212,25 @@ class KnobsConfig:
     # 256 px, 30 MiB at 1024 for tiny); sam2 keeps exactly one frame's (its cached_features), so
     # impl=sam2 accepts only 1.
     vision_features_cache: int = 1
+    # per_object predictor: track objects in batches of up to K (1 = SAM 2.1's loop, one object at
+    # a time; 0 = every object of a group at once) through SAM 2's own model calls; only objects
+    # whose memory reads are identical (same conditioning frames, same recent frames) share a
+    # batch (sam2tune/adapter/batched.py). Binary masks identical, logits within float32 rounding
+    # of the batched kernels; activations of memory attention + decoder grow with the batch.
+    object_batch: int = 1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.object_batch <= MAX_SYNTHETIC_OBJECTS:
+            _fail(
+                "knobs.object_batch",
+                f"must be 0 (all) or 1..{MAX_SYNTHETIC_OBJECTS}, got {self.object_batch}",
+            )
+        if self.object_batch != 1 and self.predictor != "per_object":
+            _fail(
+                "knobs.object_batch",
+                "the legacy batched predictor runs every object in one batch already; "
+                "object_batch needs knobs.predictor=per_object",
+            )
         if self.strategy not in STRATEGIES:
             _fail(
                 "knobs.strategy", f"unknown strategy {self.strategy!r} (choose from {STRATEGIES})"
@@ -265,6 +282,7 @@ _HF_LACKS: dict[str, tuple[Any, str]] = {
     ),
     "strategy": ("stock", "sam2tune's bounded-memory strategies work on Meta's inference state"),
     "segment_frames": (0, "segments run on Meta's inference state"),
+    "object_batch": (1, "object batches are arranged in Meta's inference state"),
 }
 
 

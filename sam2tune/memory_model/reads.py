@@ -122,6 +122,17 @@ def _max_read(n: int, start: int, conds: tuple[int, ...], cap: int, arch) -> tup
     return best
 
 
+def object_batch_size(w: Workload, c: Candidate) -> int:
+    """Objects one step of the per-object predictor runs at once under ``knobs.object_batch``:
+    the largest group of objects prompted on the same frames (the ones whose memory reads can
+    be identical: ``sam2tune/adapter/batched.py``), capped at the knob (0 = no cap)."""
+    if c.object_batch == 1 or w.num_objects <= 1:
+        return 1
+    per = [tuple(fs) for fs in w.prompted()]
+    group = max(per.count(fs) for fs in set(per))
+    return group if c.object_batch <= 0 else min(group, c.object_batch)
+
+
 def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, int]:
     """The most memory one step's attention reads over the video (forward propagation).
 
@@ -146,6 +157,6 @@ def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, in
         else:
             best = max(best, _max_read(n, fs[0], tuple(fs), cap, arch))
     frames, ptrs = best
-    batch = w.num_objects if c.predictor == "legacy_batched" else 1
+    batch = w.num_objects if c.predictor == "legacy_batched" else object_batch_size(w, c)
     tokens = frames * (S // 16) ** 2 + ptrs * arch.ptr_tokens if frames else 0
     return {"frames": frames, "pointers": ptrs, "tokens": tokens, "batch": batch}

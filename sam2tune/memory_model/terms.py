@@ -120,6 +120,9 @@ def _device_terms(
     # offload_state: the memory bank read this step is copied back to the device (bf16 maskmem);
     # transformers keeps the memory bank on the device whatever the state device
     bank = read["frames"] * z["maskmem"] * read["batch"] if c.offload_state_to_cpu else 0
+    if c.predictor == "per_object" and read["batch"] > 1 and not c.offload_state_to_cpu:
+        # object_batch: the batch's memories read this step, stacked (a copy on the device)
+        bank = read["frames"] * z["maskmem"] * read["batch"]
     # transformers keeps vision_features_cache frames' features on its state device (the host
     # with offload_state_to_cpu); sam2's one frame of features: fitted
     feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0

@@ -117,6 +117,7 @@ class Candidate:
     segment_frames: int = 0
     stream_prefetch: int = 4
     vision_features_cache: int = 1
+    object_batch: int = 1
     image_size: int | None = None  # None = the workload's
     impl: str = "sam2"  # the implementation (``impl=``), not a knob
 

@@ -10,7 +10,10 @@ plus the host's work (decoding, mask copies). So
 
 with ``P`` the model's parameters (1e8), ``s2 = (S / 1024)**2`` and ``m`` the memory frames
 attention reads. bfloat16 scales the whole step by a fitted factor; the legacy batched predictor
-runs the per-object part for all objects at once, scaled by its own fitted factor. Loading
+runs the per-object part for all objects at once, scaled by its own fitted factor, and
+``object_batch`` batches of the per-object predictor by that factor interpolated in the number
+of batches (1 batch: the factor; one per object: 1) - the same batched kernels, not yet fitted
+on object_batch runs of their own. Loading
 (``init_state``) costs ``i0 + i1 * frames * video megapixels`` for the strategies that load the
 video (stock, release), ``i0`` for stream, whose decoding (the same ``i1`` per frame and
 megapixel) runs during propagation: inline before each step with ``stream_prefetch=0``, else on
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -105,12 +109,18 @@ class SpeedPrediction:
         return dataclasses.asdict(self)
 
 
-def _step(k: dict[str, float], model: str, S: int, objects: int, mem: int, c: Candidate) -> float:
+def _step(
+    k: dict[str, float], model: str, S: int, objects: int, mem: int, c: Candidate, batch: int = 1
+) -> float:
     x = step_features(model, S, objects, mem)
     base = k["h"] * x[0] + k["e"] * x[1]
     per_obj = sum(k[n] * v for n, v in zip(COEFFS[2:], x[2:], strict=True))
     if c.predictor == "legacy_batched":
         per_obj *= k.get("legacy", 1.0)
+    elif batch > 1 and objects > 1:  # object_batch: the same batched kernels as the legacy
+        # predictor (its fitted factor at one batch), interpolated in the number of batches
+        runs = math.ceil(objects / batch)
+        per_obj *= k.get("legacy", 1.0) + (1 - k.get("legacy", 1.0)) * (runs - 1) / (objects - 1)
     t = base + per_obj
     return t * k.get("bf16", 1.0) if c.dtype == "bfloat16" else t
 
@@ -135,8 +145,9 @@ def predict_speed(
     if not k:
         return None
     S = c.image_size or w.image_size
-    mem = int(memory_read(w, c, S)["frames"])
-    full = _step(k, w.model, S, w.num_objects, mem, c)
+    read = memory_read(w, c, S)
+    mem, batch = int(read["frames"]), int(read["batch"])
+    full = _step(k, w.model, S, w.num_objects, mem, c, batch)
     base = _step(k, w.model, S, 0, mem, c)
     per_obj = (full - base) / max(1, w.num_objects)
     obj_frames = w.object_frames if w.object_frames is not None else w.num_objects * w.num_frames

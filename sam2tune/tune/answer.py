@@ -92,6 +92,7 @@ class Recommendation:
             prefetch=c.stream_prefetch, offload_video_to_cpu=c.offload_video_to_cpu,
             offload_state_to_cpu=c.offload_state_to_cpu,
             dtype=c.dtype, vision_features_cache=c.vision_features_cache,
+            object_batch=c.object_batch,
         )
 
     def to_dict(self) -> dict[str, Any]:

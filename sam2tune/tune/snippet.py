@@ -78,6 +78,8 @@ def _run_args(c: Candidate) -> list[str]:
         args.append(f'dtype="{c.dtype}"')
     if c.vision_features_cache != 1:
         args.append(f"vision_features_cache={c.vision_features_cache}")
+    if c.object_batch != 1:
+        args.append(f"object_batch={c.object_batch}")
     return args
 
 

@@ -108,6 +108,8 @@ def candidates(
     segs = [0] + [s for s in (1800, 600) if s < w.num_frames]
     dtypes = ["float32", "bfloat16"] if device_kind == "cuda" else ["float32"]
     preds = ["per_object", "legacy_batched"] if w.num_objects > 1 else ["per_object"]
+    # object batches of the per-object predictor (1 = its own loop; 0 = all of a group)
+    obatch = [1] + [b for b in (4, 16) if b < w.num_objects] + [0] if w.num_objects > 1 else [1]
     out: list[Candidate] = []
     if "transformers" in impls and w.model.startswith("sam2.1"):  # it builds SAM 2.1 only
         for ov, os_, m, size, dt in itertools.product(
@@ -125,7 +127,7 @@ def candidates(
             )
     if "sam2" not in impls:
         return out
-    for ov, os_, strat, m, size, dt, pr, seg in itertools.product(
+    for ov, os_, strat, m, size, dt, pr, seg, ob in itertools.product(
         (False, True),
         (False, True),
         ("stock", "release", "stream"),
@@ -134,9 +136,12 @@ def candidates(
         dtypes,
         preds,
         segs,
+        obatch,
     ):
         if strat == "stream" and ov:
             continue  # stream holds two frames: offloading them changes nothing worth a choice
+        if ob != 1 and pr != "per_object":
+            continue  # the legacy predictor batches every object already
         out.append(
             Candidate(
                 offload_video_to_cpu=ov,
@@ -146,6 +151,7 @@ def candidates(
                 predictor=pr,
                 strategy=strat,
                 segment_frames=seg,
+                object_batch=ob,
                 image_size=size,
             )
         )
@@ -157,7 +163,7 @@ def escalation(c: Candidate, w: Workload) -> int:
     level = 0
     if c.offload_video_to_cpu:
         level = 1
-    if c.offload_state_to_cpu or c.strategy != "stock":
+    if c.offload_state_to_cpu or c.strategy != "stock" or c.object_batch != 1:
         level = 2
     if c.max_cond_frames_in_attn != -1 or c.dtype != "float32" or c.predictor != "per_object":
         level = 3
@@ -227,6 +233,11 @@ def _quality_prior(
 ) -> tuple[float, str]:
     hf = c.impl == "transformers"
     q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
+    if c.object_batch != 1:
+        qs = (
+            "exact binary masks (object batches: the per-object loop's masks, logits within "
+            "float32 rounding of the batched kernels; tests/test_object_batch.py)"
+        )
     fidelity, fsrc = _hf_fidelity(data) if hf else (1.0, "")
     if hf:
         q, qs = fidelity, fsrc

@@ -103,7 +103,39 @@ def why_lines(ch, w, budget, hb, model, device_kind) -> list[str]:
         if over_host:
             what.append(f"host {fmt_bytes(q.host_peak_bytes)} > {fmt_bytes(hb)}")
         out.append(f"  why {name}: without it, {'; '.join(what)} [predicted]")
+    said = {line.split(":")[0] for line in out}
+    speed = _speed_lines(c, w, budget, model, device_kind)
+    out += [x for x in speed if x.split(":")[0] not in said]
     out.append(f"  trust: {p.trust['statement']}")
+    return out
+
+
+def _speed_lines(c, w, budget, model, device_kind) -> list[str]:
+    """Why the knobs taken for speed: the predicted end-to-end time without each; for object
+    batches, why not a larger batch (its predicted accelerator peak)."""
+    from sam2tune.tune.space import end_to_end_s
+
+    out = []
+    alts = []
+    if c.strategy == "stream":
+        alts.append(("strategy=stream", dataclasses.replace(c, strategy="stock")))
+    if c.object_batch != 1:
+        alts.append((f"object_batch={c.object_batch}", dataclasses.replace(c, object_batch=1)))
+    t = end_to_end_s(c, w, device_kind)
+    for name, alt in alts:
+        t0 = end_to_end_s(alt, w, device_kind)
+        if t is not None and t0 is not None and t0 > t:
+            out.append(
+                f"  why {name}: predicted end-to-end {t:.1f} s vs {t0:.1f} s without it "
+                "[predicted: speed model]"
+            )
+    if c.object_batch > 1:  # a cap: say what the whole group at once would need
+        q = predict(w, dataclasses.replace(c, object_batch=0), model, device_kind)
+        if q.device_peak_bytes > budget:
+            out.append(
+                f"  why object_batch={c.object_batch}, not all at once: accelerator "
+                f"{fmt_bytes(q.device_peak_bytes)} > {fmt_bytes(budget)} [predicted]"
+            )
     return out
 
 

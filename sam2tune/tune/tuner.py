@@ -247,7 +247,7 @@ _PARAMS = {
     ),
     "sam2": (
         "strategy", "offload_video_to_cpu", "offload_state_to_cpu", "max_cond_frames_in_attn",
-        "dtype", "predictor", "segment_frames", "image_size",
+        "dtype", "predictor", "segment_frames", "object_batch", "image_size",
     ),
 }
 
@@ -274,7 +274,7 @@ def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
     ov = trial.suggest_categorical("offload_video_to_cpu", [False, True])
     if strategy == "stream":
         ov = False
-    return Candidate(
+    c = Candidate(
         offload_video_to_cpu=ov,
         offload_state_to_cpu=trial.suggest_categorical("offload_state_to_cpu", [False, True]),
         max_cond_frames_in_attn=trial.suggest_categorical(
@@ -288,6 +288,11 @@ def _suggest(trial: optuna.Trial, spec: TuneSpec) -> Candidate:
         ),
         image_size=trial.suggest_categorical("image_size", image_sizes(w.image_size)),
     )
+    batches = sorted({c.object_batch for c in space})
+    if len(batches) > 1:  # suggested last: the other knobs' sampling is as it was
+        ob = trial.suggest_categorical("object_batch", batches)
+        c = dataclasses.replace(c, object_batch=ob if c.predictor == "per_object" else 1)
+    return c
 
 
 def _candidate_from_params(p: dict[str, Any], spec: TuneSpec) -> Candidate:
@@ -298,6 +303,8 @@ def _candidate_from_params(p: dict[str, Any], spec: TuneSpec) -> Candidate:
     c = Candidate.from_knobs(p, image_size=int(p["image_size"]))
     if c.strategy == "stream":  # stream never holds the whole video: the offload is moot
         c = dataclasses.replace(c, offload_video_to_cpu=False)
+    if c.predictor != "per_object":  # the legacy predictor batches every object already
+        c = dataclasses.replace(c, object_batch=1)
     return c
 
 
