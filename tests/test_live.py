@@ -14,7 +14,7 @@ from PIL import Image
 
 import sam2tune
 from sam2tune.errors import InputError
-from sam2tune.video.live import FrameSourceError
+from sam2tune.video.live import LOOKAHEAD, FrameSourceError
 
 N = 20  # > 16: SAM 2's object-pointer window does not depend on the length
 
@@ -81,7 +81,8 @@ def test_a_live_source_gives_the_folders_masks_read_once_and_bounded(predictor, 
         out[f] = (list(ids), m.clone())
     assert sorted(out) == list(range(N))
     assert pulled == list(range(N))  # each frame read exactly once, in order
-    assert max(ahead) <= 2 + 1  # the decode-ahead queue (+ the frame being tracked), not more
+    assert max(ahead) <= LOOKAHEAD  # the first 16 frames are read at the start (their length)
+    assert max(ahead[LOOKAHEAD:]) <= 2 + 1  # then the decode-ahead queue (+ the frame tracked)
     for f in range(N):
         assert out[f][0] == ref[f][0], f  # object 2 joins on frame 6 in both
         assert torch.equal(out[f][1], ref[f][1]), f  # bit-identical logits
@@ -125,3 +126,17 @@ def test_live_input_is_refused_in_one_line_where_it_cannot_work(predictor, folde
     bad = iter([frames[0], frames[1], np.zeros((10, 10, 3), np.uint8)])
     with pytest.raises(FrameSourceError, match=r"frames\[2\]: every frame 72 x 96 x 3"):
         _run(sam2tune.propagate(predictor, bad, PROMPTS[:1]))
+
+
+@pytest.mark.slow
+def test_a_short_live_source_gets_its_exact_length(predictor, folder, tmp_path):
+    """SAM 2 uses a video's length below 16 frames (its object-pointer window): a source that
+    ends within the first 16 frames gives the masks of a folder of the same frames."""
+    import shutil
+
+    for p in sorted(folder.glob("*.jpg"))[:8]:
+        shutil.copy(p, tmp_path / p.name)
+    ref = _run(sam2tune.propagate(predictor, str(tmp_path), PROMPTS, strategy="stream"))
+    got = _run(sam2tune.propagate(predictor, _decoded(tmp_path), PROMPTS))
+    assert sorted(got) == sorted(ref) == list(range(8))
+    assert all(torch.equal(got[f][1], ref[f][1]) for f in ref)
