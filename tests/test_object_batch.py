@@ -17,7 +17,7 @@ from sam2tune.adapter.batched import batches
 from sam2tune.errors import InputError
 
 N = 14
-LOGIT_TOL = 1e-5  # measured here: at most 3.1e-7 (float32 rounding of the batched kernels)
+LOGIT_TOL = 1e-5  # measured here: at most 3.3e-7 (float32 rounding of the batched kernels)
 
 
 @pytest.fixture(scope="module")
