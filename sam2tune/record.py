@@ -110,7 +110,7 @@ COLUMNS: list[Column] = [
         "peak_host_rss_bytes",
         "B",
         "measured",
-        "peak resident set size of the run process (ru_maxrss)",
+        "peak resident set size of the run process (VmHWM: its own, not its parent's)",
     ),
     Column(
         "frames_bytes",

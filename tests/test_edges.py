@@ -337,3 +337,13 @@ def test_a_report_of_only_failed_runs_is_plain_and_quiet(tmp_path, cache_root):
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     sizes = [PILImage.open(p).size for p in (tmp_path / "rep" / "figures").glob("*.png")]
     assert sizes and max(max(s) for s in sizes) < 1200, sizes  # no canvas blown up by a label
+
+
+def test_a_processs_peak_rss_is_its_own_not_its_parents():
+    """Linux carries a parent's RSS high-water mark into a child's ru_maxrss across fork + exec:
+    a run started from a large process (a notebook, this test session) must still record its
+    own peak. The oracle: the parent holds 1.5 GiB more than a bare import of sam2tune.probes."""
+    hold = np.ones(1536 * 2**20 // 8)  # touched: resident in this (the parent) process
+    code = "from sam2tune.probes import peak_rss_bytes; print(peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert hold.sum() > 0 and int(out.stdout) < 1024 * 2**20, int(out.stdout)

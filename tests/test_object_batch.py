@@ -1,5 +1,6 @@
 """knobs.object_batch: objects tracked in batches through SAM 2's own calls give the per-object
-predictor's masks (binary identical, logits within float32 rounding of the batched kernels) for
+predictor's masks (logits within float32 rounding of the batched kernels, so a mask pixel can
+differ only where the logit is within that rounding of 0; none does on these videos) for
 one object, several, objects entering later, re-prompting, max_cond_frames_in_attn, with the
 bounded strategies; batches hold only objects whose memory reads are identical."""
 
@@ -81,7 +82,7 @@ def _run(pred, video, prompts, **kw):
     + [("four objects", "stream")],
 )
 def test_object_batches_give_the_per_object_masks(predictors, video, case, strategy):
-    worst = 0.0
+    worst, flips = 0.0, 0
     for pred in predictors if case == "late and re-prompted" else predictors[:1]:
         ref = _run(pred, video, CASES[case], strategy=strategy)
         for k in (2, 0):
@@ -89,9 +90,12 @@ def test_object_batches_give_the_per_object_masks(predictors, video, case, strat
             assert sorted(got) == sorted(ref) == list(range(N))
             for f in ref:
                 assert got[f][0] == ref[f][0], (k, f)
-                assert torch.equal(got[f][1] > 0, ref[f][1] > 0), (k, f)  # binary identical
+                flip = (got[f][1] > 0) != (ref[f][1] > 0)  # only at the rounding of 0
+                assert (ref[f][1][flip].abs() <= LOGIT_TOL).all(), (k, f)
+                flips += int(flip.sum())
                 worst = max(worst, (got[f][1] - ref[f][1]).abs().max().item())
     assert worst <= LOGIT_TOL, worst
+    assert flips == 0  # on these videos not one pixel sits within the rounding of 0
 
 
 def test_batches_group_only_identical_reads():

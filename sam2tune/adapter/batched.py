@@ -17,7 +17,9 @@ conditioning frames are the same and the same recent frames are present, so obje
 batched only within groups with the same *read signature* (conditioning frame indices + which of
 the frames within reach hold an output); other objects run in their own batches. Within a batch
 each object's tensors are its own; only the kernels run batched, so logits agree to float32
-rounding of the batched kernels (measured in ``tests/test_object_batch.py``).
+rounding of the batched kernels (measured in ``tests/test_object_batch.py`` and
+``experiments/bench_object_batch.py``): a mask pixel can differ only where the logit is within
+that rounding of 0.
 """
 
 from __future__ import annotations

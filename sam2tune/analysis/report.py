@@ -98,7 +98,7 @@ def _environment(results_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
         (
             "memory figures",
             "device peak = CUDA max allocated (measured) where a GPU ran, else the "
-            "census+tracked-activations estimate; host RSS measured (ru_maxrss)",
+            "census+tracked-activations estimate; host RSS measured (VmHWM)",
         ),
         ("units", "MiB = 2^20 bytes, GiB = 2^30 bytes"),
     ]

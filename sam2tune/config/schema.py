@@ -215,8 +215,9 @@ class KnobsConfig:
     # per_object predictor: track objects in batches of up to K (1 = SAM 2.1's loop, one object at
     # a time; 0 = every object of a group at once) through SAM 2's own model calls; only objects
     # whose memory reads are identical (same conditioning frames, same recent frames) share a
-    # batch (sam2tune/adapter/batched.py). Binary masks identical, logits within float32 rounding
-    # of the batched kernels; activations of memory attention + decoder grow with the batch.
+    # batch (sam2tune/adapter/batched.py). Logits within float32 rounding of the batched kernels
+    # (a mask pixel differs only where its logit is that close to 0); activations of memory
+    # attention + decoder grow with the batch.
     object_batch: int = 1
 
     def __post_init__(self) -> None:

@@ -51,6 +51,9 @@ def _key(device_kind: str) -> dict[str, Any]:
         "device_kind": device_kind,
         "host": platform.node(),
         **{k: env.get(k) for k in ("sam2tune", "torch", "sam2", "python", "cpu")},
+        # how peaks are read: a cache from before VmHWM (ru_maxrss carried a parent's peak
+        # into the probe) is measured again
+        "peak_rss": "VmHWM",
     }
 
 

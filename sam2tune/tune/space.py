@@ -235,8 +235,9 @@ def _quality_prior(
     q, qs = 1.0, "exact (lossless knobs: bit-identical masks)"
     if c.object_batch != 1:
         qs = (
-            "exact binary masks (object batches: the per-object loop's masks, logits within "
-            "float32 rounding of the batched kernels; tests/test_object_batch.py)"
+            "the per-object loop's masks to float32 rounding (object batches: logits within "
+            "1e-5; a pixel differs only where its logit is that close to 0; "
+            "tests/test_object_batch.py, experiments/bench_object_batch.py)"
         )
     fidelity, fsrc = _hf_fidelity(data) if hf else (1.0, "")
     if hf:
