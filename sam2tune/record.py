@@ -78,6 +78,13 @@ COLUMNS: list[Column] = [
         "frames whose vision features are cached (transformers' max_vision_features_cache_size; "
         "sam2: 1)",
     ),
+    Column(
+        "object_batch",
+        "objects",
+        "setting",
+        "objects tracked at once by the per-object predictor (1 = one at a time, 0 = all of a "
+        "group; 1 in rows written before the knob existed)",
+    ),
     Column("prompt", "", "setting", "box | points | mask"),
     Column(
         "reannotate_every", "frames", "setting", "re-prompt period (0 = first appearance only)"
@@ -280,6 +287,7 @@ _SETTINGS = {
     "segment_frames": ("knobs", "segment_frames"),
     "stream_prefetch": ("knobs", "stream_prefetch"),
     "vision_features_cache": ("knobs", "vision_features_cache"),
+    "object_batch": ("knobs", "object_batch"),
     "prompt": ("scenario", "prompt"),
     "reannotate_every": ("scenario", "reannotate_every"),
 }

@@ -169,6 +169,8 @@ def _finish(
         df["impl"] = df["impl"].fillna("sam2") if "impl" in df else "sam2"
         vfc = df["vision_features_cache"] if "vision_features_cache" in df else None
         df["vision_features_cache"] = 1 if vfc is None else vfc.fillna(1).astype(int)
+        ob = df["object_batch"] if "object_batch" in df else None  # before the knob: 1
+        df["object_batch"] = 1 if ob is None else ob.fillna(1).astype(int)
     _report_invalid(df, invalid, strict)
     df.attrs["stale_runs"] = [str(p) for p in stale or []]
     if stale:

@@ -35,6 +35,9 @@ def setting_label(r) -> str:
         parts.append("legacy_batched")
     if r.get("async_loading_frames") is True:
         parts.append("async")
+    ob = r.get("object_batch")
+    if ob is not None and ob == ob and int(ob) != 1:
+        parts.append(f"object_batch={'all' if int(ob) == 0 else int(ob)}")
     v = r.get("vision_features_cache")
     if v is not None and v == v and int(v) != 1:
         parts.append(f"vision_cache={int(v)}")

@@ -427,6 +427,8 @@ def config_hash(cfg: RunConfig) -> str:
         d["knobs"].pop("stream_prefetch")
     if d["knobs"]["vision_features_cache"] == 1:  # the default: the hash from before the knob
         d["knobs"].pop("vision_features_cache")
+    if d["knobs"]["object_batch"] == 1:  # the default: the hash from before the knob
+        d["knobs"].pop("object_batch")
     if d["impl"]["name"] == "sam2":  # the default: the hash from before impl existed
         d.pop("impl")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
