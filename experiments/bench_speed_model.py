@@ -19,9 +19,9 @@ from pathlib import Path
 from sam2tune.speed_model.fit import fit_and_evaluate
 from sam2tune.speed_model.model import SpeedModel
 
-SETS = [
-    ("results/cpu-calibration", "results/cpu-validation"),
-    ("results/gpu-nvidia-h200/calibration", "results/gpu-nvidia-h200/validation"),
+SETS = [  # calibration, held-out, object-batch runs (calibration/ + validation/) or None
+    ("results/cpu-calibration", "results/cpu-validation", "results/object-batch/speed"),
+    ("results/gpu-nvidia-h200/calibration", "results/gpu-nvidia-h200/validation", None),
 ]
 
 
@@ -30,11 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", type=Path, help="write the fitted model (every device kind) here")
     ap.add_argument("--set", nargs=2, action="append", metavar=("CALIBRATION", "VALIDATION"),
                     help="a calibration dir and its held-out dir (default: the CPU and H200 sets)")
+    ap.add_argument("--batch", action="append", default=None, metavar="DIR",
+                    help="object-batch runs (DIR/calibration, DIR/validation) for the --set of "
+                    "the same position ('-': none)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # unreadable records are the report's business
     shipped = SpeedModel()
-    for cal, val in args.set or SETS:
-        model, ev = fit_and_evaluate(cal, val)
+    sets = SETS
+    if args.set:
+        sets = [(c, v, (args.batch or [])[i] if i < len(args.batch or []) else None)
+                for i, (c, v) in enumerate(args.set)]
+    for cal, val, batch in sets:
+        batch = None if batch in (None, "-") else batch
+        model, ev = fit_and_evaluate(cal, val, batch_dir=batch)
         for kind, k in model.coeffs.items():
             info = model.calibration[kind]
             shipped.coeffs[kind], shipped.calibration[kind] = k, info
@@ -48,6 +56,26 @@ def main(argv: list[str] | None = None) -> int:
             e = g["step_err"].abs()
             print(f"  [{ev['device_kind'].iloc[0]}] {axis:24s} {len(g):3d} obs: step time median "
                   f"{e.median():.1%} max {e.max():.1%}")
+        for kind, info in model.calibration.items():
+            b = info.get("object_batch")
+            if not b:
+                print(f"  [{kind}] object batches: no object-batch runs; the legacy batched "
+                      "factor interpolated in the calls (not validated)")
+                continue
+            k = model.coeffs[kind]
+            print(f"  [{kind}] object-batch term fitted on {b['runs']} runs ({b['dir']}): "
+                  f"phi={k['batch_phi']:.4g} psi={k['batch_psi']:.4g}")
+            for r in b.get("rows", []):
+                print(f"    {r['axis']:24s} {r['objects']:3d} objects K={r['k']:<3d} "
+                      f"{r['image_size']} px, {r['calls']} calls: batch factor {r['g_pred']:.3f} "
+                      f"predicted vs {r['g_actual']:.3f} measured ({r['g_err']:+.1%}); step "
+                      f"{r['step_pred_s']:.3f} s vs {r['step_actual_s']:.3f} s "
+                      f"({r['step_err']:+.1%})")
+            h = b.get("held_out")
+            if h:
+                print(f"  [{kind}] object batches, {h['runs']} held-out runs: batch factor median "
+                      f"{h['median']:.1%} max {h['max']:.1%}; step median {h['step_median']:.1%} "
+                      f"max {h['step_max']:.1%}")
     if args.write:
         shipped.save(args.write)
         print(f"speed model: {args.write}")

@@ -290,3 +290,55 @@ def test_the_encoders_time_grows_with_the_image_size(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert enc[512] / enc[256] > 2, enc
+
+
+def test_object_batches_count_each_prompt_groups_batches():
+    from sam2tune.memory_model.reads import object_batches
+
+    # 7 objects: 4 prompted on frame 0, 2 on frame 3, 1 on frames 0 and 5 (hand count below)
+    cond = [[0], [0], [0], [0], [3], [3], [0, 5]]
+    w = Workload("sam2.1_tiny", 256, 8, 7, 1, None, 0, video_height=270, video_width=480,
+                 cond_frames=cond)
+    for k, calls in ((1, 7), (2, 2 + 1 + 1), (3, 2 + 1 + 1), (4, 1 + 1 + 1), (0, 3), (16, 3)):
+        assert object_batches(w, Candidate(object_batch=k)) == calls, k
+    assert object_batches(w, Candidate(object_batch=0, predictor="legacy_batched")) == 7
+
+
+def test_the_batch_term_fit_recovers_known_phi_and_psi():
+    from sam2tune.speed_model.fit import BatchObservation, fit_batch
+    from sam2tune.speed_model.model import batch_factor
+
+    phi, psi = 0.4, 0.01
+    obs = []
+    for n in (4, 8, 16, 24):
+        for calls in {1, 2, n // 4, n // 2}:
+            g = 1 - phi * (n - calls) / (n - 1) + psi * (n / calls - 1)  # the term, written out
+            w = Workload("sam2.1_tiny", 256, 8, n, 1, None, 0, video_height=270, video_width=480)
+            obs.append(BatchObservation(f"r{n}{calls}", w, Candidate(object_batch=2), n, calls,
+                                        g, g, g))
+    k = fit_batch(obs)
+    assert k["batch_phi"] == pytest.approx(phi, rel=1e-6)
+    assert k["batch_psi"] == pytest.approx(psi, rel=1e-6)
+    assert batch_factor(k, 16, 16) == 1.0 and batch_factor(k, 1, 1) == 1.0
+    # without a fit: the legacy batched factor at one call, 1 at one call per object
+    assert batch_factor({"legacy": 0.25}, 16, 1) == pytest.approx(0.25)
+    assert batch_factor({"legacy": 0.25}, 16, 6) == pytest.approx(0.25 + 0.75 * 5 / 15)
+
+
+def test_the_shipped_cpu_model_scales_object_batches_by_its_fitted_term():
+    m = load_speed_model()
+    k = m.coeffs["cpu"]
+    assert {"batch_phi", "batch_psi"} <= set(k)  # fitted on results/object-batch/speed
+    w = Workload("sam2.1_tiny", 256, 10, 16, 1, None, 0, video_height=270, video_width=480)
+    one = predict_speed(w, Candidate(object_batch=1), m, "cpu")
+    four = predict_speed(w, Candidate(object_batch=4), m, "cpu")
+    assert one and four
+    x = step_features("sam2.1_tiny", 256, 16, 0)
+    base = k["h"] * x[0] + k["e"] * x[1]  # the encoder's part: no object in it
+    # 16 objects prompted together, K = 4: 4 calls; the term written out from its coefficients
+    g = 1 - k["batch_phi"] * (16 - 4) / 15 + k["batch_psi"] * (16 / 4 - 1)
+    assert four.step_s - base == pytest.approx(g * (one.step_s - base), rel=1e-9)
+    assert "object-batch term fitted on" in four.provenance
+    assert "object-batch" not in one.provenance
+    cuda = predict_speed(w, Candidate(object_batch=4), m, "cuda")
+    assert cuda and "not fitted on object-batch runs" in cuda.provenance

@@ -133,6 +133,17 @@ def object_batch_size(w: Workload, c: Candidate) -> int:
     return group if c.object_batch <= 0 else min(group, c.object_batch)
 
 
+def object_batches(w: Workload, c: Candidate) -> int:
+    """Batched calls one step makes with every object present under ``knobs.object_batch``:
+    each group of objects prompted on the same frames split into batches of at most K
+    (0 = one batch per group); the number of objects where K = 1."""
+    if c.object_batch == 1 or w.num_objects <= 1 or c.predictor != "per_object":
+        return w.num_objects
+    per = [tuple(fs) for fs in w.prompted()]
+    sizes = [per.count(fs) for fs in set(per)]
+    return sum(1 if c.object_batch <= 0 else -(-g // c.object_batch) for g in sizes)
+
+
 def memory_read(w: Workload, c: Candidate, S: int | None = None) -> dict[str, int]:
     """The most memory one step's attention reads over the video (forward propagation).
 

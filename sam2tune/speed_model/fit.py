@@ -25,7 +25,10 @@ from sam2tune.paths import report_path
 from sam2tune.speed_model.model import COEFFS, SpeedModel, predict_speed, step_features
 from sam2tune.speed_model.timing import WARMUP_FRAMES
 
-__all__ = ["Observation", "observations", "fit", "evaluate", "fit_and_evaluate"]
+__all__ = [
+    "Observation", "observations", "fit", "evaluate", "fit_and_evaluate",
+    "BatchObservation", "batch_observations", "fit_batch", "evaluate_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -155,11 +158,48 @@ def evaluate(calib: list[Observation], valid: list[Observation], kind: str,
     return pd.DataFrame(rows)
 
 
+def _fit_batch_term(model: SpeedModel, kind: str, batch_dir: Path) -> pd.DataFrame:
+    """The object-batch term of ``kind`` fitted on ``batch_dir/calibration`` (or ``batch_dir``
+    itself where it has no such folder), checked on ``batch_dir/validation`` where there is one;
+    recorded in the model's calibration info (empty: no runs)."""
+    cal_dir, val_dir = batch_dir / "calibration", batch_dir / "validation"
+    if not cal_dir.is_dir():
+        cal_dir = batch_dir
+    cal = [o for o in batch_observations(cal_dir)
+           if o.candidate.dtype == "float32" and _kind_of(cal_dir, o.run_id) == kind]
+    if not cal:
+        return pd.DataFrame()
+    term = fit_batch(cal)
+    model.coeffs[kind].update(term)
+    on = {(o.objects, o.candidate.image_size or o.workload.image_size) for o in cal}
+    val = [o for o in (batch_observations(val_dir) if val_dir.is_dir() else [])
+           if _kind_of(val_dir, o.run_id) == kind]
+    ev = evaluate_batch(val, term, kind=kind, model=model, calibrated_on=on) if val else None
+    info: dict[str, Any] = {"runs": len(cal), "dir": str(batch_dir)}
+    if ev is not None:
+        info["held_out"] = {"runs": len(ev), "median": float(ev["g_err"].abs().median()),
+                            "max": float(ev["g_err"].abs().max()),
+                            "step_median": float(ev["step_err"].abs().median()),
+                            "step_max": float(ev["step_err"].abs().max())}
+        info["rows"] = [{c: (round(v, 6) if isinstance(v, float) else v) for c, v in r.items()}
+                        for r in ev.drop(columns="run_id").to_dict("records")]
+    model.calibration[kind]["object_batch"] = info
+    return ev.assign(device_kind=kind) if ev is not None else pd.DataFrame()
+
+
+def _kind_of(results_dir: Path, run_id: str) -> str:
+    rep = json.loads(report_path(results_dir, run_id).read_text())
+    return "cuda" if str(rep["row"].get("device")) == "cuda" else "cpu"
+
+
 def fit_and_evaluate(
-    calibration_dir: str | Path, validation_dir: str | Path | None = None, seed: int = 0
+    calibration_dir: str | Path, validation_dir: str | Path | None = None, seed: int = 0,
+    batch_dir: str | Path | None = None,
 ) -> tuple[SpeedModel, pd.DataFrame]:
     """The speed model fitted per device kind on ``calibration_dir``, and the held-out errors
-    of ``validation_dir``'s runs (with their axes)."""
+    of ``validation_dir``'s runs (with their axes); with ``batch_dir``, the object-batch term
+    fitted on its ``calibration/`` runs and checked on its ``validation/`` runs (their errors in
+    ``model.calibration[kind]["object_batch"]``)."""
     calib = observations(calibration_dir)
     valid = observations(validation_dir) if validation_dir else []
     model = SpeedModel()
@@ -181,4 +221,131 @@ def fit_and_evaluate(
             info["held_out"] = {"runs": int(ev["run_id"].nunique()), "median": float(e.median()),
                                 "max": float(e.max()), "validation_dir": str(validation_dir)}
         model.calibration[kind] = info
+        if batch_dir:
+            _fit_batch_term(model, kind, Path(batch_dir))
     return model, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class BatchObservation:
+    """One object-batch run beside its K = 1 reference (same objects, size, frames, video,
+    results dir): steady tracking and step times with every object present."""
+
+    run_id: str
+    workload: Workload
+    candidate: Candidate
+    objects: int
+    #: batched calls per step with every object present (``object_batches``)
+    calls: int
+    tracking_s: float
+    step_s: float
+    #: tracking time at K over the reference run's (the batch factor, measured)
+    g: float
+
+
+def _steady_most(rep: dict[str, Any], w: Workload) -> tuple[Workload, float, float] | None:
+    """The steady frames with the most objects present (at least two such frames): the
+    workload of those objects (their prompted frames), median tracking_s and step_s."""
+    prompted = {int(p["frame"]) for p in rep.get("prompts") or []}
+    timed = [t for t in rep.get("timeline") or [] if not t.get("tracked") and t.get("step_s")]
+    by: dict[int, list[dict[str, Any]]] = {}
+    for t in timed[WARMUP_FRAMES:]:
+        if int(t.get("frame", -1)) not in prompted and t.get("tracking_s") is not None:
+            by.setdefault(int(t.get("objects") or 0), []).append(t)
+    ns = [n for n, rows in by.items() if len(rows) >= 2 and n > 0]
+    if not ns:
+        return None
+    rows = by[max(ns)]
+    f0 = min(int(t["frame"]) for t in rows)
+    present = [fs for fs in w.prompted() if min(fs) <= f0]
+    if len(present) != max(ns):
+        return None
+    sub = Workload(**{**w.__dict__, "num_objects": len(present), "cond_frames": present,
+                      "first_frames": None, "object_frames": None})
+    return (sub, statistics.median(float(t["tracking_s"]) for t in rows),
+            statistics.median(float(t["step_s"]) for t in rows))
+
+
+def batch_observations(results_dir: str | Path) -> list[BatchObservation]:
+    """Every ok per-object run of ``results_dir`` with ``object_batch != 1`` that has a K = 1
+    reference there (same video, size, frames); references themselves are not observations
+    (their factor is 1). Each run is read at its steady frames with the most objects present."""
+    from sam2tune.memory_model.reads import object_batches
+
+    runs = []
+    for r in run_inputs(results_dir):
+        if r.candidate.impl != "sam2" or r.candidate.predictor != "per_object":
+            continue
+        rep = json.loads(report_path(results_dir, r.run_id).read_text())
+        t = _steady_most(rep, r.workload)
+        if t:
+            runs.append((r, t))
+
+    def same(a: Any, w: Workload) -> tuple[Any, ...]:
+        return (w.model, a.candidate.image_size or w.image_size, w.num_objects, w.num_frames,
+                w.video_height, w.video_width, a.candidate.dtype, a.candidate.strategy,
+                tuple(map(tuple, w.prompted())))
+
+    ref = {same(r, w): trk for r, (w, trk, _) in runs if r.candidate.object_batch == 1}
+    out = []
+    for r, (w, trk, step) in runs:
+        base = ref.get(same(r, w))
+        if r.candidate.object_batch == 1 or base is None:
+            continue
+        out.append(BatchObservation(r.run_id, w, r.candidate, w.num_objects,
+                                    object_batches(w, r.candidate), trk, step, trk / base))
+    return out
+
+
+def fit_batch(obs: Sequence[BatchObservation]) -> dict[str, float]:
+    """``batch_phi`` / ``batch_psi`` of :func:`~sam2tune.speed_model.model.batch_factor`,
+    non-negative, minimising the batch factor's relative error."""
+    from sam2tune.memory_model.calibrate import _nnls
+
+    obs = [o for o in obs if o.calls < o.objects]
+    if len(obs) < 2:
+        raise ValueError(f"speed model: {len(obs)} object-batch observations to fit")
+    g = np.array([o.g for o in obs])
+    u = np.array([(o.objects - o.calls) / (o.objects - 1) for o in obs])
+    v = np.array([o.objects / o.calls - 1 for o in obs])
+    # (1 - phi * u + psi * v) / g = 1  <=>  phi * u / g - psi * v / g = 1 / g - 1
+    phi, psi = _nnls(np.stack([u / g, -v / g], axis=1), 1 / g - 1)
+    return {"batch_phi": float(phi), "batch_psi": float(psi)}
+
+
+def evaluate_batch(
+    valid: Sequence[BatchObservation], coeffs: dict[str, float],
+    axes: dict[tuple[int, int, int], str] | None = None, kind: str = "cpu",
+    model: SpeedModel | None = None, calibrated_on: set[tuple[int, int]] | None = None,
+) -> pd.DataFrame:
+    """Held-out object-batch runs against the term ``coeffs`` (``batch_phi`` / ``batch_psi``):
+    the batch factor predicted vs measured (the term alone), and the whole step predicted by the
+    shipped step coefficients of ``kind`` with that term vs measured (the term in the model).
+    ``axes`` maps (objects, K, size) to the axis a run checks; without it a run beyond the
+    calibration's (objects, size) pairs ``calibrated_on`` is an extrapolation, else ``random``."""
+    from sam2tune.speed_model.model import batch_factor, load_speed_model
+
+    base = model if model is not None else load_speed_model()
+    k = {**base.coeffs[kind], **coeffs}
+    m = SpeedModel({kind: k}, base.calibration)
+    rows = []
+    for o in valid:
+        S = o.candidate.image_size or o.workload.image_size
+        axis = (axes or {}).get((o.objects, o.candidate.object_batch, S), "random")
+        if axes is None and calibrated_on:
+            if o.objects > max(n for n, _ in calibrated_on):
+                axis = "objects_extrapolation"
+            elif S not in {s for _, s in calibrated_on}:
+                axis = "image_size_extrapolation"
+        g = batch_factor(k, o.objects, o.calls)
+        p = predict_speed(o.workload, o.candidate, m, kind)
+        assert p is not None
+        rows.append({
+            "run_id": o.run_id, "objects": o.objects, "k": o.candidate.object_batch,
+            "calls": o.calls, "image_size": S,
+            "axis": axis,
+            "g_pred": g, "g_actual": o.g, "g_err": g / o.g - 1,
+            "step_pred_s": p.step_s, "step_actual_s": o.step_s,
+            "step_err": p.step_s / o.step_s - 1,
+        })
+    return pd.DataFrame(rows)

@@ -11,9 +11,9 @@ plus the host's work (decoding, mask copies). So
 with ``P`` the model's parameters (1e8), ``s2 = (S / 1024)**2`` and ``m`` the memory frames
 attention reads. bfloat16 scales the whole step by a fitted factor; the legacy batched predictor
 runs the per-object part for all objects at once, scaled by its own fitted factor, and
-``object_batch`` batches of the per-object predictor by that factor interpolated in the number
-of batches (1 batch: the factor; one per object: 1) - the same batched kernels, not yet fitted
-on object_batch runs of their own. Loading
+``object_batch`` (objects in ``n`` batched calls a step) scales it by :func:`batch_factor`, whose
+two terms are fitted on object-batch runs where a device kind has them (else the legacy
+factor interpolated in the calls, said so in the provenance). Loading
 (``init_state``) costs ``i0 + i1 * frames * video megapixels`` for the strategies that load the
 video (stock, release), ``i0`` for stream, whose decoding (the same ``i1`` per frame and
 megapixel) runs during propagation: inline before each step with ``stream_prefetch=0``, else on
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sam2tune.memory_model.reads import memory_read
+from sam2tune.memory_model.reads import memory_read, object_batches
 from sam2tune.memory_model.workload import Candidate, Workload
 from sam2tune.resources import data_dir
 
@@ -47,6 +46,7 @@ __all__ = [
     "load_speed_model",
     "speed_note",
     "speed_answer",
+    "batch_factor",
 ]
 
 DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
@@ -109,23 +109,39 @@ class SpeedPrediction:
         return dataclasses.asdict(self)
 
 
+def batch_factor(k: dict[str, float], objects: int, calls: int) -> float:
+    """The per-object part's factor when ``objects`` objects run in ``calls`` batched calls a
+    step (``knobs.object_batch``; 1 where each object runs on its own, ``calls == objects``):
+    ``1 - phi * (objects - calls) / (objects - 1) + psi * (objects / calls - 1)`` - ``phi`` the
+    share of the per-object cost that one call for every object saves (launches, Python, small
+    kernels), linear in the calls; ``psi`` what batching costs per object and per extra object in
+    a batch. Fitted on object-batch runs where a device kind has them (``batch_phi`` /
+    ``batch_psi``); else the legacy batched predictor's factor at one call, 1 at one call per
+    object, linear in between (``phi = 1 - legacy``, ``psi = 0``)."""
+    if objects <= 1 or calls >= objects:
+        return 1.0
+    phi = k.get("batch_phi", 1.0 - k.get("legacy", 1.0))
+    psi = k.get("batch_psi", 0.0)
+    u, v = (objects - calls) / (objects - 1), objects / calls - 1.0
+    return max(0.05, 1.0 - phi * u + psi * v)
+
+
 def _step(
-    k: dict[str, float], model: str, S: int, objects: int, mem: int, c: Candidate, batch: int = 1
+    k: dict[str, float], model: str, S: int, objects: int, mem: int, c: Candidate,
+    calls: int | None = None,
 ) -> float:
     x = step_features(model, S, objects, mem)
     base = k["h"] * x[0] + k["e"] * x[1]
     per_obj = sum(k[n] * v for n, v in zip(COEFFS[2:], x[2:], strict=True))
     if c.predictor == "legacy_batched":
         per_obj *= k.get("legacy", 1.0)
-    elif batch > 1 and objects > 1:  # object_batch: the same batched kernels as the legacy
-        # predictor (its fitted factor at one batch), interpolated in the number of batches
-        runs = math.ceil(objects / batch)
-        per_obj *= k.get("legacy", 1.0) + (1 - k.get("legacy", 1.0)) * (runs - 1) / (objects - 1)
+    elif calls is not None:  # object_batch: batched calls of SAM 2's own step
+        per_obj *= batch_factor(k, objects, calls)
     t = base + per_obj
     return t * k.get("bf16", 1.0) if c.dtype == "bfloat16" else t
 
 
-def _provenance(model: SpeedModel, kind: str) -> str:
+def _provenance(model: SpeedModel, kind: str, batched: bool = False) -> str:
     cal = model.calibration.get(kind, {})
     err = cal.get("held_out") or {}
     e = (
@@ -134,7 +150,18 @@ def _provenance(model: SpeedModel, kind: str) -> str:
         else "; no held-out check"
     )
     devices = ", ".join(cal.get("devices", [])) or "?"
-    return f"speed model fitted on {cal.get('runs', '?')} {kind} runs ({devices}){e}"
+    text = f"speed model fitted on {cal.get('runs', '?')} {kind} runs ({devices}){e}"
+    if batched:
+        b = cal.get("object_batch") or {}
+        h = b.get("held_out") or {}
+        if not b:
+            text += ("; object batches: the legacy batched predictor's factor interpolated in "
+                     "the batched calls, not fitted on object-batch runs")
+        else:
+            text += (f"; object-batch term fitted on {b['runs']} {kind} runs"
+                     + (f", held-out batch factor error median {h['median']:.0%}, max "
+                        f"{h['max']:.0%} ({h['runs']} runs)" if h else ", no held-out check"))
+    return text
 
 
 def predict_speed(
@@ -146,8 +173,9 @@ def predict_speed(
         return None
     S = c.image_size or w.image_size
     read = memory_read(w, c, S)
-    mem, batch = int(read["frames"]), int(read["batch"])
-    full = _step(k, w.model, S, w.num_objects, mem, c, batch)
+    mem = int(read["frames"])
+    calls = object_batches(w, c)
+    full = _step(k, w.model, S, w.num_objects, mem, c, calls)
     base = _step(k, w.model, S, 0, mem, c)
     per_obj = (full - base) / max(1, w.num_objects)
     obj_frames = w.object_frames if w.object_frames is not None else w.num_objects * w.num_frames
@@ -166,7 +194,7 @@ def predict_speed(
         fps=1.0 / full if full > 0 else float("inf"),
         init_s=init,
         end_to_end_s=init + frames_s,
-        provenance=_provenance(model, device_kind),
+        provenance=_provenance(model, device_kind, calls < w.num_objects),
     )
 
 
