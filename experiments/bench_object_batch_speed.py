@@ -10,8 +10,11 @@ term on the calibration runs only and prints, per held-out run, the batch factor
 at K over tracking time at K = 1: same objects, same machine, minutes apart) predicted vs
 measured, and the whole step time predicted vs measured.
 
-    .venv/bin/python experiments/object_batch_speed.py        # ~22 min on 2 cores
-    .venv/bin/python experiments/bench_speed_model.py         # results/object-batch/speed_term.txt
+    .venv/bin/python experiments/bench_object_batch_speed.py           # runs (~22 min), fit
+    .venv/bin/python experiments/bench_object_batch_speed.py --report  # committed runs: fit
+
+The printed fit is ``experiments/bench_speed_model.py``'s on the CPU set with these runs
+(committed output: results/object-batch/speed_term.txt).
 """
 
 from __future__ import annotations
@@ -61,8 +64,16 @@ def run(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
-    run(ap.parse_args(argv).out)
-    return 0
+    ap.add_argument("--report", action="store_true", help="no runs: fit and print only")
+    args = ap.parse_args(argv)
+    if not args.report:
+        run(args.out)
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_speed_model
+
+    return bench_speed_model.main(
+        ["--set", "results/cpu-calibration", "results/cpu-validation", "--batch", str(args.out)]
+    )
 
 
 if __name__ == "__main__":
