@@ -242,6 +242,13 @@ COLUMNS: list[Column] = [
         "median over fps's frames of sam2tune's own work between two steps (probes: census, RSS, "
         "CUDA counters; masks kept or queued to disk; not in fps)",
     ),
+    Column(
+        "step_cores",
+        "",
+        "measured",
+        "median over fps's frames of the step's process CPU time / its wall time: the cores a "
+        "step had (a CPU run beside other processes shows fewer than its torch threads)",
+    ),
     Column("init_s", "s", "measured", "init_state time (frame loading)"),
     Column(
         "frame_wait_s",

@@ -342,3 +342,69 @@ def test_the_shipped_cpu_model_scales_object_batches_by_its_fitted_term():
     assert "object-batch" not in one.provenance
     cuda = predict_speed(w, Candidate(object_batch=4), m, "cuda")
     assert cuda and "not fitted on object-batch runs" in cuda.provenance
+
+
+def _probe_runs(m: SpeedModel, factor: float, cores: float = 1.9) -> list[dict]:
+    """Host-probe runs (256 / 512 px, 8 frames, 1 tiny object, stock) of a machine ``factor``
+    times slower than the calibration's: steady steps = factor x the shipped prediction; the
+    warm-up frames, a prompted and a tracked frame far slower (they must be left out)."""
+    import dataclasses
+
+    runs = []
+    for s in (256, 512):
+        w = Workload("sam2.1_tiny", s, 8, 1, 1, 8, weights_bytes=155851016,
+                     video_height=270, video_width=480, cond_frames=[[0]])
+        p = predict_speed(dataclasses.replace(w, cond_frames=None), Candidate(), m, "cpu")
+        assert p is not None
+        t = factor * p.step_s
+        steps = [[0, 1, 9.0, False, 18.0], [1, 1, 9.0, False, 18.0],  # warm-up
+                 [2, 1, t * 0.98, False, t * cores], [3, 1, 9.0, True, 18.0],  # tracked
+                 [4, 1, t, False, t * cores], [5, 1, 9.0, False, 18.0],  # prompted again
+                 [6, 1, t * 1.02, False, t * cores]]
+        runs.append({"image_size": s, "workload": dataclasses.asdict(w), "steps": steps,
+                     "prompted": [0, 5], "threads": 2})
+    return runs
+
+
+def test_the_cpu_speed_is_scaled_to_this_machine_by_its_probe(monkeypatch):
+    from sam2tune.memory_model import baseline
+    from sam2tune.speed_model import local
+    from sam2tune.speed_model.model import speed_answer
+
+    m = load_speed_model()
+    info = local.local_scale(m, {"runs": _probe_runs(m, 1.5)})
+    assert info["scale"] == pytest.approx(1.5, rel=1e-9)  # warm-up / tracked / prompted left out
+    lm = local.localised(m, {"runs": _probe_runs(m, 1.5)})
+    # a workload the probe did not use: every time term 1.5 x, the factors as they were
+    w = Workload("sam2.1_small", 384, 30, 3, 1, None, 0, video_height=270, video_width=480)
+    for c in (Candidate(), Candidate(dtype="bfloat16"), Candidate(object_batch=0),
+              Candidate(strategy="stream", stream_prefetch=0)):
+        a, b = predict_speed(w, c, m, "cpu"), predict_speed(w, c, lm, "cpu")
+        assert a and b
+        assert b.step_s == pytest.approx(1.5 * a.step_s, rel=1e-9)
+        assert b.end_to_end_s == pytest.approx(1.5 * a.end_to_end_s, rel=1e-9)
+        assert "scaled x1.50 to this machine by its probe" in b.provenance
+    assert lm.coeffs["cuda"] == m.coeffs["cuda"]
+    # the answers use it: speed_answer on the CPU, this machine's probe from the host baseline
+    monkeypatch.delenv(local.SPEED_TERMS_ENV, raising=False)
+    value = {"rss_bytes": 1, "local": {"runs": _probe_runs(m, 1.5)}}
+    monkeypatch.setattr(baseline, "host_baseline", lambda kind="cpu", **_: value)
+    sp, _, rests = speed_answer(w, Candidate(), "cpu")
+    assert sp and sp.step_s == pytest.approx(1.5 * predict_speed(w, Candidate(), m, "cpu").step_s)
+    assert "scaled x1.50" in rests
+    cuda, _, rests = speed_answer(w, Candidate(), "cuda")  # a GPU's speed is not the host's
+    assert cuda and cuda.step_s == predict_speed(w, Candidate(), m, "cuda").step_s
+    assert "scaled" not in rests
+    monkeypatch.setenv(local.SPEED_TERMS_ENV, "calibrated")
+    sp, _, rests = speed_answer(w, Candidate(), "cpu")
+    assert sp and sp.step_s == predict_speed(w, Candidate(), m, "cpu").step_s
+    # a probe that ran beside other processes (0.8 of 2 cores) is not this machine's speed
+    monkeypatch.setattr(local, "_cpus", lambda: 2)
+    busy = local.localised(m, {"runs": _probe_runs(m, 3.0, cores=0.8)})
+    assert busy.coeffs["cpu"] == m.coeffs["cpu"]
+    why = busy.calibration["cpu"]["local"]["why"]
+    assert "ran beside other processes" in why and "0.80 of 2 cores" in why
+    p = predict_speed(w, Candidate(), busy, "cpu")
+    assert p and "not scaled to this machine (the probe ran beside" in p.provenance
+    failed = local.localised(m, {"error": "host probe: the 512 px run ended oom"})
+    assert failed.calibration["cpu"]["local"]["why"].endswith("ended oom")

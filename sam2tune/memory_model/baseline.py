@@ -86,6 +86,16 @@ def _load(path: Any) -> dict[str, Any]:
     return cache if isinstance(cache, dict) else {}
 
 
+def _has_local(value: dict[str, Any]) -> bool:
+    """Whether a cached entry has this version's probe runs (a probe failure kept in memory
+    counts: the next process measures again); entries from before the runs kept their step
+    times are measured again."""
+    local = value.get("local")
+    if not isinstance(local, dict):
+        return False
+    return "error" in local or all("steps" in r for r in local.get("runs") or [{}])
+
+
 def host_baseline(
     device_kind: str = "cpu", refresh: bool = False, with_local: bool = False
 ) -> dict[str, Any]:
@@ -102,14 +112,14 @@ def host_baseline(
 
     want_local = with_local and device_kind == "cpu"
     memo = _MEMO.get(device_kind)
-    if memo is not None and not refresh and (not want_local or "local" in memo):
+    if memo is not None and not refresh and (not want_local or _has_local(memo)):
         return memo
     path = cache_dir(None) / "host_baseline.json"
     cache = _load(path)
     key = _key(device_kind)
     hit: dict[str, Any] = cache.get(device_kind) or {}
     fresh = bool(hit.get("key") == key and not refresh)
-    if fresh and (not want_local or "local" in hit["value"]):
+    if fresh and (not want_local or _has_local(hit["value"])):
         _MEMO[device_kind] = hit["value"]
         return hit["value"]
     value = dict(hit["value"]) if fresh else measure_baseline(device_kind)

@@ -11,7 +11,8 @@ the host-baseline probe (:mod:`sam2tune.memory_model.baseline`, CPU) also runs
 video, :data:`PROBE_FRAMES` frames, 1 object, stock knobs) through the project's own run
 machinery (``sam2tune run`` in a subprocess: the isolated run process, its allocator settings
 and its peak-RSS measure), into a temporary results folder. What it keeps is
-each run's workload and measured ``peak_host_rss_bytes``; the memory model then solves its
+each run's workload, measured ``peak_host_rss_bytes`` and per-frame step times (``steps``, for the
+speed model's local scale, :mod:`sam2tune.speed_model.local`); the memory model solves its
 local terms from them (:func:`solve_allocator`, applied in
 :func:`sam2tune.memory_model.terms.predict`), so the solve always uses the very coefficients
 that predict.
@@ -41,8 +42,9 @@ __all__ = ["PROBE_SIZES", "PROBE_FRAMES", "measure_local_runs", "solve_allocator
 
 #: the probe's two input resolutions (px): the calibration's smallest size and a large one
 PROBE_SIZES = (256, 512)
-#: frames per probe run (the peak comes from the first propagated steps; kept short)
-PROBE_FRAMES = 3
+#: frames per probe run: the host peak comes from the first propagated steps; the speed model's
+#: local scale (:mod:`sam2tune.speed_model.local`) needs steady steps past the two warm-up frames
+PROBE_FRAMES = 8
 
 
 def _probe_cmd(results_dir: str) -> list[str]:
@@ -114,6 +116,15 @@ def measure_local_runs() -> dict[str, Any]:
                     "peak_host_rss_bytes": int(row["peak_host_rss_bytes"]),
                     "run_s": float(rep["wall_s"]),
                     "run_id": row["run_id"],
+                    # the per-frame step times, kept raw for the speed model's local scale
+                    # [frame, objects, step_s, tracked, cpu_s]
+                    "steps": [
+                        [int(t["frame"]), int(t.get("objects") or 0), float(t["step_s"]),
+                         bool(t.get("tracked")), t.get("cpu_s")]
+                        for t in rep.get("timeline") or [] if t.get("step_s")
+                    ],
+                    "threads": (rep.get("environment") or {}).get("torch_threads"),
+                    "prompted": sorted({int(q["frame"]) for q in rep.get("prompts") or []}),
                     "figure": "measured on this machine (sam2tune run, random-init)",
                 }
             )

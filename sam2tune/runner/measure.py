@@ -95,6 +95,7 @@ def _measures(
         "encoder_s": prop.encoder_s,
         "tracking_s": prop.tracking_s,
         "host_s": prop.host_s,
+        "step_cores": prop.step_cores,
         "init_s": prop.init_s,
         "frame_wait_s": prop.frame_wait_s,
         "total_s": total_s,

@@ -60,6 +60,7 @@ class TimelineRow(TypedDict, total=False):
     encoder_s: float  # the image encoder within the step (absent where it cannot be timed)
     tracking_s: float  # the rest of the step: per-object tracking, the masks' copy to the host
     host_s: float  # sam2tune's loop after the step, before asking for the next (probes, masks)
+    cpu_s: float  # the process's CPU time (every thread) within the step: / step_s = cores used
     tracked: bool
     objects: int
     frames_bytes: int
@@ -97,6 +98,9 @@ class Propagation:
     encoder_s: float | None = None
     tracking_s: float | None = None
     host_s: float | None = None
+    #: steady median of the step's CPU time / its wall time: the cores a step had (a CPU run on
+    #: a busy machine shows fewer than its threads)
+    step_cores: float | None = None
 
 
 def _us(x: float) -> float:
@@ -165,10 +169,13 @@ class FrameProbe:
         tracked: bool,
         t_s: float,
         encoder_s: float | None = None,
+        cpu_s: float | None = None,
     ) -> TimelineRow:
         """Record one propagated frame's timeline row and running maxima."""
         c = sess.census()
         row: TimelineRow = {"frame": ev.frame_idx, "t_s": _us(t_s), "step_s": _us(dt)}
+        if cpu_s is not None:
+            row["cpu_s"] = _us(cpu_s)
         if encoder_s is not None:
             row["encoder_s"] = encoder_s
             row["tracking_s"] = _us(row["step_s"] - encoder_s)
@@ -248,10 +255,13 @@ def _open_session(
     return sess, MaskDir(root, video.height, video.width)
 
 
-def _next_step(events: Iterator[Any], tracker: TensorTracker | None) -> tuple[Any, float] | None:
-    """SAM 2's next unit of work (under the tensor tracker when given) and its wall time; None
-    at the end. The masks' copy to the host inside the step synchronises the device."""
-    t1 = time.perf_counter()
+def _next_step(
+    events: Iterator[Any], tracker: TensorTracker | None
+) -> tuple[Any, float, float] | None:
+    """SAM 2's next unit of work (under the tensor tracker when given), its wall time and the
+    process's CPU time within it (every thread: on a CPU, wall x the cores the step had); None at
+    the end. The masks' copy to the host inside the step synchronises the device."""
+    c1, t1 = time.process_time(), time.perf_counter()
     try:
         with tracker if tracker is not None else nullcontext():
             if tracker is not None:
@@ -259,7 +269,7 @@ def _next_step(events: Iterator[Any], tracker: TensorTracker | None) -> tuple[An
             ev = next(events)
     except StopIteration:
         return None
-    return ev, time.perf_counter() - t1
+    return ev, time.perf_counter() - t1, time.process_time() - c1
 
 
 def _report_progress(done: int, total: int, elapsed: float) -> None:
@@ -293,7 +303,7 @@ def _steps(
         stepped = _next_step(events, tracker if track_now else None)
         if stepped is None:
             break
-        ev, dt = stepped
+        ev, dt, cpu = stepped
         if isinstance(ev, PromptStep):
             res.prompt_s += dt
         if not isinstance(ev, FrameStep):  # a prompt, or a segment's session started
@@ -307,7 +317,7 @@ def _steps(
         res.masks.add(ev.frame_idx, ev.obj_ids, ev.masks)
         if probes:
             split.row = probe.after_frame(
-                sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop, enc
+                sess, ev, dt, ev.frame_idx in tracked, time.perf_counter() - t_prop, enc, cpu
             )
     return timed_steps
 
@@ -315,6 +325,9 @@ def _steps(
 def _split_medians(res: Propagation, steps: list[float], split: _Split) -> None:
     """The steady medians of the step's split, over the frames fps rests on."""
     res.host_s = steady_median(split.host)
+    cores = [t["cpu_s"] / t["step_s"] for t in res.timeline
+             if not t.get("tracked") and t.get("step_s") and "cpu_s" in t]
+    res.step_cores = steady_median(cores) if cores else None
     if split.encoder is None or len(split.enc) != len(steps):
         return  # no encoder timing: the split is absent, not guessed
     res.encoder_s = steady_median(split.enc)

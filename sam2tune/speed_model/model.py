@@ -151,6 +151,18 @@ def _provenance(model: SpeedModel, kind: str, batched: bool = False) -> str:
     )
     devices = ", ".join(cal.get("devices", [])) or "?"
     text = f"speed model fitted on {cal.get('runs', '?')} {kind} runs ({devices}){e}"
+    loc = cal.get("local")
+    if loc is not None:
+        rows = loc.get("runs") or []
+        if loc.get("scale"):
+            text += (
+                f"; time terms scaled x{loc['scale']:.2f} to this machine by its probe ("
+                + ", ".join(f"{r['image_size']} px: {r['measured_step_s']:.3f} s a step "
+                            f"measured vs {r['predicted_step_s']:.3f} s calibrated" for r in rows)
+                + ")"
+            )
+        else:
+            text += f"; not scaled to this machine ({loc.get('why', '?')})"
     if batched:
         b = cal.get("object_batch") or {}
         h = b.get("held_out") or {}
@@ -236,8 +248,12 @@ def speed_answer(
     w: Workload, c: Candidate, kind: str, gpu: str | None = None, model: SpeedModel | None = None
 ) -> tuple[SpeedPrediction | None, str, str]:
     """(prediction, the figure in words, what it rests on) with the shipped model unless one
-    is given: the one place ``predict``, ``recommend`` and the lookup get their speed."""
-    sm = model if model is not None else load_speed_model()
+    is given - on the CPU scaled to this machine by its probe
+    (:func:`sam2tune.speed_model.local.this_machine`): the one place ``predict``, ``recommend``
+    and ``verify`` get their printed speed."""
+    from sam2tune.speed_model.local import this_machine
+
+    sm = model if model is not None else this_machine(load_speed_model(), kind)
     sp = predict_speed(w, c, sm, kind)
     text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
     return sp, text, rests

@@ -1,0 +1,156 @@
+"""Steady step time of held-out CPU runs, predicted with the calibration's speed coefficients as
+they are and scaled to this machine by its probe (:mod:`sam2tune.speed_model.local`): per run
+the measured step, both predictions and their errors, then the median / max absolute error of
+each.
+
+The probe is the host probe's two short sam2.1_tiny runs (256 / 512 px, 1 object, stock;
+measured once per machine and cached). The held-out runs are seeded random draws off the probe's
+points: other sizes (288-640 px), other models (tiny, small, base_plus), 1-4 objects, stock /
+release / stream, 12 frames, and one tiny run at 768 px (beyond the probe's sizes), random-init,
+each its own ``sam2tune run`` process, one at a time (run it on an idle machine: another process
+on the cores slows the runs, not the probe measured before them). About 4-6 minutes on a 2-core
+CPU:
+
+    .venv/bin/python experiments/bench_speed_local.py         # results/speed-local/<date>-<cpu>
+    .venv/bin/python experiments/bench_speed_local.py --points 3 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sam2tune.memory_model.baseline import host_baseline
+from sam2tune.memory_model.workload import Workload
+from sam2tune.provenance import environment
+from sam2tune.speed_model.fit import observations
+from sam2tune.speed_model.local import localised
+from sam2tune.speed_model.model import load_speed_model, predict_speed
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = (288, 320, 352, 384, 416, 448, 480, 544, 576, 608, 640)
+MODELS = ("sam2.1_tiny", "sam2.1_small", "sam2.1_base_plus")
+STRATEGIES = ("stock", "release", "stream")
+FRAMES = 12
+
+
+def points(seed: int, n: int) -> list[list[str]]:
+    """``n`` seeded points off the probe's (its sizes are 256 / 512 px with one tiny object):
+    every model and strategy at least once, the size and objects drawn so that a run stays
+    within about a minute here (base_plus at the smaller sizes)."""
+    rng = random.Random(seed)
+    models = [MODELS[i % len(MODELS)] for i in range(n)]
+    strategies = [STRATEGIES[i % len(STRATEGIES)] for i in range(n)]
+    rng.shuffle(models)
+    rng.shuffle(strategies)
+    out = []
+    for m, st in zip(models, strategies, strict=True):
+        cost = {"sam2.1_tiny": 1.0, "sam2.1_small": 1.3, "sam2.1_base_plus": 2.6}[m]
+        k = rng.randint(1, 4)
+        sizes = [s for s in SIZES if cost * (s / 256) ** 2 * (1 + 0.5 * k) <= 9]
+        s = rng.choice(sizes)
+        out.append(["device=cpu", f"model={m}", f"model.image_size={s}",
+                    f"video.num_frames={FRAMES}", f"video.num_objects={k}",
+                    "probe.reference=false", f"knobs.strategy={st}"])
+    # and beyond the probe's largest size
+    out.append(["device=cpu", "model=sam2.1_tiny", "model.image_size=768",
+                f"video.num_frames={FRAMES}", "video.num_objects=1", "probe.reference=false"])
+    return out
+
+
+def measure(pts: list[list[str]], out: Path) -> None:
+    for ov in pts:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sam2tune", "run", *ov, f"results_dir={out}"],
+                       check=True, stdout=subprocess.DEVNULL)
+        print(f"  ran {' '.join(ov[1:])} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+6.1f} %"
+
+
+def report(out: Path, cpu: str, probe: dict, wall_s: float) -> str:
+    shipped = load_speed_model()
+    local = localised(shipped, probe, "cpu")
+    info = local.calibration["cpu"]["local"]
+    if info["scale"] is None:
+        raise SystemExit(f"no local scale: {info['why']}")
+    cal = shipped.calibration["cpu"]
+    rows = []
+    for o in observations(out):
+        if o.objects != max(p.objects for p in observations(out) if p.run_id == o.run_id):
+            continue  # the step with every object present
+        w = Workload(**{**o.workload.__dict__, "num_objects": o.objects, "first_frames": None,
+                        "cond_frames": None, "object_frames": None})
+        a, b = (predict_speed(w, o.candidate, m, "cpu") for m in (shipped, local))
+        assert a is not None and b is not None
+        rows.append({
+            "point": f"{o.workload.model.removeprefix('sam2.1_'):9s} "
+            f"{o.candidate.image_size or o.workload.image_size} px {o.objects} obj "
+            f"{o.candidate.strategy}",
+            "measured": o.step_s, "calibrated": a.step_s, "local": b.step_s,
+            "err_cal": a.step_s / o.step_s - 1, "err_loc": b.step_s / o.step_s - 1,
+        })
+    lines = [
+        f"steady step time of {len(rows)} held-out CPU runs on this machine ({cpu}, "
+        f"{datetime.date.today()}), random-init, off the probe's points [measured], predicted "
+        "with the calibration's speed coefficients and with them scaled to this machine "
+        "[predicted]",
+        f"calibration: {cal.get('runs', '?')} runs on {', '.join(cal.get('devices', []))} "
+        "(conf/speed_model.json)",
+        "probe [measured on this machine, sam2.1_tiny, 1 object, stock]: "
+        + ", ".join(f"{r['image_size']} px {r['measured_step_s']:.3f} s a step vs "
+                    f"{r['predicted_step_s']:.3f} s calibrated (x{r['ratio']:.2f})"
+                    for r in info["runs"])
+        + f" -> scale x{info['scale']:.3f}",
+        "",
+        f"{'point':34s} {'measured':>9s} {'calibrated':>10s} {'err':>8s} {'local':>9s} "
+        f"{'err':>8s}",
+    ]
+    for r in rows:
+        lines.append(f"{r['point']:34s} {r['measured']:8.3f}s {r['calibrated']:9.3f}s "
+                     f"{_pct(r['err_cal'])} {r['local']:8.3f}s {_pct(r['err_loc'])}")
+    lines.append("")
+    for name, key in (("calibrated coefficients", "err_cal"),
+                      ("scaled to this machine", "err_loc")):
+        errs = [abs(r[key]) for r in rows]
+        lines.append(f"{name:24s} |error| median {100 * statistics.median(errs):.1f} %, "
+                     f"max {100 * max(errs):.1f} % [predicted vs measured]")
+    lines.append(f"(steady step: the speed model's reading of a run's timeline, warm-up and "
+                 f"prompted frames left out, every object present; bench wall {wall_s:.0f} s)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--points", type=int, default=6)
+    ap.add_argument("--refresh-probe", action="store_true", help="re-measure the probe first")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    probe = host_baseline("cpu", refresh=a.refresh_probe, with_local=True).get("local", {})
+    if "error" in probe:
+        raise SystemExit(f"the host probe failed: {probe['error']}")
+    cpu = str(environment().get("cpu") or "unknown")
+    name = f"{datetime.date.today()}-{re.sub(r'[^a-z0-9]+', '-', cpu.lower())}"
+    out = Path(tempfile.mkdtemp()) if a.no_write else ROOT / "results" / "speed-local" / name
+    measure(points(a.seed, a.points), out)
+    text = report(out, cpu, probe, time.perf_counter() - t0)
+    print(text)
+    if not a.no_write:
+        (out / "speed_local.txt").write_text(text + "\n")
+        print(f"wrote {(out / 'speed_local.txt').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The speed model's CPU coefficients scaled to the machine that predicts.
+
+The CPU step coefficients are fitted on one machine's runs; another machine - even of the same
+CPU kind, on another day - runs the same steps at another speed (the object-batch runs of
+2026-12-02 ran 1.4-1.8x slower than the calibration's machine, same AMD EPYC kind, so every
+whole-step prediction was 30-45 % fast). What transfers is the *shape* (how time grows with the
+size, the objects, the memories read); what does not is the machine's speed. So the host probe's
+short real runs (:mod:`sam2tune.memory_model.host_probe`: sam2.1_tiny, 1 object, stock, at
+:data:`~sam2tune.memory_model.host_probe.PROBE_SIZES`, measured once per machine and cached)
+keep their per-frame step times, and :func:`local_scale` compares their steady step (the
+speed model's own reading: warm-up and prompted frames left out, median) with what the shipped
+coefficients predict for the very same workload. The geometric mean of the per-run ratios
+scales every time coefficient of the ``cpu`` kind (step and loading); the factors (bfloat16,
+legacy, object batches) are ratios and stay. The ratio of the two sizes' ratios is kept in the
+provenance: far from 1 it says the machine differs in shape, not only in speed.
+
+``experiments/bench_speed_local.py`` is the judge: this machine's probe, then real runs off the
+probe's points (other sizes, models, object counts), each predicted with and without the scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+from sam2tune.memory_model.workload import Candidate, Workload
+from sam2tune.speed_model.model import SpeedModel, predict_speed
+from sam2tune.speed_model.timing import WARMUP_FRAMES
+
+__all__ = ["local_scale", "localised", "this_machine", "TIME_COEFFS", "SPEED_TERMS_ENV"]
+
+#: the coefficients in seconds (scaled); the others are dimensionless factors
+TIME_COEFFS = ("h", "e", "o", "q", "a", "i0", "i1")
+#: ``calibrated`` keeps the calibration's CPU figures as they are (no probe)
+SPEED_TERMS_ENV = "SAM2TUNE_SPEED_TERMS"
+
+
+#: a probe whose steady steps had less than this share of their torch threads' cores ran
+#: beside other processes: its times are not this machine's speed, and are not used
+MIN_CORE_SHARE = 0.6
+
+
+def _steady(run: dict[str, Any]) -> tuple[int, float, float | None] | None:
+    """(objects, median steady step time, median cores a step had) of one probe run, read as
+    the fit reads a run (warm-up, prompted and tracked frames left out; the group with the most
+    steady frames)."""
+    import statistics
+
+    prompted = set(run.get("prompted") or [])
+    timed = [s for s in run.get("steps") or [] if not s[3]]
+    by: dict[int, list[list[Any]]] = {}
+    for s in timed[WARMUP_FRAMES:]:
+        if s[0] not in prompted and s[1] > 0:
+            by.setdefault(s[1], []).append(s)
+    groups = {k: v for k, v in by.items() if len(v) >= 2}
+    if not groups:
+        return None
+    k = max(groups, key=lambda n: len(groups[n]))
+    cores = [s[4] / s[2] for s in groups[k] if len(s) > 4 and s[4] is not None and s[2] > 0]
+    return (k, float(statistics.median(s[2] for s in groups[k])),
+            float(statistics.median(cores)) if cores else None)
+
+
+def _cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _cache_file() -> str:
+    from sam2tune.paths import cache_dir
+
+    return str(cache_dir(None) / "host_baseline.json")
+
+
+def local_scale(
+    model: SpeedModel, local: dict[str, Any] | None, kind: str = "cpu"
+) -> dict[str, Any]:
+    """This machine's scale of ``kind``'s time coefficients from the host probe's runs
+    (``local``: :func:`~sam2tune.memory_model.host_probe.measure_local_runs`' value): ``scale``
+    (None without usable runs, ``why`` says why), and per run the measured and predicted steady
+    step."""
+    runs = (local or {}).get("runs") or []
+    if kind not in model.coeffs:
+        return {"scale": None, "why": f"no {kind} calibration", "runs": []}
+    if not runs:
+        return {"scale": None, "why": (local or {}).get("error") or "no probe runs", "runs": []}
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        st = _steady(r)
+        if st is None:
+            continue
+        objects, step, cores = st
+        threads = r.get("threads")
+        if cores is not None and threads and cores < MIN_CORE_SHARE * min(threads, _cpus()):
+            return {"scale": None, "runs": [], "why": (
+                f"the probe ran beside other processes (its {r['image_size']} px steps had "
+                f"{cores:.2f} of {min(threads, _cpus())} cores; to measure it again on an idle "
+                f"machine, remove {_cache_file()})")}
+        w = Workload(**{**r["workload"], "num_objects": objects, "first_frames": None,
+                        "cond_frames": None, "object_frames": None})
+        p = predict_speed(w, Candidate(), model, kind)
+        if p is None or p.step_s <= 0:
+            continue
+        rows.append({"image_size": int(r["image_size"]), "objects": objects,
+                     "measured_step_s": step, "predicted_step_s": p.step_s,
+                     "ratio": step / p.step_s, "cores": cores})
+    if not rows:
+        return {"scale": None, "why": "the probe runs have no steady steps", "runs": []}
+    scale = math.exp(sum(math.log(float(r["ratio"])) for r in rows) / len(rows))
+    return {"scale": scale, "runs": rows}
+
+
+def localised(model: SpeedModel, local: dict[str, Any] | None, kind: str = "cpu") -> SpeedModel:
+    """``model`` with ``kind``'s time coefficients scaled to this machine
+    (:func:`local_scale`) and the calibration info saying so (``local``: the scale and the
+    probe's runs, or why there is none); the model unchanged in its coefficients without a
+    usable probe."""
+    info = local_scale(model, local, kind)
+    coeffs = {k: dict(v) for k, v in model.coeffs.items()}
+    cal = {k: dict(v) for k, v in model.calibration.items()}
+    if kind in cal:
+        cal[kind]["local"] = info
+    if info["scale"] is not None and kind in coeffs:
+        s = info["scale"]
+        coeffs[kind] = {n: (v * s if n in TIME_COEFFS else v) for n, v in coeffs[kind].items()}
+    return dataclasses.replace(model, coeffs=coeffs, calibration=cal)
+
+
+def this_machine(model: SpeedModel, kind: str) -> SpeedModel:
+    """``model`` as this machine runs it: on the CPU, scaled by this machine's probe (measured
+    once and cached, :func:`sam2tune.memory_model.baseline.host_baseline`) unless
+    ``SAM2TUNE_SPEED_TERMS=calibrated``; other kinds (a GPU's speed is the GPU's, not the host's)
+    as they are."""
+    if kind != "cpu" or kind not in model.coeffs:
+        return model
+    if os.environ.get(SPEED_TERMS_ENV, "local") == "calibrated":
+        return model
+    from sam2tune.memory_model.baseline import host_baseline
+
+    return localised(model, host_baseline("cpu", with_local=True).get("local"), kind)
