@@ -128,8 +128,10 @@ def test_the_shipped_model_was_fitted_on_the_committed_records_and_holds_out():
     assert len(rnd) >= 10 and rnd.median() < 0.2  # measured steps it never saw
 
 
-@pytest.mark.slow
-def test_a_runs_fps_is_its_own_steady_step_time(tmp_path, cache_root):
+@pytest.fixture(scope="module")
+def ten_frame_run(tmp_path_factory, cache_root):
+    """One real 10-frame CPU run (256 px): its report and what the CLI printed."""
+    out = tmp_path_factory.mktemp("ten-frames")
     r = subprocess.run(
         sam2tune_cmd()
         + [
@@ -141,18 +143,24 @@ def test_a_runs_fps_is_its_own_steady_step_time(tmp_path, cache_root):
             "video.width=96",
             "probe.reference=false",
             f"cache_dir={cache_root}",
-            f"results_dir={tmp_path}",
+            f"results_dir={out}",
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-400:]
-    (rep,) = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/report.json")]
+    (rep,) = [json.loads(p.read_text()) for p in out.glob("runs/*/report.json")]
+    return rep, r.stdout
+
+
+@pytest.mark.slow
+def test_a_runs_fps_is_its_own_steady_step_time(ten_frame_run):
+    rep, stdout = ten_frame_run
     timed = [t["step_s"] for t in rep["timeline"] if not t["tracked"]]
     assert rep["row"]["fps"] == pytest.approx(1 / statistics.median(timed[2:]))
     assert rep["row"]["warmup_s"] == pytest.approx(sum(timed[:2]))
-    assert "steady" in rep["row"]["fps_method"] and "warm-up" in r.stdout
+    assert "steady" in rep["row"]["fps_method"] and "warm-up" in stdout
 
 
 def test_predict_and_recommend_carry_fps_and_end_to_end_with_provenance(tmp_path):
@@ -226,26 +234,10 @@ def _steady(rows, key):
 
 
 @pytest.mark.slow
-def test_a_runs_step_splits_into_encoder_tracking_and_host(tmp_path, cache_root):
-    r = subprocess.run(
-        sam2tune_cmd()
-        + [
-            "run",
-            "device=cpu",
-            "model.image_size=256",
-            "video.num_frames=10",
-            "video.height=64",
-            "video.width=96",
-            "probe.reference=false",
-            f"cache_dir={cache_root}",
-            f"results_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-400:]
-    (rep,) = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/report.json")]
+def test_a_runs_step_splits_into_encoder_tracking_and_host(ten_frame_run):
+    import os
+
+    rep, stdout = ten_frame_run
     prompted = {p["frame"] for p in rep["prompts"]}
     rows = rep["timeline"]
     assert len(rows) == 10
@@ -259,7 +251,13 @@ def test_a_runs_step_splits_into_encoder_tracking_and_host(tmp_path, cache_root)
     for key in ("encoder_s", "tracking_s", "host_s"):  # the oracle: recomputed from the timeline
         assert row[key] == pytest.approx(_steady(rows, key), abs=1e-9), key
     assert row["encoder_s"] + row["tracking_s"] == pytest.approx(1 / row["fps"], rel=0.5)
-    assert "encoder" in r.stdout and "host" in r.stdout
+    assert "encoder" in stdout and "host" in stdout
+    # the cores each step had: the process's CPU time within the step, at most every core's
+    cpus = len(os.sched_getaffinity(0))
+    for t in rows:
+        assert 0 < t["cpu_s"] <= t["step_s"] * cpus * 1.05 + 0.002, t
+    steady = [t["cpu_s"] / t["step_s"] for t in rows if not t["tracked"]][2:]
+    assert row["step_cores"] == pytest.approx(statistics.median(steady), rel=1e-3)
 
 
 @pytest.mark.slow
