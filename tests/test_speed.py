@@ -367,7 +367,7 @@ def _probe_runs(m: SpeedModel, factor: float, cores: float = 1.9) -> list[dict]:
 def test_the_cpu_speed_is_scaled_to_this_machine_by_its_probe(monkeypatch):
     from sam2tune.memory_model import baseline
     from sam2tune.speed_model import local
-    from sam2tune.speed_model.model import speed_answer
+    from sam2tune.speed_model.local import speed_answer
 
     m = load_speed_model()
     info = local.local_scale(m, {"runs": _probe_runs(m, 1.5)})

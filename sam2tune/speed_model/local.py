@@ -26,10 +26,18 @@ import os
 from typing import Any
 
 from sam2tune.memory_model.workload import Candidate, Workload
-from sam2tune.speed_model.model import SpeedModel, predict_speed
+from sam2tune.speed_model.model import (
+    SpeedModel,
+    SpeedPrediction,
+    load_speed_model,
+    predict_speed,
+    speed_note,
+)
 from sam2tune.speed_model.timing import WARMUP_FRAMES
 
-__all__ = ["local_scale", "localised", "this_machine", "TIME_COEFFS", "SPEED_TERMS_ENV"]
+__all__ = [
+    "local_scale", "localised", "this_machine", "speed_answer", "TIME_COEFFS", "SPEED_TERMS_ENV",
+]
 
 #: the coefficients in seconds (scaled); the others are dimensionless factors
 TIME_COEFFS = ("h", "e", "o", "q", "a", "i0", "i1")
@@ -141,3 +149,16 @@ def this_machine(model: SpeedModel, kind: str) -> SpeedModel:
     from sam2tune.memory_model.baseline import host_baseline
 
     return localised(model, host_baseline("cpu", with_local=True).get("local"), kind)
+
+
+def speed_answer(
+    w: Workload, c: Candidate, kind: str, gpu: str | None = None, model: SpeedModel | None = None
+) -> tuple[SpeedPrediction | None, str, str]:
+    """(prediction, the figure in words, what it rests on) with the shipped model unless one
+    is given - on the CPU scaled to this machine by its probe
+    (:func:`sam2tune.speed_model.local.this_machine`): the one place ``predict``, ``recommend``
+    and ``verify`` get their printed speed."""
+    sm = model if model is not None else this_machine(load_speed_model(), kind)
+    sp = predict_speed(w, c, sm, kind)
+    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
+    return sp, text, rests

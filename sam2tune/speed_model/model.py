@@ -45,7 +45,6 @@ __all__ = [
     "COEFFS",
     "load_speed_model",
     "speed_note",
-    "speed_answer",
     "batch_factor",
 ]
 
@@ -242,18 +241,3 @@ def speed_note(
             "not scaled (run scripts/gpu-calibrate on it)"
         )
     return text, rests
-
-
-def speed_answer(
-    w: Workload, c: Candidate, kind: str, gpu: str | None = None, model: SpeedModel | None = None
-) -> tuple[SpeedPrediction | None, str, str]:
-    """(prediction, the figure in words, what it rests on) with the shipped model unless one
-    is given - on the CPU scaled to this machine by its probe
-    (:func:`sam2tune.speed_model.local.this_machine`): the one place ``predict``, ``recommend``
-    and ``verify`` get their printed speed."""
-    from sam2tune.speed_model.local import this_machine
-
-    sm = model if model is not None else this_machine(load_speed_model(), kind)
-    sp = predict_speed(w, c, sm, kind)
-    text, rests = speed_note(sp, sm, kind, w.num_frames, gpu)
-    return sp, text, rests

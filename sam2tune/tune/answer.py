@@ -18,7 +18,8 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import resolve_budget, usable_memory
 from sam2tune.memory_model.memory import Candidate, Workload
-from sam2tune.speed_model.model import SpeedPrediction, speed_answer
+from sam2tune.speed_model.local import speed_answer
+from sam2tune.speed_model.model import SpeedPrediction
 from sam2tune.units import fmt_bytes
 
 __all__ = ["Recommendation", "NothingFits", "answer", "recommend", "prompt_schedule"]

@@ -14,7 +14,7 @@ from sam2tune.config.args import parse, split_args
 from sam2tune.config.store import check_repeated_keys, compose_run
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
-from sam2tune.speed_model.model import speed_answer
+from sam2tune.speed_model.local import speed_answer
 from sam2tune.tune.answer import prompt_schedule
 from sam2tune.tune.args import (
     CalibrateArgs,

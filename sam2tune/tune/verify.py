@@ -160,7 +160,7 @@ def verify(rec: Any, frames: int, checkpoint: str | None = None, quiet: bool = F
 def _predicted_speed(w: Any, c: Any, kind: str) -> dict[str, Any]:
     """The speed model's figures for the verified workload (None where it has no calibration
     for ``kind``), with what they rest on."""
-    from sam2tune.speed_model.model import speed_answer
+    from sam2tune.speed_model.local import speed_answer
 
     sp, _, rests = speed_answer(w, c, kind)
     return {
