@@ -33,7 +33,6 @@ from sam2tune.speed_model.model import (
     predict_speed,
     speed_note,
 )
-from sam2tune.speed_model.timing import WARMUP_FRAMES
 
 __all__ = [
     "local_scale", "localised", "this_machine", "speed_answer", "TIME_COEFFS", "SPEED_TERMS_ENV",
@@ -51,24 +50,24 @@ MIN_CORE_SHARE = 0.6
 
 
 def _steady(run: dict[str, Any]) -> tuple[int, float, float | None] | None:
-    """(objects, median steady step time, median cores a step had) of one probe run, read as
-    the fit reads a run (warm-up, prompted and tracked frames left out; the group with the most
-    steady frames)."""
-    import statistics
+    """(objects, median steady step time, median cores a step had) of one probe run, read by
+    the fit's own rule (:func:`sam2tune.speed_model.fit._groups`: warm-up, prompted and tracked
+    frames left out), for the most objects present."""
+    from sam2tune.speed_model.fit import _groups
 
     prompted = set(run.get("prompted") or [])
-    timed = [s for s in run.get("steps") or [] if not s[3]]
-    by: dict[int, list[list[Any]]] = {}
-    for s in timed[WARMUP_FRAMES:]:
-        if s[0] not in prompted and s[1] > 0:
-            by.setdefault(s[1], []).append(s)
-    groups = {k: v for k, v in by.items() if len(v) >= 2}
+    steps = run.get("steps") or []
+    rows = [{"frame": s[0], "objects": s[1], "step_s": s[2], "tracked": s[3]} for s in steps]
+    groups = _groups(rows, prompted)
     if not groups:
         return None
-    k = max(groups, key=lambda n: len(groups[n]))
-    cores = [s[4] / s[2] for s in groups[k] if len(s) > 4 and s[4] is not None and s[2] > 0]
-    return (k, float(statistics.median(s[2] for s in groups[k])),
-            float(statistics.median(cores)) if cores else None)
+    k = max(groups)
+    if any(len(s) < 5 or s[4] is None for s in steps):
+        return k, groups[k], None
+    # the same frames' cores: the fit's rule over cpu_s / step_s in place of the step time
+    cores = _groups([dict(r, step_s=s[4] / s[2]) for r, s in zip(rows, steps, strict=True)],
+                    prompted)
+    return k, groups[k], cores.get(k)
 
 
 def _cpus() -> int:
