@@ -12,13 +12,21 @@ on the cores slows the runs, not the probe measured before them). About 4-6 minu
 CPU:
 
     .venv/bin/python experiments/bench_speed_local.py         # results/speed-local/<date>-<cpu>
+    .venv/bin/python experiments/bench_speed_local.py --seed 1 --refresh-probe  # <...>-seed1
     .venv/bin/python experiments/bench_speed_local.py --points 3 --no-write
+    .venv/bin/python experiments/bench_speed_local.py --report results/speed-local/<dir>
+
+Three predictions per run: the calibration's coefficients as they are, one scale for every
+step (the probe's mean ratio) and the scale growing with the step's time as the probe's two
+sizes measured it (what ``predict`` / ``recommend`` use). The probe is kept beside the runs
+(``probe.json``) so ``--report`` reads a folder's runs against the probe they were run with.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import random
 import re
 import statistics
@@ -29,6 +37,7 @@ import time
 from pathlib import Path
 
 from sam2tune.memory_model.baseline import host_baseline
+from sam2tune.memory_model.host_probe import measure_local_runs
 from sam2tune.memory_model.workload import Workload
 from sam2tune.provenance import environment
 from sam2tune.speed_model.fit import observations
@@ -55,7 +64,13 @@ def points(seed: int, n: int) -> list[list[str]]:
     for m, st in zip(models, strategies, strict=True):
         cost = {"sam2.1_tiny": 1.0, "sam2.1_small": 1.3, "sam2.1_base_plus": 2.6}[m]
         k = rng.randint(1, 4)
-        sizes = [s for s in SIZES if cost * (s / 256) ** 2 * (1 + 0.5 * k) <= 9]
+
+        def fits(k: int, cost: float = cost) -> list[int]:
+            return [s for s in SIZES if cost * (s / 256) ** 2 * (1 + 0.5 * k) <= 9]
+
+        while not fits(k):  # base_plus with 4 objects: fewer objects, not a longer run
+            k -= 1
+        sizes = fits(k)
         s = rng.choice(sizes)
         out.append(["device=cpu", f"model={m}", f"model.image_size={s}",
                     f"video.num_frames={FRAMES}", f"video.num_objects={k}",
@@ -78,55 +93,76 @@ def _pct(x: float) -> str:
     return f"{100 * x:+6.1f} %"
 
 
-def report(out: Path, cpu: str, probe: dict, wall_s: float) -> str:
+def _probe_line(info: dict) -> str:
+    return (", ".join(f"{r['image_size']} px {r['measured_step_s']:.3f} s a step vs "
+                      f"{r['predicted_step_s']:.3f} s calibrated (x{r['ratio']:.2f})"
+                      for r in info["runs"])
+            + f" -> one scale x{info['scale']:.3f}; growing: x{info['scale']:.3f} at "
+            f"{info['t_ref']:.3f} s, ratio ~ step^{info['exponent']:.3f}"
+            + (f" (fitted {info['fitted']:.3f}, cut)" if info.get("clamped") else ""))
+
+
+def report(
+    out: Path, cpu: str, probe: dict, wall_s: float | None, after: dict | None = None
+) -> str:
     shipped = load_speed_model()
+    flat = localised(shipped, probe, "cpu", shape=False)
     local = localised(shipped, probe, "cpu")
     info = local.calibration["cpu"]["local"]
     if info["scale"] is None:
         raise SystemExit(f"no local scale: {info['why']}")
     cal = shipped.calibration["cpu"]
+    obs = observations(out)
     rows = []
-    for o in observations(out):
-        if o.objects != max(p.objects for p in observations(out) if p.run_id == o.run_id):
+    for o in obs:
+        if o.objects != max(p.objects for p in obs if p.run_id == o.run_id):
             continue  # the step with every object present
         w = Workload(**{**o.workload.__dict__, "num_objects": o.objects, "first_frames": None,
                         "cond_frames": None, "object_frames": None})
-        a, b = (predict_speed(w, o.candidate, m, "cpu") for m in (shipped, local))
-        assert a is not None and b is not None
+        a, f, b = (predict_speed(w, o.candidate, m, "cpu") for m in (shipped, flat, local))
+        assert a is not None and f is not None and b is not None
         rows.append({
             "point": f"{o.workload.model.removeprefix('sam2.1_'):9s} "
             f"{o.candidate.image_size or o.workload.image_size} px {o.objects} obj "
             f"{o.candidate.strategy}",
-            "measured": o.step_s, "calibrated": a.step_s, "local": b.step_s,
-            "err_cal": a.step_s / o.step_s - 1, "err_loc": b.step_s / o.step_s - 1,
+            "measured": o.step_s, "calibrated": a.step_s, "flat": f.step_s, "local": b.step_s,
+            "err_cal": a.step_s / o.step_s - 1, "err_flat": f.step_s / o.step_s - 1,
+            "err_loc": b.step_s / o.step_s - 1,
         })
+    date = min(o.run_id for o in obs)[:8] if obs else str(datetime.date.today())
     lines = [
         f"steady step time of {len(rows)} held-out CPU runs on this machine ({cpu}, "
-        f"{datetime.date.today()}), random-init, off the probe's points [measured], predicted "
-        "with the calibration's speed coefficients and with them scaled to this machine "
-        "[predicted]",
+        f"{date[:4]}-{date[4:6]}-{date[6:8]}), random-init, off the probe's points [measured], "
+        "predicted with the calibration's speed coefficients, with one scale to this machine and "
+        "with the scale growing with the step [predicted]",
         f"calibration: {cal.get('runs', '?')} runs on {', '.join(cal.get('devices', []))} "
         "(conf/speed_model.json)",
-        "probe [measured on this machine, sam2.1_tiny, 1 object, stock]: "
-        + ", ".join(f"{r['image_size']} px {r['measured_step_s']:.3f} s a step vs "
-                    f"{r['predicted_step_s']:.3f} s calibrated (x{r['ratio']:.2f})"
-                    for r in info["runs"])
-        + f" -> scale x{info['scale']:.3f}",
+        "probe [measured on this machine, sam2.1_tiny, 1 object, stock]: " + _probe_line(info),
         "",
-        f"{'point':34s} {'measured':>9s} {'calibrated':>10s} {'err':>8s} {'local':>9s} "
-        f"{'err':>8s}",
+        f"{'point':34s} {'measured':>9s} {'calibrated':>10s} {'err':>8s} {'one scale':>9s} "
+        f"{'err':>8s} {'growing':>9s} {'err':>8s}",
     ]
     for r in rows:
         lines.append(f"{r['point']:34s} {r['measured']:8.3f}s {r['calibrated']:9.3f}s "
-                     f"{_pct(r['err_cal'])} {r['local']:8.3f}s {_pct(r['err_loc'])}")
+                     f"{_pct(r['err_cal'])} {r['flat']:8.3f}s {_pct(r['err_flat'])} "
+                     f"{r['local']:8.3f}s {_pct(r['err_loc'])}")
     lines.append("")
     for name, key in (("calibrated coefficients", "err_cal"),
-                      ("scaled to this machine", "err_loc")):
+                      ("one scale", "err_flat"),
+                      ("scale growing with step", "err_loc")):
         errs = [abs(r[key]) for r in rows]
         lines.append(f"{name:24s} |error| median {100 * statistics.median(errs):.1f} %, "
                      f"max {100 * max(errs):.1f} % [predicted vs measured]")
-    lines.append(f"(steady step: the speed model's reading of a run's timeline, warm-up and "
-                 f"prompted frames left out, every object present; bench wall {wall_s:.0f} s)")
+    if after is not None:  # the same probe after the runs: how much the machine moved
+        again = localised(shipped, after, "cpu").calibration["cpu"]["local"]
+        if again["scale"] is not None:
+            lines.append("probe again after the runs [measured]: " + _probe_line(again)
+                         + " (the machine's drift: one scale "
+                         f"x{again['scale'] / info['scale']:.3f} of the first probe's)")
+    lines.append("(steady step: the speed model's reading of a run's timeline, warm-up and "
+                 "prompted frames left out, every object present"
+                 + (f"; bench wall {wall_s:.0f} s)" if wall_s is not None else
+                    "; re-reported from the committed runs and probe.json)"))
     return "\n".join(lines)
 
 
@@ -136,16 +172,37 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=6)
     ap.add_argument("--refresh-probe", action="store_true", help="re-measure the probe first")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--report", type=Path, metavar="DIR",
+                    help="only report a results folder's runs against its probe.json")
     a = ap.parse_args()
+    if a.report is not None:
+        probe_file = a.report / "probe.json"
+        if not probe_file.is_file():
+            raise SystemExit(f"sam2tune: error: {probe_file}: no probe beside the runs")
+        saved = json.loads(probe_file.read_text())
+        text = report(a.report, saved["cpu"], saved["probe"], None, saved.get("after"))
+        print(text)
+        if not a.no_write:
+            (a.report / "speed_local.txt").write_text(text + "\n")
+        return
     t0 = time.perf_counter()
     probe = host_baseline("cpu", refresh=a.refresh_probe, with_local=True).get("local", {})
     if "error" in probe:
         raise SystemExit(f"the host probe failed: {probe['error']}")
     cpu = str(environment().get("cpu") or "unknown")
     name = f"{datetime.date.today()}-{re.sub(r'[^a-z0-9]+', '-', cpu.lower())}"
+    name += f"-seed{a.seed}" if a.seed else ""
     out = Path(tempfile.mkdtemp()) if a.no_write else ROOT / "results" / "speed-local" / name
+    if (out / "runs").is_dir() and any((out / "runs").iterdir()):
+        raise SystemExit(f"sam2tune: error: {out}: has runs already (another --seed, or "
+                         "--report to re-read them)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps({"cpu": cpu, "probe": probe}, indent=1) + "\n")
     measure(points(a.seed, a.points), out)
-    text = report(out, cpu, probe, time.perf_counter() - t0)
+    after = measure_local_runs()  # not cached: the cache keeps the probe the runs were read with
+    (out / "probe.json").write_text(
+        json.dumps({"cpu": cpu, "probe": probe, "after": after}, indent=1) + "\n")
+    text = report(out, cpu, probe, time.perf_counter() - t0, after)
     print(text)
     if not a.no_write:
         (out / "speed_local.txt").write_text(text + "\n")

@@ -342,10 +342,13 @@ def test_the_shipped_cpu_model_scales_object_batches_by_its_fitted_term():
     assert cuda and "not fitted on object-batch runs" in cuda.provenance
 
 
-def _probe_runs(m: SpeedModel, factor: float, cores: float = 1.9) -> list[dict]:
+def _probe_runs(
+    m: SpeedModel, factor: float | dict[int, float], cores: float = 1.9
+) -> list[dict]:
     """Host-probe runs (256 / 512 px, 8 frames, 1 tiny object, stock) of a machine ``factor``
-    times slower than the calibration's: steady steps = factor x the shipped prediction; the
-    warm-up frames, a prompted and a tracked frame far slower (they must be left out)."""
+    times slower than the calibration's (a number, or one per size): steady steps = factor x the
+    shipped prediction; the warm-up frames, a prompted and a tracked frame far slower (they must
+    be left out)."""
     import dataclasses
 
     runs = []
@@ -354,7 +357,7 @@ def _probe_runs(m: SpeedModel, factor: float, cores: float = 1.9) -> list[dict]:
                      video_height=270, video_width=480, cond_frames=[[0]])
         p = predict_speed(dataclasses.replace(w, cond_frames=None), Candidate(), m, "cpu")
         assert p is not None
-        t = factor * p.step_s
+        t = (factor[s] if isinstance(factor, dict) else factor) * p.step_s
         steps = [[0, 1, 9.0, False, 18.0], [1, 1, 9.0, False, 18.0],  # warm-up
                  [2, 1, t * 0.98, False, t * cores], [3, 1, 9.0, True, 18.0],  # tracked
                  [4, 1, t, False, t * cores], [5, 1, 9.0, False, 18.0],  # prompted again
@@ -406,3 +409,46 @@ def test_the_cpu_speed_is_scaled_to_this_machine_by_its_probe(monkeypatch):
     assert p and "not scaled to this machine (the probe ran beside" in p.provenance
     failed = local.localised(m, {"error": "host probe: the 512 px run ended oom"})
     assert failed.calibration["cpu"]["local"]["why"].endswith("ended oom")
+
+
+def test_the_local_scale_grows_with_the_step_as_the_probe_measured_it():
+    """A machine 1.2x the calibration at the probe's 256 px step and 1.8x at its 512 px step:
+    a step between, beyond or below them takes the ratio of the power law through the two
+    points (written out here from the probe's own calibrated steps); loading the mean ratio."""
+    import math
+
+    from sam2tune.speed_model import local
+
+    m = load_speed_model()
+    runs = _probe_runs(m, {256: 1.2, 512: 1.8})
+    t = {}
+    for r in runs:
+        w = Workload(**{**r["workload"], "cond_frames": None})
+        p = predict_speed(w, Candidate(), m, "cpu")
+        assert p
+        t[r["image_size"]] = p.step_s
+    slope = math.log(1.8 / 1.2) / math.log(t[512] / t[256])
+    assert 0 < slope < local.MAX_EXPONENT  # the case this test is about: not clamped
+    lm = local.localised(m, {"runs": runs})
+    flat = local.localised(m, {"runs": runs}, shape=False)
+    for w in (Workload("sam2.1_tiny", 384, 30, 2, 1, None, 0, video_height=270, video_width=480),
+              Workload("sam2.1_base_plus", 768, 30, 3, 1, None, 0, video_height=270,
+                       video_width=480),
+              Workload("sam2.1_tiny", 192, 30, 1, 1, None, 0, video_height=270,
+                       video_width=480)):
+        a, b, f = (predict_speed(w, Candidate(), x, "cpu") for x in (m, lm, flat))
+        assert a and b and f
+        ratio = 1.2 * (a.step_s / t[256]) ** slope
+        assert b.step_s == pytest.approx(ratio * a.step_s, rel=1e-9)
+        assert f.step_s == pytest.approx(math.sqrt(1.2 * 1.8) * a.step_s, rel=1e-9)
+        assert b.init_s == pytest.approx(math.sqrt(1.2 * 1.8) * a.init_s, rel=1e-9)
+        assert f"the step's time^{slope:.2f}" in b.provenance
+    # two short runs far apart in ratio (0.5x and 3x) are the probe's noise: the power is cut
+    wild = local.local_scale(m, {"runs": _probe_runs(m, {256: 0.5, 512: 3.0})})
+    assert wild["clamped"] and wild["exponent"] == local.MAX_EXPONENT
+    # faster at the bigger step: one scale for every step (the mean ratio), said so
+    down = local.localised(m, {"runs": _probe_runs(m, {256: 1.8, 512: 1.2})})
+    w = Workload("sam2.1_small", 640, 30, 2, 1, None, 0, video_height=270, video_width=480)
+    a, b = predict_speed(w, Candidate(), m, "cpu"), predict_speed(w, Candidate(), down, "cpu")
+    assert a and b and b.step_s == pytest.approx(math.sqrt(1.8 * 1.2) * a.step_s, rel=1e-9)
+    assert "cut to 0" in b.provenance

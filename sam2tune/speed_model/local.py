@@ -9,10 +9,24 @@ short real runs (:mod:`sam2tune.memory_model.host_probe`: sam2.1_tiny, 1 object,
 :data:`~sam2tune.memory_model.host_probe.PROBE_SIZES`, measured once per machine and cached)
 keep their per-frame step times, and :func:`local_scale` compares their steady step (the
 speed model's own reading: warm-up and prompted frames left out, median) with what the shipped
-coefficients predict for the very same workload. The geometric mean of the per-run ratios
-scales every time coefficient of the ``cpu`` kind (step and loading); the factors (bfloat16,
-legacy, object batches) are ratios and stay. The ratio of the two sizes' ratios is kept in the
-provenance: far from 1 it says the machine differs in shape, not only in speed.
+coefficients predict for the very same workload.
+
+The ratio is not one number: on the machine of 2026-12-02 the probe's 256 px step ran 0.91x the
+calibration's, its 512 px step 1.30x, tiny at 768 px 1.69x and base_plus 1.4-1.8x - the bigger a
+step's work, the slower this machine is at it (caches, memory bandwidth), not only slower. So
+the scale is a power of the step's own calibrated time, fitted through the probe's points (least
+squares in logs):
+
+    local step = s * (t / t_ref) ** p * t
+
+``t`` the calibrated step, ``t_ref`` the probe steps' geometric mean, ``s`` the ratios' geometric
+mean and ``p`` how the ratio grows with the step, kept within ``[0, MAX_EXPONENT]``: a machine of
+the calibration's kind is not faster at bigger steps than at small ones (on the same machine a
+day later the probe's 512 px step ran 0.75x against 0.90x at 256 px, while the 768 px run ran
+1.06x: the 512 px point was the probe's noise, not the machine's shape), and a power beyond
+MAX_EXPONENT from two short runs is noise too. The step's parts (the encoder's, the objects')
+take the full step's factor; loading and decoding take ``s``; the factors (bfloat16, legacy,
+object batches) are ratios of the calibration and stay.
 
 ``experiments/bench_speed_local.py`` is the judge: this machine's probe, then real runs off the
 probe's points (other sizes, models, object counts), each predicted with and without the scale.
@@ -35,11 +49,16 @@ from sam2tune.speed_model.model import (
 )
 
 __all__ = [
-    "local_scale", "localised", "this_machine", "speed_answer", "TIME_COEFFS", "SPEED_TERMS_ENV",
+    "local_scale", "localised", "this_machine", "speed_answer", "LOCAL_TERMS", "MAX_EXPONENT",
+    "SPEED_TERMS_ENV",
 ]
 
-#: the coefficients in seconds (scaled); the others are dimensionless factors
-TIME_COEFFS = ("h", "e", "o", "q", "a", "i0", "i1")
+#: the local scale's terms in a kind's coefficients
+#: (:func:`sam2tune.speed_model.model.local_factor`)
+LOCAL_TERMS = ("local_s", "local_p", "local_t")
+#: how fast the ratio may grow with the step: a power beyond it from two short probe runs is the
+#: probe's noise, not the machine (a negative power is cut to 0, one scale for every step)
+MAX_EXPONENT = 0.5
 #: ``calibrated`` keeps the calibration's CPU figures as they are (no probe)
 SPEED_TERMS_ENV = "SAM2TUNE_SPEED_TERMS"
 
@@ -85,10 +104,13 @@ def _cache_file() -> str:
 def local_scale(
     model: SpeedModel, local: dict[str, Any] | None, kind: str = "cpu"
 ) -> dict[str, Any]:
-    """This machine's scale of ``kind``'s time coefficients from the host probe's runs
-    (``local``: :func:`~sam2tune.memory_model.host_probe.measure_local_runs`' value): ``scale``
-    (None without usable runs, ``why`` says why), and per run the measured and predicted steady
-    step."""
+    """This machine's scale of ``kind``'s step times from the host probe's runs (``local``:
+    :func:`~sam2tune.memory_model.host_probe.measure_local_runs`' value): ``scale`` (the ratios'
+    geometric mean; None without usable runs, ``why`` says why), ``exponent`` (how the ratio grows
+    with the calibrated step, 0 from one run, within ``[0, MAX_EXPONENT]``; ``fitted`` the power
+    through the probe's points, ``clamped`` when it was cut),
+    ``t_ref`` (the probe's calibrated steps' geometric mean) and per run the measured and
+    predicted steady step."""
     runs = (local or {}).get("runs") or []
     if kind not in model.coeffs:
         return {"scale": None, "why": f"no {kind} calibration", "runs": []}
@@ -116,23 +138,34 @@ def local_scale(
                      "ratio": step / p.step_s, "cores": cores})
     if not rows:
         return {"scale": None, "why": "the probe runs have no steady steps", "runs": []}
-    scale = math.exp(sum(math.log(float(r["ratio"])) for r in rows) / len(rows))
-    return {"scale": scale, "runs": rows}
+    x = [math.log(float(r["predicted_step_s"])) for r in rows]
+    y = [math.log(float(r["ratio"])) for r in rows]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    var = sum((a - mx) ** 2 for a in x)
+    p = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / var if var > 1e-6 else 0.0
+    used = max(0.0, min(MAX_EXPONENT, p))
+    return {"scale": math.exp(my), "exponent": used, "fitted": p, "clamped": used != p,
+            "t_ref": math.exp(mx), "runs": rows}
 
 
-def localised(model: SpeedModel, local: dict[str, Any] | None, kind: str = "cpu") -> SpeedModel:
-    """``model`` with ``kind``'s time coefficients scaled to this machine
-    (:func:`local_scale`) and the calibration info saying so (``local``: the scale and the
-    probe's runs, or why there is none); the model unchanged in its coefficients without a
-    usable probe."""
+def localised(
+    model: SpeedModel, local: dict[str, Any] | None, kind: str = "cpu", shape: bool = True
+) -> SpeedModel:
+    """``model`` with ``kind``'s step times scaled to this machine (:func:`local_scale`, its
+    terms :data:`LOCAL_TERMS` added to the coefficients) and the calibration info saying so
+    (``local``: the scale and the probe's runs, or why there is none); the model unchanged in
+    its coefficients without a usable probe. ``shape=False``: one scale for every step (the
+    exponent 0; the benchmark's comparison)."""
     info = local_scale(model, local, kind)
+    if not shape and info["scale"] is not None:
+        info = {**info, "exponent": 0.0, "clamped": False}
     coeffs = {k: dict(v) for k, v in model.coeffs.items()}
     cal = {k: dict(v) for k, v in model.calibration.items()}
     if kind in cal:
         cal[kind]["local"] = info
     if info["scale"] is not None and kind in coeffs:
-        s = info["scale"]
-        coeffs[kind] = {n: (v * s if n in TIME_COEFFS else v) for n, v in coeffs[kind].items()}
+        coeffs[kind] = {**coeffs[kind], "local_s": info["scale"], "local_p": info["exponent"],
+                        "local_t": info["t_ref"]}
     return dataclasses.replace(model, coeffs=coeffs, calibration=cal)
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "load_speed_model",
     "speed_note",
     "batch_factor",
+    "local_factor",
 ]
 
 DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
@@ -140,6 +141,16 @@ def _step(
     return t * k.get("bf16", 1.0) if c.dtype == "bfloat16" else t
 
 
+def local_factor(k: dict[str, float], step_s: float) -> float:
+    """The factor this machine's probe puts on a step the calibration predicts at ``step_s``
+    (:mod:`sam2tune.speed_model.local`): ``local_s * (step_s / local_t) ** local_p``; 1 for a
+    kind's coefficients as calibrated."""
+    if "local_s" not in k:
+        return 1.0
+    ratio = step_s / k["local_t"] if step_s > 0 and k.get("local_t") else 1.0
+    return float(k["local_s"] * ratio ** k.get("local_p", 0.0))
+
+
 def _provenance(model: SpeedModel, kind: str, batched: bool = False) -> str:
     cal = model.calibration.get(kind, {})
     err = cal.get("held_out") or {}
@@ -154,8 +165,15 @@ def _provenance(model: SpeedModel, kind: str, batched: bool = False) -> str:
     if loc is not None:
         rows = loc.get("runs") or []
         if loc.get("scale"):
+            p = float(loc.get("exponent") or 0.0)
+            how = (f"x{loc['scale']:.2f} at a {loc['t_ref']:.2f} s step, the ratio growing as "
+                   f"the step's time^{p:.2f}"
+                   + (f" (cut from {loc['fitted']:.2f})" if loc.get("clamped") else "")
+                   if abs(p) >= 0.005 else f"x{loc['scale']:.2f}"
+                   + (f" (the probe's power {loc['fitted']:.2f} cut to 0)"
+                      if loc.get("clamped") else ""))
             text += (
-                f"; time terms scaled x{loc['scale']:.2f} to this machine by its probe ("
+                f"; time terms scaled {how} to this machine by its probe ("
                 + ", ".join(f"{r['image_size']} px: {r['measured_step_s']:.3f} s a step "
                             f"measured vs {r['predicted_step_s']:.3f} s calibrated" for r in rows)
                 + ")"
@@ -188,12 +206,15 @@ def predict_speed(
     calls = object_batches(w, c)
     full = _step(k, w.model, S, w.num_objects, mem, c, calls)
     base = _step(k, w.model, S, 0, mem, c)
+    g = local_factor(k, full)  # this machine's probe (1 as calibrated)
+    full, base = g * full, g * base
     per_obj = (full - base) / max(1, w.num_objects)
     obj_frames = w.object_frames if w.object_frames is not None else w.num_objects * w.num_frames
     frames_s = w.num_frames * base + obj_frames * per_obj
     megapx = w.video_height * w.video_width / 1e6
-    decode = k.get("i1", 0.0) * w.num_frames * megapx  # the loader's decoding, all frames
-    init = k.get("i0", 0.0)
+    s_load = k.get("local_s", 1.0)  # loading and decoding: the probe's mean ratio
+    decode = s_load * k.get("i1", 0.0) * w.num_frames * megapx  # the loader's decoding
+    init = s_load * k.get("i0", 0.0)
     if c.strategy != "stream":
         init += decode
     elif c.stream_prefetch > 0 and device_kind != "cpu":  # decoded ahead, beside the steps
