@@ -14,12 +14,13 @@ CPU:
     .venv/bin/python experiments/bench_speed_local.py         # results/speed-local/<date>-<cpu>
     .venv/bin/python experiments/bench_speed_local.py --seed 1 --refresh-probe  # <...>-seed1
     .venv/bin/python experiments/bench_speed_local.py --points 3 --no-write
-    .venv/bin/python experiments/bench_speed_local.py --report results/speed-local/<dir>
+    .venv/bin/python experiments/bench_speed_local.py --report results/speed-local/*/
 
 Three predictions per run: the calibration's coefficients as they are, one scale for every
 step (the probe's mean ratio) and the scale growing with the step's time as the probe's two
 sizes measured it (what ``predict`` / ``recommend`` use). The probe is kept beside the runs
-(``probe.json``) so ``--report`` reads a folder's runs against the probe they were run with.
+(``probe.json``) so ``--report`` reads a folder's runs against the probe they were run with
+(several folders: each, then every run together).
 """
 
 from __future__ import annotations
@@ -102,9 +103,22 @@ def _probe_line(info: dict) -> str:
             + (f" (fitted {info['fitted']:.3f}, cut)" if info.get("clamped") else ""))
 
 
+SUMMARY = (("calibrated coefficients", "err_cal"), ("one scale", "err_flat"),
+           ("scale growing with step", "err_loc"))
+
+
+def _summary(rows: list[dict]) -> list[str]:
+    out = []
+    for name, key in SUMMARY:
+        errs = [abs(r[key]) for r in rows]
+        out.append(f"{name:24s} |error| median {100 * statistics.median(errs):.1f} %, "
+                   f"max {100 * max(errs):.1f} % [predicted vs measured]")
+    return out
+
+
 def report(
     out: Path, cpu: str, probe: dict, wall_s: float | None, after: dict | None = None
-) -> str:
+) -> tuple[str, list[dict]]:
     shipped = load_speed_model()
     flat = localised(shipped, probe, "cpu", shape=False)
     local = localised(shipped, probe, "cpu")
@@ -147,12 +161,7 @@ def report(
                      f"{_pct(r['err_cal'])} {r['flat']:8.3f}s {_pct(r['err_flat'])} "
                      f"{r['local']:8.3f}s {_pct(r['err_loc'])}")
     lines.append("")
-    for name, key in (("calibrated coefficients", "err_cal"),
-                      ("one scale", "err_flat"),
-                      ("scale growing with step", "err_loc")):
-        errs = [abs(r[key]) for r in rows]
-        lines.append(f"{name:24s} |error| median {100 * statistics.median(errs):.1f} %, "
-                     f"max {100 * max(errs):.1f} % [predicted vs measured]")
+    lines += _summary(rows)
     if after is not None:  # the same probe after the runs: how much the machine moved
         again = localised(shipped, after, "cpu").calibration["cpu"]["local"]
         if again["scale"] is not None:
@@ -163,7 +172,7 @@ def report(
                  "prompted frames left out, every object present"
                  + (f"; bench wall {wall_s:.0f} s)" if wall_s is not None else
                     "; re-reported from the committed runs and probe.json)"))
-    return "\n".join(lines)
+    return "\n".join(lines), rows
 
 
 def main() -> None:
@@ -172,18 +181,25 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=6)
     ap.add_argument("--refresh-probe", action="store_true", help="re-measure the probe first")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--report", type=Path, metavar="DIR",
-                    help="only report a results folder's runs against its probe.json")
+    ap.add_argument("--report", type=Path, nargs="+", metavar="DIR",
+                    help="only report results folders' runs against their probe.json")
     a = ap.parse_args()
     if a.report is not None:
-        probe_file = a.report / "probe.json"
-        if not probe_file.is_file():
-            raise SystemExit(f"sam2tune: error: {probe_file}: no probe beside the runs")
-        saved = json.loads(probe_file.read_text())
-        text = report(a.report, saved["cpu"], saved["probe"], None, saved.get("after"))
-        print(text)
-        if not a.no_write:
-            (a.report / "speed_local.txt").write_text(text + "\n")
+        every: list[dict] = []
+        for d in a.report:
+            probe_file = d / "probe.json"
+            if not probe_file.is_file():
+                raise SystemExit(f"sam2tune: error: {probe_file}: no probe beside the runs")
+        for d in a.report:
+            saved = json.loads((d / "probe.json").read_text())
+            text, rows = report(d, saved["cpu"], saved["probe"], None, saved.get("after"))
+            every += rows
+            print(f"== {d}\n{text}\n")
+            if not a.no_write:
+                (d / "speed_local.txt").write_text(text + "\n")
+        if len(a.report) > 1:
+            print(f"every run of the {len(a.report)} folders ({len(every)} runs):")
+            print("\n".join(_summary(every)))
         return
     t0 = time.perf_counter()
     probe = host_baseline("cpu", refresh=a.refresh_probe, with_local=True).get("local", {})
@@ -202,7 +218,7 @@ def main() -> None:
     after = measure_local_runs()  # not cached: the cache keeps the probe the runs were read with
     (out / "probe.json").write_text(
         json.dumps({"cpu": cpu, "probe": probe, "after": after}, indent=1) + "\n")
-    text = report(out, cpu, probe, time.perf_counter() - t0, after)
+    text, _ = report(out, cpu, probe, time.perf_counter() - t0, after)
     print(text)
     if not a.no_write:
         (out / "speed_local.txt").write_text(text + "\n")

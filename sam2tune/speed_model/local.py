@@ -142,9 +142,10 @@ def local_scale(
     y = [math.log(float(r["ratio"])) for r in rows]
     mx, my = sum(x) / len(x), sum(y) / len(y)
     var = sum((a - mx) ** 2 for a in x)
-    p = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / var if var > 1e-6 else 0.0
-    used = max(0.0, min(MAX_EXPONENT, p))
-    return {"scale": math.exp(my), "exponent": used, "fitted": p, "clamped": used != p,
+    slope = (sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / var
+             if var > 1e-6 else 0.0)
+    used = max(0.0, min(MAX_EXPONENT, slope))
+    return {"scale": math.exp(my), "exponent": used, "fitted": slope, "clamped": used != slope,
             "t_ref": math.exp(mx), "runs": rows}
 
 
