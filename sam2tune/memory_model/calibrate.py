@@ -27,6 +27,7 @@ from sam2tune.memory_model.memory import (
     predict,
     workload_axes,
 )
+from sam2tune.memory_model.workload import recorded_workload
 from sam2tune.paths import report_path
 from sam2tune.results import load_results
 from sam2tune.video.synthetic import entry_frame
@@ -73,34 +74,6 @@ def workload_of(cfg: RunConfig, num_frames: int | None = None) -> Workload:
     )
 
 
-def _recorded_workload(r: dict[str, Any], rep: dict[str, Any]) -> Workload:
-    """The workload a recorded run ran: its exact prompted frames per object, from its report."""
-    n = int(r["num_frames"])
-    per_obj: dict[int, list[int]] = {}
-    for p in rep["prompts"]:
-        per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
-    conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
-    if r["predictor"] == "legacy_batched":  # every object from the first prompted frame
-        s0 = min(fs[0] for fs in conds)
-        obj_frames = len(conds) * (n - s0)
-    else:
-        obj_frames = sum(n - fs[0] for fs in conds)
-    vid = rep.get("config", {}).get("video", {})
-    w = Workload(
-        model=r["model"],
-        image_size=int(r["image_size"]),
-        num_frames=n,
-        num_objects=int(r["num_objects"]),
-        num_cond_frames=int(r["num_cond_frames"]),
-        object_frames=obj_frames,
-        weights_bytes=int(r["weights_bytes"]),
-        video_height=int(vid.get("height") or 270),
-        video_width=int(vid.get("width") or 480),
-        cond_frames=conds,
-    )
-    return w
-
-
 @dataclass(frozen=True)
 class CalibrationRow:
     """One ok run as the memory model's fit and evaluation see it: the workload and knobs it
@@ -141,7 +114,7 @@ def run_inputs(results_dir: str | Path) -> list[CalibrationRow]:
         return out
     for r in df[df["status"] == "ok"].to_dict("records"):
         rep = json.loads(report_path(results_dir, r["run_id"]).read_text())
-        w = _recorded_workload(r, rep)
+        w = recorded_workload(r, rep)
         cuda = r["device"] == "cuda" and r.get("cuda_max_allocated_bytes")
         est = rep.get("estimate", {})
         env = rep.get("environment") or {}

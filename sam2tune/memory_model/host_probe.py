@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sam2tune.memory_model.workload import Workload
+from sam2tune.memory_model.workload import recorded_workload
 
 __all__ = ["PROBE_SIZES", "PROBE_FRAMES", "measure_local_runs", "solve_allocator"]
 
@@ -70,26 +70,7 @@ def _probe_cmd(results_dir: str) -> list[str]:
 def _workload_of_report(rep: dict[str, Any]) -> dict[str, Any]:
     """The run's workload (as :class:`~sam2tune.memory_model.workload.Workload` fields) from its
     report: its exact prompted frames and the video's own size."""
-    r = rep["row"]
-    per_obj: dict[int, list[int]] = {}
-    for p in rep["prompts"]:
-        per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
-    conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
-    n = int(r["num_frames"])
-    vid = rep["config"]["video"]
-    w = Workload(
-        model=r["model"],
-        image_size=int(r["image_size"]),
-        num_frames=n,
-        num_objects=int(r["num_objects"]),
-        num_cond_frames=int(r["num_cond_frames"]),
-        object_frames=sum(n - fs[0] for fs in conds),
-        weights_bytes=int(r["weights_bytes"]),
-        video_height=int(vid["height"]),
-        video_width=int(vid["width"]),
-        cond_frames=conds,
-    )
-    return dataclasses.asdict(w)
+    return dataclasses.asdict(recorded_workload(rep["row"], rep))
 
 
 def measure_local_runs() -> dict[str, Any]:

@@ -159,3 +159,32 @@ class Candidate:
 
 #: Candidate fields that are not ``knobs.*``
 _NOT_KNOBS = ("image_size", "impl")
+
+
+def recorded_workload(r: dict[str, Any], rep: dict[str, Any]) -> Workload:
+    """The workload a recorded run ran (``r`` its row, ``rep`` its report): its exact prompted
+    frames per object and its video's size (270 x 480 where the report does not say)."""
+    n = int(r["num_frames"])
+    per_obj: dict[int, list[int]] = {}
+    for p in rep["prompts"]:
+        per_obj.setdefault(p["obj_id"], []).append(int(p["frame"]))
+    conds = [sorted(set(v)) for _, v in sorted(per_obj.items())]
+    if r["predictor"] == "legacy_batched":  # every object from the first prompted frame
+        s0 = min(fs[0] for fs in conds)
+        obj_frames = len(conds) * (n - s0)
+    else:
+        obj_frames = sum(n - fs[0] for fs in conds)
+    vid = rep.get("config", {}).get("video", {})
+    w = Workload(
+        model=r["model"],
+        image_size=int(r["image_size"]),
+        num_frames=n,
+        num_objects=int(r["num_objects"]),
+        num_cond_frames=int(r["num_cond_frames"]),
+        object_frames=obj_frames,
+        weights_bytes=int(r["weights_bytes"]),
+        video_height=int(vid.get("height") or 270),
+        video_width=int(vid.get("width") or 480),
+        cond_frames=conds,
+    )
+    return w
