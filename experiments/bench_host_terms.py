@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from _bench_probe import add_probe_options, this_probe  # experiments/, beside this file
+
 from sam2tune.config.store import compose_run
-from sam2tune.memory_model.baseline import host_baseline
 from sam2tune.memory_model.calibrate import run_inputs
 from sam2tune.memory_model.memory import MemoryModel, predict
-from sam2tune.provenance import environment
 from sam2tune.runner.launcher import run_isolated
 from sam2tune.units import fmt_bytes
 
@@ -155,21 +154,15 @@ def report(rows: list[dict], cpu: str, probe: dict, wall_s: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--points", type=int, default=7)
-    ap.add_argument("--refresh-probe", action="store_true", help="re-measure the probe first")
-    ap.add_argument("--no-write", action="store_true")
+    add_probe_options(ap, points=7)
     a = ap.parse_args()
     t0 = time.perf_counter()
-    probe = host_baseline("cpu", refresh=a.refresh_probe, with_local=True).get("local", {})
-    if "error" in probe:
-        raise SystemExit(f"the host probe failed: {probe['error']}")
-    cpu = str(environment().get("cpu") or "unknown")
+    probe, cpu, slug = this_probe(a.refresh_probe)
     rows = measure(points(a.seed, a.points))
     text = report(rows, cpu, probe, time.perf_counter() - t0)
     print(text)
     if not a.no_write:
-        out = ROOT / "results" / "host-terms" / (re.sub(r"[^a-z0-9]+", "-", cpu.lower()) + ".txt")
+        out = ROOT / "results" / "host-terms" / f"{slug}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
         print(f"wrote {out.relative_to(ROOT)}")

@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -37,10 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sam2tune.memory_model.baseline import host_baseline
+from _bench_probe import add_probe_options, this_probe  # experiments/, beside this file
+
 from sam2tune.memory_model.host_probe import measure_local_runs
 from sam2tune.memory_model.workload import Workload
-from sam2tune.provenance import environment
 from sam2tune.speed_model.fit import observations
 from sam2tune.speed_model.local import localised
 from sam2tune.speed_model.model import load_speed_model, predict_speed
@@ -177,10 +176,7 @@ def report(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--points", type=int, default=6)
-    ap.add_argument("--refresh-probe", action="store_true", help="re-measure the probe first")
-    ap.add_argument("--no-write", action="store_true")
+    add_probe_options(ap, points=6)
     ap.add_argument("--report", type=Path, nargs="+", metavar="DIR",
                     help="only report results folders' runs against their probe.json")
     a = ap.parse_args()
@@ -202,11 +198,8 @@ def main() -> None:
             print("\n".join(_summary(every)))
         return
     t0 = time.perf_counter()
-    probe = host_baseline("cpu", refresh=a.refresh_probe, with_local=True).get("local", {})
-    if "error" in probe:
-        raise SystemExit(f"the host probe failed: {probe['error']}")
-    cpu = str(environment().get("cpu") or "unknown")
-    name = f"{datetime.date.today()}-{re.sub(r'[^a-z0-9]+', '-', cpu.lower())}"
+    probe, cpu, slug = this_probe(a.refresh_probe)
+    name = f"{datetime.date.today()}-{slug}"
     name += f"-seed{a.seed}" if a.seed else ""
     out = Path(tempfile.mkdtemp()) if a.no_write else ROOT / "results" / "speed-local" / name
     if (out / "runs").is_dir() and any((out / "runs").iterdir()):
