@@ -21,15 +21,16 @@ squares in logs):
 
 ``t`` the calibrated step, ``t_ref`` the probe steps' geometric mean, ``s`` the ratios' geometric
 mean and ``p`` how the ratio grows with the step, kept within ``[0, MAX_EXPONENT]``: a machine of
-the calibration's kind is not faster at bigger steps than at small ones (on the same machine a
-day later the probe's 512 px step ran 0.75x against 0.90x at 256 px, while the 768 px run ran
+the calibration's kind is not faster at bigger steps than at small ones (on the same machine,
+hours later, the probe's 512 px step ran 0.75x against 0.90x at 256 px, while the 768 px run ran
 1.06x: the 512 px point was the probe's noise, not the machine's shape), and a power beyond
 MAX_EXPONENT from two short runs is noise too. The step's parts (the encoder's, the objects')
 take the full step's factor; loading and decoding take ``s``; the factors (bfloat16, legacy,
 object batches) are ratios of the calibration and stay.
 
 ``experiments/bench_speed_local.py`` is the judge: this machine's probe, then real runs off the
-probe's points (other sizes, models, object counts), each predicted with and without the scale.
+probe's points (other sizes, models, object counts), each predicted with the calibration's
+coefficients, one scale and the growing scale.
 """
 
 from __future__ import annotations
