@@ -166,12 +166,14 @@ def _provenance(model: SpeedModel, kind: str, batched: bool = False) -> str:
         rows = loc.get("runs") or []
         if loc.get("scale"):
             p = float(loc.get("exponent") or 0.0)
-            how = (f"x{loc['scale']:.2f} at a {loc['t_ref']:.2f} s step, the ratio growing as "
-                   f"the step's time^{p:.2f}"
-                   + (f" (cut from {loc['fitted']:.2f})" if loc.get("clamped") else "")
-                   if abs(p) >= 0.005 else f"x{loc['scale']:.2f}"
-                   + (f" (the probe's power {loc['fitted']:.2f} cut to 0)"
-                      if loc.get("clamped") else ""))
+            if abs(p) >= 0.005:
+                how = (f"x{loc['scale']:.2f} at a {loc['t_ref']:.2f} s step, the ratio growing "
+                       f"as the step's time^{p:.2f}")
+                cut = f" (cut from {loc['fitted']:.2f})"
+            else:
+                how = f"x{loc['scale']:.2f}"
+                cut = f" (the probe's power {loc['fitted']:.2f} cut to 0)"
+            how += cut if loc.get("clamped") else ""
             text += (
                 f"; time terms scaled {how} to this machine by its probe ("
                 + ", ".join(f"{r['image_size']} px: {r['measured_step_s']:.3f} s a step "
