@@ -174,6 +174,12 @@ def report(
     return "\n".join(lines), rows
 
 
+def _input_error(message: str) -> None:
+    """The project's one line for bad input, exit 2."""
+    print(f"sam2tune: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_probe_options(ap, points=6)
@@ -185,7 +191,7 @@ def main() -> None:
         for d in a.report:
             probe_file = d / "probe.json"
             if not probe_file.is_file():
-                raise SystemExit(f"sam2tune: error: {probe_file}: no probe beside the runs")
+                _input_error(f"{probe_file}: no probe beside the runs")
         for d in a.report:
             saved = json.loads((d / "probe.json").read_text())
             text, rows = report(d, saved["cpu"], saved["probe"], None, saved.get("after"))
@@ -203,8 +209,7 @@ def main() -> None:
     name += f"-seed{a.seed}" if a.seed else ""
     out = Path(tempfile.mkdtemp()) if a.no_write else ROOT / "results" / "speed-local" / name
     if (out / "runs").is_dir() and any((out / "runs").iterdir()):
-        raise SystemExit(f"sam2tune: error: {out}: has runs already (another --seed, or "
-                         "--report to re-read them)")
+        _input_error(f"{out}: has runs already (another --seed, or --report to re-read them)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps({"cpu": cpu, "probe": probe}, indent=1) + "\n")
     measure(points(a.seed, a.points), out)
