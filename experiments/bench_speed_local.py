@@ -3,12 +3,12 @@ they are and scaled to this machine by its probe (:mod:`sam2tune.speed_model.loc
 the measured step, both predictions and their errors, then the median / max absolute error of
 each.
 
-The probe is the host probe's two short sam2.1_tiny runs (256 / 512 px, 1 object, stock;
+The probe is the host probe's short sam2.1_tiny runs (256 / 512 / 768 px, 1 object, stock;
 measured once per machine and cached). The held-out runs are seeded random draws off the probe's
 points: other sizes (288-640 px), other models (tiny, small, base_plus), 1-4 objects, stock /
-release / stream, 12 frames, and one tiny run at 768 px (beyond the probe's sizes), random-init,
+release / stream, 12 frames, and one tiny run at 1024 px (beyond the probe's sizes), random-init,
 each its own ``sam2tune run`` process, one at a time (run it on an idle machine: another process
-on the cores slows the runs, not the probe measured before them). About 4-6 minutes on a 2-core
+on the cores slows the runs, not the probe measured before them). About 5-7 minutes on a 2-core
 CPU:
 
     .venv/bin/python experiments/bench_speed_local.py         # results/speed-local/<date>-<cpu>
@@ -17,7 +17,7 @@ CPU:
     .venv/bin/python experiments/bench_speed_local.py --report results/speed-local/*/
 
 Three predictions per run: the calibration's coefficients as they are, one scale for every
-step (the probe's mean ratio) and the scale growing with the step's time as the probe's two
+step (the probe's mean ratio) and the scale growing with the step's time as the probe's
 sizes measured it (what ``predict`` / ``recommend`` use). The probe is kept beside the runs
 (``probe.json``) so ``--report`` reads a folder's runs against the probe they were run with
 (several folders: each, then every run together).
@@ -52,9 +52,9 @@ FRAMES = 12
 
 
 def points(seed: int, n: int) -> list[list[str]]:
-    """``n`` seeded points off the probe's (its sizes are 256 / 512 px with one tiny object):
-    every model and strategy at least once, the size and objects drawn so that a run stays
-    within about a minute here (base_plus at the smaller sizes)."""
+    """``n`` seeded points off the probe's (its sizes are 256 / 512 / 768 px with one tiny
+    object): every model and strategy at least once, the size and objects drawn so that a run
+    stays within about a minute here (base_plus at the smaller sizes)."""
     rng = random.Random(seed)
     models = [MODELS[i % len(MODELS)] for i in range(n)]
     strategies = [STRATEGIES[i % len(STRATEGIES)] for i in range(n)]
@@ -76,7 +76,7 @@ def points(seed: int, n: int) -> list[list[str]]:
                     f"video.num_frames={FRAMES}", f"video.num_objects={k}",
                     "probe.reference=false", f"knobs.strategy={st}"])
     # and beyond the probe's largest size
-    out.append(["device=cpu", "model=sam2.1_tiny", "model.image_size=768",
+    out.append(["device=cpu", "model=sam2.1_tiny", "model.image_size=1024",
                 f"video.num_frames={FRAMES}", "video.num_objects=1", "probe.reference=false"])
     return out
 

@@ -345,14 +345,15 @@ def test_the_shipped_cpu_model_scales_object_batches_by_its_fitted_term():
 def _probe_runs(
     m: SpeedModel, factor: float | dict[int, float], cores: float = 1.9
 ) -> list[dict]:
-    """Host-probe runs (256 / 512 px, 8 frames, 1 tiny object, stock) of a machine ``factor``
-    times slower than the calibration's (a number, or one per size): steady steps = factor x the
+    """Host-probe runs (256 / 512 px, or the sizes ``factor`` names; 8 frames, 1 tiny object,
+    stock) of a machine ``factor`` times slower than the calibration's (a number, or one per
+    size): steady steps = factor x the
     shipped prediction; the warm-up frames, a prompted and a tracked frame far slower (they must
     be left out)."""
     import dataclasses
 
     runs = []
-    for s in (256, 512):
+    for s in (factor if isinstance(factor, dict) else (256, 512)):
         w = Workload("sam2.1_tiny", s, 8, 1, 1, 8, weights_bytes=155851016,
                      video_height=270, video_width=480, cond_frames=[[0]])
         p = predict_speed(dataclasses.replace(w, cond_frames=None), Candidate(), m, "cpu")
@@ -452,3 +453,45 @@ def test_the_local_scale_grows_with_the_step_as_the_probe_measured_it():
     a, b = predict_speed(w, Candidate(), m, "cpu"), predict_speed(w, Candidate(), down, "cpu")
     assert a and b and b.step_s == pytest.approx(math.sqrt(1.8 * 1.2) * a.step_s, rel=1e-9)
     assert "cut to 0" in b.provenance
+
+
+def test_the_probes_three_sizes_measure_the_growth_of_a_machine_that_follows_a_power_law():
+    """A machine whose ratio to the calibration is exactly c x t^q at the probe's three sizes
+    (t the calibrated step): the scale recovers q and predicts c x t^q x t at steps the probe
+    did not run; a noisy middle point moves the power less than it would between two points."""
+    import math
+
+    from sam2tune.memory_model.host_probe import PROBE_SIZES
+    from sam2tune.speed_model import local
+
+    assert len(PROBE_SIZES) == 3
+    m = load_speed_model()
+    t = {}
+    for s in PROBE_SIZES:
+        w = Workload("sam2.1_tiny", s, 8, 1, 1, 8, weights_bytes=155851016,
+                     video_height=270, video_width=480)
+        p = predict_speed(w, Candidate(), m, "cpu")
+        assert p
+        t[s] = p.step_s
+    c, q = 1.3, 0.2
+    runs = _probe_runs(m, {s: c * t[s] ** q for s in PROBE_SIZES})
+    info = local.local_scale(m, {"runs": runs})
+    assert info["exponent"] == pytest.approx(q, abs=1e-9) and not info["clamped"]
+    lm = local.localised(m, {"runs": runs})
+    for w in (Workload("sam2.1_tiny", 1024, 30, 1, 1, None, 0, video_height=270,
+                       video_width=480),
+              Workload("sam2.1_base_plus", 448, 30, 3, 1, None, 0, video_height=270,
+                       video_width=480)):
+        a, b = predict_speed(w, Candidate(), m, "cpu"), predict_speed(w, Candidate(), lm, "cpu")
+        assert a and b
+        assert b.step_s == pytest.approx(c * a.step_s ** q * a.step_s, rel=1e-9)
+    # the middle point 20 % off the law: the least-squares power through three points
+    noisy = {s: c * t[s] ** q * (1.2 if s == PROBE_SIZES[1] else 1.0) for s in PROBE_SIZES}
+    three = local.local_scale(m, {"runs": _probe_runs(m, noisy)})["fitted"]
+    two = local.local_scale(m, {"runs": _probe_runs(m, {s: noisy[s] for s in PROBE_SIZES[:2]})})
+    assert abs(three - q) < abs(two["fitted"] - q)
+    x = [math.log(t[s]) for s in PROBE_SIZES]
+    y = [math.log(noisy[s]) for s in PROBE_SIZES]
+    mx, my = sum(x) / 3, sum(y) / 3
+    ls = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+    assert three == pytest.approx(ls, rel=1e-9)

@@ -9,9 +9,9 @@ after creating the context, the device memory the context takes). Cached in
 Python versions or the host change.
 
 On the CPU the probe also measures this machine's host terms beyond the baseline (``local``:
-short real SAM 2 runs at two sizes, :mod:`sam2tune.memory_model.host_probe`), cached in the
+short real SAM 2 runs at three sizes, :mod:`sam2tune.memory_model.host_probe`), cached in the
 same entry under the same key: measured once per machine and versions, on the first call that
-asks for them (``with_local=True``, the memory model's CPU predictions), about 20-30 s on an
+asks for them (``with_local=True``, the memory model's CPU predictions), about 45-60 s on an
 idle 2-core CPU.
 """
 
@@ -51,6 +51,9 @@ def _key(device_kind: str) -> dict[str, Any]:
         "device_kind": device_kind,
         "host": platform.node(),
         **{k: env.get(k) for k in ("sam2tune", "torch", "sam2", "python", "cpu")},
+        # the installation: another venv of the same versions maps its libraries' pages
+        # differently (measured: 522 vs 714 MiB at import on one machine, same modules)
+        "prefix": sys.prefix,
         # how peaks are read: a cache from before VmHWM (ru_maxrss carried a parent's peak
         # into the probe) is measured again
         "peak_rss": "VmHWM",
@@ -89,11 +92,17 @@ def _load(path: Any) -> dict[str, Any]:
 def _has_local(value: dict[str, Any]) -> bool:
     """Whether a cached entry has this version's probe runs (a probe failure kept in memory
     counts: the next process measures again); entries from before the runs kept their step
-    times are measured again."""
+    times, or of other probe sizes, are measured again."""
+    from sam2tune.memory_model.host_probe import PROBE_SIZES
+
     local = value.get("local")
     if not isinstance(local, dict):
         return False
-    return "error" in local or all("steps" in r for r in local.get("runs") or [{}])
+    if "error" in local:
+        return True
+    runs = local.get("runs") or [{}]
+    return (all("steps" in r for r in runs)
+            and sorted(int(r.get("image_size", 0)) for r in runs) == sorted(PROBE_SIZES))
 
 
 def host_baseline(

@@ -17,12 +17,15 @@ local terms from them (:func:`solve_allocator`, applied in
 :func:`sam2tune.memory_model.terms.predict`), so the solve always uses the very coefficients
 that predict.
 
-Two sizes, two unknowns: a local constant and a local per-pixel part. The calibration's shares
-``h_act`` (activations) and ``h_w`` (weights) are kept as they are and not re-solved: on the
-probe's two runs (one model, one length, one object) the activation peak grows with S^2 like the
-per-pixel part and the weights do not change, so two runs cannot tell them apart from ``h_px``
-and ``h_0``; the fit on the calibration set, which varies models, lengths and objects, is what
-separates them (the shipped CPU fit puts both at 0).
+Two unknowns, a local constant and a local per-pixel part, solved by least squares over the
+probe's three sizes (two would do; the third, 768 px, puts the per-pixel part's reach closer to
+the 1024 px most answers are asked at and measures the speed scale's growth,
+:mod:`sam2tune.speed_model.local`). The calibration's shares ``h_act`` (activations) and ``h_w``
+(weights) are kept as they are and not re-solved: on the probe's runs (one model, one length,
+one object) the activation peak grows with S^2 like the per-pixel part and the weights do not
+change, so they cannot tell them apart from ``h_px`` and ``h_0``; the fit on the calibration set,
+which varies models, lengths and objects, is what separates them (the shipped CPU fit puts both
+at 0).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from sam2tune.memory_model.workload import recorded_workload
 
 __all__ = ["PROBE_SIZES", "PROBE_FRAMES", "measure_local_runs", "solve_allocator"]
 
-#: the probe's two input resolutions (px): the calibration's smallest size and a large one
-PROBE_SIZES = (256, 512)
+#: the probe's input resolutions (px): the calibration's smallest size, a middle one and a large
+#: one (768 px: the speed scale's growth measured over a 7x range of step times, not inferred
+#: from two close points; about 30 s of the probe on a 2-core CPU)
+PROBE_SIZES = (256, 512, 768)
 #: frames per probe run: the host peak comes from the first propagated steps; the speed model's
 #: local scale (:mod:`sam2tune.speed_model.local`) needs steady steps past the two warm-up frames
 PROBE_FRAMES = 8
@@ -105,6 +110,10 @@ def measure_local_runs() -> dict[str, Any]:
                         for t in rep.get("timeline") or [] if t.get("step_s")
                     ],
                     "threads": (rep.get("environment") or {}).get("torch_threads"),
+                    # the run process's own baseline (before SAM 2 allocates): the local terms
+                    # are solved above it (:func:`sam2tune.memory_model.terms._local_coeffs`)
+                    **{k: (rep.get("environment") or {}).get(k)
+                       for k in ("baseline_rss_bytes", "baseline_resident_bytes")},
                     "prompted": sorted({int(q["frame"]) for q in rep.get("prompts") or []}),
                     "figure": "measured on this machine (sam2tune run, random-init)",
                 }
@@ -116,7 +125,7 @@ def solve_allocator(points: list[tuple[int, float]]) -> tuple[float, float]:
     """``(h_0, h_px)``: the local constant and per-pixel part of the host term from
     ``(S, residual bytes)`` points, residual = measured peak - every other host term the model
     gives for that run. Two points: the exact solve; more: least squares. A per-pixel part
-    below zero (two sizes whose residuals differ by less than their noise) is taken as 0 and the
+    below zero (sizes whose residuals differ by less than their noise) is taken as 0 and the
     constant as the residuals' mean."""
     if not points:
         raise ValueError("solve_allocator: no probe points")

@@ -273,8 +273,9 @@ def _local_coeffs(
 ) -> tuple[dict[str, float], str]:
     """The coefficients with this machine's host constant and per-pixel part (``h_0``,
     ``h_px``), solved from the probe runs (:mod:`sam2tune.memory_model.host_probe`): each run's
-    measured peak minus every other host term this model gives for that run, the calibration's
-    ``h_act`` / ``h_w`` shares kept. Falls back to the calibration's, saying why, without runs."""
+    measured peak minus every other host term this model gives for that run (its baseline: the
+    run's own where recorded, else ``baseline``), the calibration's ``h_act`` / ``h_w`` shares
+    kept. Falls back to the calibration's, saying why, without runs."""
     k, _ = model.kind(device_kind)
     runs = (local or {}).get("runs")
     if not runs:
@@ -285,7 +286,14 @@ def _local_coeffs(
         pts = []
         for r in runs:
             w = Workload(**r["workload"])
-            p = predict(w, Candidate(), model, device_kind, baseline, resident, "calibrated")
+            # each probe run against its own process's baseline where it recorded one: the
+            # solved terms are then what a run adds above its baseline, whatever the page
+            # cache's state when the probe ran (the file-backed library pages at import moved
+            # by up to 190 MiB on one machine between two installations, same imports)
+            b = int(r.get("baseline_rss_bytes") or baseline)
+            rb = int(r.get("baseline_resident_bytes") or b) if r.get("baseline_rss_bytes") \
+                else resident
+            p = predict(w, Candidate(), model, device_kind, b, rb, "calibrated")
             share = (
                 k.get("h_act", 0.0) * p.activation_phases["peak"]
                 + k.get("h_w", 0.0) * w.weights_bytes

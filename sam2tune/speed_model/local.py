@@ -24,9 +24,12 @@ mean and ``p`` how the ratio grows with the step, kept within ``[0, MAX_EXPONENT
 the calibration's kind is not faster at bigger steps than at small ones (on the same machine,
 hours later, the probe's 512 px step ran 0.75x against 0.90x at 256 px, while the 768 px run ran
 1.06x: the 512 px point was the probe's noise, not the machine's shape), and a power beyond
-MAX_EXPONENT from two short runs is noise too. The step's parts (the encoder's, the objects')
-take the full step's factor; loading and decoding take ``s``; the factors (bfloat16, legacy,
-object batches) are ratios of the calibration and stay.
+MAX_EXPONENT from short runs is noise too. The probe's third size (768 px, a step about 7x its
+256 px one) is there for this power: two close points (0.35 s and 1.2 s steps) left it to the
+noise of one of them, and tiny at 768 px was predicted 5-37 % fast on every held-out set. The
+step's parts (the encoder's, the objects') take the full step's factor; loading and decoding
+take ``s``; the factors (bfloat16, legacy, object batches) are ratios of the calibration and
+stay.
 
 ``experiments/bench_speed_local.py`` is the judge: this machine's probe, then real runs off the
 probe's points (other sizes, models, object counts), each predicted with the calibration's
@@ -57,7 +60,7 @@ __all__ = [
 #: the local scale's terms in a kind's coefficients
 #: (:func:`sam2tune.speed_model.model.local_factor`)
 LOCAL_TERMS = ("local_s", "local_p", "local_t")
-#: how fast the ratio may grow with the step: a power beyond it from two short probe runs is the
+#: how fast the ratio may grow with the step: a power beyond it from short probe runs is the
 #: probe's noise, not the machine (a negative power is cut to 0, one scale for every step)
 MAX_EXPONENT = 0.5
 #: ``calibrated`` keeps the calibration's CPU figures as they are (no probe)
