@@ -8,7 +8,7 @@ its sizes are 256 / 384 / 512 / 768 / 1024 px, its lengths 3-8, 12, 16, 24, 32, 
 288-640 px, 10-36 frames, 1-2 objects, stock / release / stream / bfloat16, sam2.1_tiny,
 random-init, one real ``sam2tune run`` each (the project's run machinery, in this process).
 About 5-8 minutes on an idle 2-core CPU (twice that beside other heavy processes; the probe,
-when this machine has none cached yet, adds its 20-60 s once):
+when this machine has none cached yet, adds its minute or so once):
 
     .venv/bin/python experiments/bench_host_terms.py            # writes results/host-terms/
     .venv/bin/python experiments/bench_host_terms.py --points 4 --no-write

@@ -144,7 +144,7 @@ def test_a_failed_probe_falls_back_to_the_calibration_and_says_why(monkeypatch):
     assert "local host terms unavailable: the 512 px run oom" in p.host_sources["allocator"]
 
 
-def test_a_cached_probe_of_other_sizes_is_measured_again(tmp_path, monkeypatch):
+def test_a_cached_probe_of_other_sizes_is_measured_again(tmp_path, monkeypatch, capsys):
     """A cache written by an earlier probe (two sizes, 256 / 512 px) lacks the 768 px run the
     speed scale's growth is measured with: the next call measures the probe again, once."""
     import json
@@ -169,10 +169,12 @@ def test_a_cached_probe_of_other_sizes_is_measured_again(tmp_path, monkeypatch):
         json.dumps({"cpu": {"key": baseline._key("cpu"), "value": old}}))
     got = baseline.host_baseline("cpu", with_local=True)
     assert len(calls) == 1
+    # the minute's wait is announced on stderr, once
+    assert "sam2tune: measuring this machine once (3 short SAM 2 runs" in capsys.readouterr().err
     assert [r["image_size"] for r in got["local"]["runs"]] == [256, 512, 768]
     monkeypatch.setattr(baseline, "_MEMO", {})  # a new process reads the cache it wrote
     assert baseline.host_baseline("cpu", with_local=True)["local"] == got["local"]
-    assert len(calls) == 1
+    assert len(calls) == 1 and capsys.readouterr().err == ""
 
 
 def test_the_fit_on_committed_records_ignores_the_local_terms(this_machine, monkeypatch):

@@ -136,8 +136,13 @@ def host_baseline(
         value["figure"] += " (no CUDA here: host side of the CUDA context not included)"
     memo = value
     if want_local:
-        from sam2tune.memory_model.host_probe import measure_local_runs
+        from sam2tune.memory_model.host_probe import PROBE_SIZES, measure_local_runs
 
+        # a minute of waiting the first time on a machine: say what it is (stderr: answers and
+        # format=json stay clean on stdout)
+        print(f"sam2tune: measuring this machine once ({len(PROBE_SIZES)} short SAM 2 runs "
+              f"for its host memory and CPU speed terms, about a minute on 2 cores; cached in "
+              f"{path})", file=sys.stderr, flush=True)
         try:
             value["local"] = measure_local_runs()
         except RuntimeError as e:  # kept in this process only: the next one measures again
