@@ -148,6 +148,7 @@ def test_a_cached_probe_of_other_sizes_is_measured_again(tmp_path, monkeypatch, 
     """A cache written by an earlier probe (two sizes, 256 / 512 px) lacks the 768 px run the
     speed scale's growth is measured with: the next call measures the probe again, once."""
     import json
+    import sys
 
     from sam2tune.memory_model import host_probe
 
@@ -166,7 +167,7 @@ def test_a_cached_probe_of_other_sizes_is_measured_again(tmp_path, monkeypatch, 
            "local": {"runs": [{"image_size": s, "steps": []} for s in (256, 512)]}}
     (tmp_path / "sam2tune").mkdir()
     (tmp_path / "sam2tune" / "host_baseline.json").write_text(
-        json.dumps({"cpu": {"key": baseline._key("cpu"), "value": old}}))
+        json.dumps({f"cpu {sys.prefix}": {"key": baseline._key("cpu"), "value": old}}))
     got = baseline.host_baseline("cpu", with_local=True)
     assert len(calls) == 1
     # the minute's wait is announced on stderr, once

@@ -5,8 +5,8 @@ sam2tune and, on CUDA, the CUDA context's host side) depends on the machine and 
 it is measured here, never carried from the calibration machine: a fresh process with the run
 process's allocator settings imports what a run imports and reports its peak RSS (and on CUDA,
 after creating the context, the device memory the context takes). Cached in
-``<cache>/host_baseline.json`` per device kind, re-measured when torch / sam2 / sam2tune /
-Python versions or the host change.
+``<cache>/host_baseline.json`` per device kind and installation (``sys.prefix``), re-measured
+when torch / sam2 / sam2tune / Python versions or the host change.
 
 On the CPU the probe also measures this machine's host terms beyond the baseline (``local``:
 short real SAM 2 runs at three sizes, :mod:`sam2tune.memory_model.host_probe`), cached in the
@@ -126,7 +126,9 @@ def host_baseline(
     path = cache_dir(None) / "host_baseline.json"
     cache = _load(path)
     key = _key(device_kind)
-    hit: dict[str, Any] = cache.get(device_kind) or {}
+    # one entry per device kind and installation: two venvs on one machine keep their own
+    entry = f"{device_kind} {sys.prefix}"
+    hit: dict[str, Any] = cache.get(entry) or {}
     fresh = bool(hit.get("key") == key and not refresh)
     if fresh and (not want_local or _has_local(hit["value"])):
         _MEMO[device_kind] = hit["value"]
@@ -148,7 +150,7 @@ def host_baseline(
         except RuntimeError as e:  # kept in this process only: the next one measures again
             memo = dict(value, local={"error": str(e)})
     cache = _load(path)  # another process may have written meanwhile (the probe takes a while)
-    cache[device_kind] = {"key": key, "value": value}
+    cache[entry] = {"key": key, "value": value}
     _MEMO[device_kind] = memo
     try:
         atomic_write_json(path, cache)
