@@ -51,8 +51,10 @@ def _key(device_kind: str) -> dict[str, Any]:
         "device_kind": device_kind,
         "host": platform.node(),
         **{k: env.get(k) for k in ("sam2tune", "torch", "sam2", "python", "cpu")},
-        # the installation: another venv of the same versions maps its libraries' pages
-        # differently (measured: 522 vs 714 MiB at import on one machine, same modules)
+        # the installation: the file-backed library pages a process maps at import follow the
+        # page cache's state of that venv's files (measured on one machine, same modules: 522
+        # vs 714 MiB for two venvs; a fresh install's 636 MiB fell to 532 once its pages were
+        # evicted and read again)
         "prefix": sys.prefix,
         # how peaks are read: a cache from before VmHWM (ru_maxrss carried a parent's peak
         # into the probe) is measured again

@@ -44,8 +44,8 @@ from sam2tune.memory_model.workload import recorded_workload
 __all__ = ["PROBE_SIZES", "PROBE_FRAMES", "measure_local_runs", "solve_allocator"]
 
 #: the probe's input resolutions (px): the calibration's smallest size, a middle one and a large
-#: one (768 px: the speed scale's growth measured over a 7x range of step times, not inferred
-#: from two close points; about 30 s of the probe on a 2-core CPU)
+#: one (768 px: the speed scale's growth measured over a ~10x range of step times, not inferred
+#: from two close points; about 30 s more of the probe on a 2-core CPU)
 PROBE_SIZES = (256, 512, 768)
 #: frames per probe run: the host peak comes from the first propagated steps; the speed model's
 #: local scale (:mod:`sam2tune.speed_model.local`) needs steady steps past the two warm-up frames

@@ -24,7 +24,7 @@ mean and ``p`` how the ratio grows with the step, kept within ``[0, MAX_EXPONENT
 the calibration's kind is not faster at bigger steps than at small ones (on the same machine,
 hours later, the probe's 512 px step ran 0.75x against 0.90x at 256 px, while the 768 px run ran
 1.06x: the 512 px point was the probe's noise, not the machine's shape), and a power beyond
-MAX_EXPONENT from short runs is noise too. The probe's third size (768 px, a step about 7x its
+MAX_EXPONENT from short runs is noise too. The probe's third size (768 px, a step about 9x its
 256 px one) is there for this power: two close points (0.35 s and 1.2 s steps) left it to the
 noise of one of them, and tiny at 768 px was predicted 5-37 % fast on every held-out set. The
 step's parts (the encoder's, the objects') take the full step's factor; loading and decoding
