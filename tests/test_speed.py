@@ -347,9 +347,8 @@ def _probe_runs(
 ) -> list[dict]:
     """Host-probe runs (256 / 512 px, or the sizes ``factor`` names; 8 frames, 1 tiny object,
     stock) of a machine ``factor`` times slower than the calibration's (a number, or one per
-    size): steady steps = factor x the
-    shipped prediction; the warm-up frames, a prompted and a tracked frame far slower (they must
-    be left out)."""
+    size): steady steps = factor x the shipped prediction; the warm-up frames, a prompted and a
+    tracked frame far slower (they must be left out)."""
     import dataclasses
 
     runs = []

@@ -95,6 +95,7 @@ def measure_local_runs() -> dict[str, Any]:
                 tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
                 why = f"ended {row['status']}: {row['error']}" if row else f"no record ({tail[0]})"
                 raise RuntimeError(f"host probe: the {s} px run {why}")
+            env = rep.get("environment") or {}
             runs.append(
                 {
                     "image_size": s,
@@ -109,11 +110,11 @@ def measure_local_runs() -> dict[str, Any]:
                          bool(t.get("tracked")), t.get("cpu_s")]
                         for t in rep.get("timeline") or [] if t.get("step_s")
                     ],
-                    "threads": (rep.get("environment") or {}).get("torch_threads"),
+                    "threads": env.get("torch_threads"),
                     # the run process's own baseline (before SAM 2 allocates): the local terms
                     # are solved above it (:func:`sam2tune.memory_model.terms._local_coeffs`)
-                    **{k: (rep.get("environment") or {}).get(k)
-                       for k in ("baseline_rss_bytes", "baseline_resident_bytes")},
+                    "baseline_rss_bytes": env.get("baseline_rss_bytes"),
+                    "baseline_resident_bytes": env.get("baseline_resident_bytes"),
                     "prompted": sorted({int(q["frame"]) for q in rep.get("prompts") or []}),
                     "figure": "measured on this machine (sam2tune run, random-init)",
                 }

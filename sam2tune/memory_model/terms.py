@@ -290,9 +290,9 @@ def _local_coeffs(
             # solved terms are then what a run adds above its baseline, whatever the page
             # cache's state when the probe ran (the file-backed library pages at import moved
             # by up to 190 MiB on one machine between two installations, same imports)
-            b = int(r.get("baseline_rss_bytes") or baseline)
-            rb = int(r.get("baseline_resident_bytes") or b) if r.get("baseline_rss_bytes") \
-                else resident
+            own = r.get("baseline_rss_bytes")
+            b, rb = ((int(own), int(r.get("baseline_resident_bytes") or own)) if own
+                     else (baseline, resident))
             p = predict(w, Candidate(), model, device_kind, b, rb, "calibrated")
             share = (
                 k.get("h_act", 0.0) * p.activation_phases["peak"]
