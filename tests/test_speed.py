@@ -90,6 +90,33 @@ def test_the_fit_recovers_known_coefficients():
     assert k["i0"] == pytest.approx(0.2) and k["i1"] == pytest.approx(0.01)
 
 
+def test_a_supplement_from_another_machine_is_placed_by_its_anchors():
+    """Runs of another machine 1.3x slower, at sizes the calibration lacks (768 / 1024 px) and
+    at two it has (anchors): the placement recovers the machine's factor and the coefficients,
+    and a supplement without an anchor is refused."""
+    from sam2tune.memory_model.reads import memory_read
+    from sam2tune.speed_model.fit import place
+
+    truth = {"h": 0.004, "e": 0.02, "o": 0.008, "q": 0.003, "a": 0.001}
+
+    def obs(model: str, S: int, k: int, every: int = 0, g: float = 1.0) -> Observation:
+        o = _obs(model, S, k, 1.0, every=every)
+        m = int(memory_read(o.workload, o.candidate, S)["frames"])
+        x = step_features(model, S, k, m)
+        step = g * sum(truth[n] * v for n, v in zip(COEFFS, x, strict=True))
+        return _obs(model, S, k, step, every=every)
+
+    calib = [obs(m, S, k, every) for m in ("sam2.1_tiny", "sam2.1_small", "sam2.1_large")
+             for S in (256, 384, 512) for k, every in ((1, 0), (2, 3), (5, 0), (3, 2))]
+    sup = [obs("sam2.1_tiny", S, k, g=1.3) for S in (256, 512, 768, 1024) for k in (1, 2)]
+    k, g, ratios = place(calib, sup)
+    assert g == pytest.approx(1.3, rel=1e-6) and len(ratios) == 4  # the 256 and 512 px runs
+    for n, v in truth.items():
+        assert k[n] == pytest.approx(v, rel=1e-5, abs=1e-9), n
+    with pytest.raises(ValueError, match="no anchor run at or below 512 px"):
+        place(calib, [o for o in sup if o.workload.image_size > 512])
+
+
 def test_end_to_end_is_loading_plus_every_frames_step():
     k = {"h": 0.01, "e": 0.0, "o": 0.02, "q": 0.0, "a": 0.0, "i0": 1.0, "i1": 0.5}
     m = SpeedModel({"cuda": k}, {"cuda": {"runs": 3, "devices": ["NVIDIA H200"]}})

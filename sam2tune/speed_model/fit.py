@@ -8,6 +8,7 @@ the calibration that stops short of it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Sequence
@@ -192,16 +193,91 @@ def _kind_of(results_dir: Path, run_id: str) -> str:
     return "cuda" if str(rep["row"].get("device")) == "cuda" else "cpu"
 
 
+#: the share a supplement's machine factor may still move by when its placement stops
+_PLACE_TOL = 1e-4
+
+
+def _plain(o: Observation) -> bool:
+    return o.candidate.dtype == "float32" and o.candidate.predictor == "per_object"
+
+
+def _scaled(obs: Sequence[Observation], g: float) -> list[Observation]:
+    """``obs`` on the calibration machine's scale: steps divided by the machine factor ``g``;
+    loading left out of the loading fit (``init_s`` 0: measured on another machine)."""
+    return [dataclasses.replace(o, step_s=o.step_s / g, init_s=0.0) for o in obs]
+
+
+def place(
+    calib: Sequence[Observation], sup: Sequence[Observation]
+) -> tuple[dict[str, float], float, list[float]]:
+    """The coefficients fitted on ``calib`` and a supplement ``sup`` measured on another
+    machine, that machine's factor ``g`` (its steps are ``g`` times the calibration machine's)
+    and the anchors' ratios it is the median of. The anchors are the supplement's float32
+    per-object observations at sizes the calibration's own have (at most its largest): ``g`` is
+    their median ratio to the joint fit, the fit redone on the supplement divided by ``g``, until
+    ``g`` settles. ValueError without anchors (nothing ties the machines together)."""
+    top = max(o.candidate.image_size or o.workload.image_size for o in calib if _plain(o))
+    anchors = [o for o in sup if _plain(o) and (o.candidate.image_size or o.workload.image_size)
+               <= top]
+    if not anchors:
+        raise ValueError(f"speed model: the supplement has no anchor run at or below {top} px")
+    k, g = fit(calib), 1.0
+    ratios: list[float] = []
+    for _ in range(50):
+        m = SpeedModel({anchors[0].device_kind: k})
+        ratios = [o.step_s / float(_error_row(o, m, "", 0)["step_pred_s"]) for o in anchors]
+        new = float(statistics.median(ratios))
+        k = fit([*calib, *_scaled(sup, new)])
+        settled = abs(new / g - 1) < _PLACE_TOL
+        g = new
+        if settled:
+            break
+    return k, g, ratios
+
+
+def _place_all(
+    model: SpeedModel, kind: str, cal: list[Observation],
+    sups: list[tuple[Path, list[Observation], list[Observation]]], info: dict[str, Any],
+) -> list[tuple[Path, float, list[Observation], list[Observation]]]:
+    """Each supplement of ``kind`` placed (:func:`place`) against the calibration with the
+    earlier ones in it; ``model``'s coefficients and ``info`` (runs, devices, ``supplements``)
+    updated. (folder, machine factor, its fitted and held-out observations) per supplement."""
+    placed: list[tuple[Path, float, list[Observation], list[Observation]]] = []
+    for d, sc, sv in sups:
+        sc = [o for o in sc if o.device_kind == kind]
+        if not sc:
+            continue
+        # each supplement placed against the calibration with the earlier ones in it
+        base = [*cal, *(x for _, g0, s0, _ in placed for x in _scaled(s0, g0))]
+        k, g, ratios = place(base, sc)
+        model.coeffs[kind] = k
+        placed.append((d, g, sc, [o for o in sv if o.device_kind == kind]))
+        info.setdefault("supplements", []).append({
+            "dir": str(d), "runs": len({o.run_id for o in sc}),
+            "anchors": len(ratios), "scale": g, "ratios": ratios,
+            "devices": sorted({o.device_name for o in sc})})
+        info["runs"] += len({o.run_id for o in sc})
+        info["observations"] += len(sc)
+        info["devices"] = sorted({*info["devices"], *(o.device_name for o in sc)})
+    return placed
+
+
 def fit_and_evaluate(
     calibration_dir: str | Path, validation_dir: str | Path | None = None, seed: int = 0,
-    batch_dir: str | Path | None = None,
+    batch_dir: str | Path | None = None, supplements: Sequence[str | Path] = (),
 ) -> tuple[SpeedModel, pd.DataFrame]:
     """The speed model fitted per device kind on ``calibration_dir``, and the held-out errors
     of ``validation_dir``'s runs (with their axes); with ``batch_dir``, the object-batch term
     fitted on its ``calibration/`` runs and checked on its ``validation/`` runs (their errors in
-    ``model.calibration[kind]["object_batch"]``)."""
+    ``model.calibration[kind]["object_batch"]``). Each of ``supplements`` is a folder of runs
+    measured on another machine (``calibration/``, fitted on, placed on the calibration's scale
+    by its anchors: :func:`place`; ``validation/``, held out, predicted on that machine's scale,
+    axis ``supplement: <folder name>``)."""
     calib = observations(calibration_dir)
     valid = observations(validation_dir) if validation_dir else []
+    sups = [(Path(d), observations(Path(d) / "calibration"),
+             observations(Path(d) / "validation") if (Path(d) / "validation").is_dir() else [])
+            for d in supplements]
     model = SpeedModel()
     frames = []
     for kind in sorted({o.device_kind for o in calib}):
@@ -214,8 +290,19 @@ def fit_and_evaluate(
             "devices": sorted({o.device_name for o in cal}),
             "calibration_dir": str(calibration_dir),
         }
+        placed = _place_all(model, kind, cal, sups, info)
+        every = [*cal, *(x for _, g0, s0, _ in placed for x in _scaled(s0, g0))]
+        held = []
         if val:
-            ev = evaluate(cal, val, kind, _axis_tags(seed, kind)).assign(device_kind=kind)
+            held.append(evaluate(every, val, kind, _axis_tags(seed, kind)))
+        for d, g, _, sv in placed:
+            if sv:
+                m = SpeedModel({kind: model.coeffs[kind]})
+                rows = [_error_row(o, m, f"supplement: {d.name}", len(
+                    {c.run_id for c in every})) for o in _scaled(sv, g)]
+                held.append(pd.DataFrame(rows))
+        if held:
+            ev = pd.concat(held, ignore_index=True).assign(device_kind=kind)
             frames.append(ev)
             e = ev["step_err"].abs()
             info["held_out"] = {"runs": int(ev["run_id"].nunique()), "median": float(e.median()),
