@@ -27,4 +27,10 @@ def this_probe(refresh: bool) -> tuple[dict[str, Any], str, str]:
     if "error" in probe:
         raise SystemExit(f"the host probe failed: {probe['error']}")
     cpu = str(environment().get("cpu") or "unknown")
-    return probe, cpu, re.sub(r"[^a-z0-9]+", "-", cpu.lower())
+    return probe, cpu, cpu_slug(cpu)
+
+
+def cpu_slug(cpu: str | None = None) -> str:
+    """This machine's CPU (or ``cpu``) as a file-name slug: ``AMD EPYC`` -> ``amd-epyc``."""
+    name = cpu if cpu is not None else str(environment().get("cpu") or "unknown")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower())

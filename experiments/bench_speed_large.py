@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import random
-import re
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from sam2tune.provenance import environment
+from _bench_probe import cpu_slug  # experiments/, beside this file
+
 from sam2tune.speed_model.fit import fit_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +108,7 @@ def main() -> None:
         print(text)
         (a.report / "speed_large.txt").write_text(text + "\n")
         return
-    cpu = re.sub(r"[^a-z0-9]+", "-", str(environment().get("cpu") or "unknown").lower())
-    out = ROOT / "results" / "cpu-speed-large" / f"{datetime.date.today()}-{cpu}"
+    out = ROOT / "results" / "cpu-speed-large" / f"{datetime.date.today()}-{cpu_slug()}"
     if any(out.glob("*/runs/*")):
         print(f"sam2tune: error: {out}: has runs already (--report to re-read them)",
               file=sys.stderr)

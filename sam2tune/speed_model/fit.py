@@ -81,11 +81,15 @@ def _x(o: Observation) -> list[float]:
     return step_features(o.workload.model, S, o.objects, mem)
 
 
+def _plain(o: Observation) -> bool:
+    """A float32 run of the per-object predictor (what the step's coefficients are fitted on)."""
+    return o.candidate.dtype == "float32" and o.candidate.predictor == "per_object"
+
+
 def fit(obs: Sequence[Observation]) -> dict[str, float]:
     """Coefficients of one device kind: the step's (per-object float32 runs), then the
     bfloat16 and legacy-batched factors, then loading."""
-    plain = [o for o in obs if o.candidate.dtype == "float32" and
-             o.candidate.predictor == "per_object"]
+    plain = [o for o in obs if _plain(o)]
     if len(plain) < len(COEFFS):
         raise ValueError(f"speed model: {len(plain)} float32 per-object observations to fit")
     X = np.array([_x(o) for o in plain])
@@ -197,14 +201,18 @@ def _kind_of(results_dir: Path, run_id: str) -> str:
 _PLACE_TOL = 1e-4
 
 
-def _plain(o: Observation) -> bool:
-    return o.candidate.dtype == "float32" and o.candidate.predictor == "per_object"
-
-
 def _scaled(obs: Sequence[Observation], g: float) -> list[Observation]:
     """``obs`` on the calibration machine's scale: steps divided by the machine factor ``g``;
     loading left out of the loading fit (``init_s`` 0: measured on another machine)."""
     return [dataclasses.replace(o, step_s=o.step_s / g, init_s=0.0) for o in obs]
+
+
+_Placed = tuple[Path, float, list[Observation], list[Observation]]
+
+
+def _joined(cal: Sequence[Observation], placed: Sequence[_Placed]) -> list[Observation]:
+    """The calibration's observations and every placed supplement's, on its scale."""
+    return [*cal, *(x for _, g, sc, _ in placed for x in _scaled(sc, g))]
 
 
 def place(
@@ -238,18 +246,16 @@ def place(
 def _place_all(
     model: SpeedModel, kind: str, cal: list[Observation],
     sups: list[tuple[Path, list[Observation], list[Observation]]], info: dict[str, Any],
-) -> list[tuple[Path, float, list[Observation], list[Observation]]]:
+) -> list[_Placed]:
     """Each supplement of ``kind`` placed (:func:`place`) against the calibration with the
     earlier ones in it; ``model``'s coefficients and ``info`` (runs, devices, ``supplements``)
     updated. (folder, machine factor, its fitted and held-out observations) per supplement."""
-    placed: list[tuple[Path, float, list[Observation], list[Observation]]] = []
+    placed: list[_Placed] = []
     for d, sc, sv in sups:
         sc = [o for o in sc if o.device_kind == kind]
         if not sc:
             continue
-        # each supplement placed against the calibration with the earlier ones in it
-        base = [*cal, *(x for _, g0, s0, _ in placed for x in _scaled(s0, g0))]
-        k, g, ratios = place(base, sc)
+        k, g, ratios = place(_joined(cal, placed), sc)
         model.coeffs[kind] = k
         placed.append((d, g, sc, [o for o in sv if o.device_kind == kind]))
         info.setdefault("supplements", []).append({
@@ -291,16 +297,15 @@ def fit_and_evaluate(
             "calibration_dir": str(calibration_dir),
         }
         placed = _place_all(model, kind, cal, sups, info)
-        every = [*cal, *(x for _, g0, s0, _ in placed for x in _scaled(s0, g0))]
+        every = _joined(cal, placed)
         held = []
         if val:
             held.append(evaluate(every, val, kind, _axis_tags(seed, kind)))
+        joint, n_fit = SpeedModel({kind: model.coeffs[kind]}), len({c.run_id for c in every})
         for d, g, _, sv in placed:
             if sv:
-                m = SpeedModel({kind: model.coeffs[kind]})
-                rows = [_error_row(o, m, f"supplement: {d.name}", len(
-                    {c.run_id for c in every})) for o in _scaled(sv, g)]
-                held.append(pd.DataFrame(rows))
+                held.append(pd.DataFrame([_error_row(o, joint, f"supplement: {d.name}", n_fit)
+                                          for o in _scaled(sv, g)]))
         if held:
             ev = pd.concat(held, ignore_index=True).assign(device_kind=kind)
             frames.append(ev)
