@@ -505,6 +505,8 @@ def _main(argv: list[str]) -> None:
         command.func(rest)
     except InputError as e:
         _fail(str(e))
+    except BrokenPipeError:  # `sam2tune predict ... | head`: the reader has what it wanted
+        raise
     except OSError as e:  # e.g. a read-only results_dir: say which file, no traceback
         _fail(f"{e.filename or name}: {e.strerror or e}")
 

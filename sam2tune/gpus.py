@@ -85,6 +85,20 @@ def detect_gpu() -> tuple[str, int]:
         ) from None
 
 
+def _suggest(gpu: str) -> str:
+    """The catalog names ``gpu`` is part of (``H100``: H100 80GB, H100 NVL), else the closest,
+    else the whole catalog."""
+    import difflib
+
+    names = [x.name for x in catalog_entries()]
+    words = gpu.strip().lower().split()
+    part = [n for n in names if words and all(w in n.lower().split() for w in words)]
+    close = part or difflib.get_close_matches(gpu, names, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(n) for n in close) + "?"
+    return ", ".join(names)
+
+
 def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
     """Bytes and a description: an explicit budget, a catalog GPU, or the local GPU.
 
@@ -106,8 +120,8 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
         by = {g.name.lower(): g for g in catalog_entries()}
         g = by.get(str(gpu).strip().lower())
         if g is None:
-            names = ", ".join(x.name for x in catalog_entries())
-            raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml ({names})")
+            raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml "
+                             f"({_suggest(str(gpu))})")
         return g.total_bytes, f"{g.name} ({g.total_bytes / 1e9:g} GB = {fmt_bytes(g.total_bytes)})"
     name, total = detect_gpu()
     return total, f"{name} (detected, {fmt_bytes(total)})"

@@ -42,7 +42,7 @@ def format_summary(row: dict[str, Any], report_path: Path | None = None) -> str:
         + ("  (random-init: memory and speed are faithful; masks are not)" if random_init else ""),
         f"  video   {r['num_frames']} frames x {r['num_objects']} objects, "
         f"{r['num_cond_frames']} conditioning frames; "
-        f"device={r['device']} ({r.get('device_name')})",
+        f"device={r['device']}" + (f" ({r['device_name']})" if r.get("device_name") else ""),
         f"  knobs   offload_video={r['offload_video_to_cpu']} "
         f"offload_state={r['offload_state_to_cpu']}"
         f" max_cond_frames_in_attn={r['max_cond_frames_in_attn']} dtype={r['dtype']}"

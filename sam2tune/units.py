@@ -74,6 +74,11 @@ def _whole_bytes(name: str, n: float, shown: str, unit: bool) -> int:
         )
     if n < 1:
         raise ValueError(f"{name}: size must be positive (at least 1 byte), got {shown}")
+    if not unit and n < MiB:  # every size read here is a memory budget: 32 is a lost unit
+        raise ValueError(
+            f"{name}: a size without a unit is bytes, and {shown} bytes is less than 1 MiB: "
+            f"give a unit (did you mean {int(n)}GiB?)"
+        )
     return int(n)
 
 

@@ -97,7 +97,40 @@ NUMBERS = [
     (["predict", "workload.video_width=-5"], "workload.video_width", "positive"),
     (["run", "video.num_frames=1000000000"], "video.num_frames", "at most 18000"),
     (["tune", "budget=8GiB", "confirm_frames=-1"], "confirm_frames", ">= 1"),
+    # a bare number is bytes: a budget under 1 MiB is a lost unit, not a budget
+    (["predict", "host_budget=32"], "host_budget", "did you mean 32GiB?"),
+    (["recommend", "budget=24"], "budget", "did you mean 24GiB?"),
+    (["run", "limits.host_memory_budget=8"], "limits.host_memory_budget", "less than 1 MiB"),
 ]
+
+KEYS = [
+    # a typo inside workload.* gets the closest field, as a top-level typo does
+    (["predict", "workload.num_object=3"], "workload.num_object",
+     "did you mean workload.num_objects?"),
+    (["recommend", "budget=24GiB", "workload.imge_size=512"], "workload.imge_size",
+     "did you mean workload.image_size?"),
+    # two descriptions of the workload: the run key would be ignored, so it is refused
+    (["predict", "workload.num_objects=3", "video.num_objects=5"], "video.num_objects",
+     "say workload.num_objects=... instead"),
+    (["predict", "workload.model=sam2.1_tiny", "model=sam2.1_large"], "model",
+     "say workload.model=... instead"),
+    (["predict", "workload.num_frames=90", "video=mp4"], "video", "would be ignored"),
+]
+
+
+def test_unknown_and_conflicting_keys_are_refused_naming_the_key(tmp_path):
+    afile = tmp_path / "runs.txt"  # results_dir given a file: nothing to read runs from
+    afile.write_text("x")
+    for args, key, what in [
+        *KEYS,
+        (["recommend", "budget=8GiB", f"results_dir={afile}"], "results_dir", "is a file"),
+        (["lookup", f"results_dir={afile}", f"out={tmp_path / 'lk'}"], "results_dir",
+         "is a file"),
+    ]:
+        r = _cli(args, tmp_path)
+        _refused(r, key)
+        assert what in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "lk").exists()
 
 
 def test_numbers_at_their_edges_are_refused_naming_the_field(tmp_path):
@@ -347,3 +380,21 @@ def test_a_processs_peak_rss_is_its_own_not_its_parents():
     code = "from sam2tune.probes import peak_rss_bytes; print(peak_rss_bytes())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert hold.sum() > 0 and int(out.stdout) < 1024 * 2**20, int(out.stdout)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(tmp_path):
+    import torch
+
+    bad = ["device=cuda:99"] if torch.cuda.is_available() else ["device=cuda", "device=cuda:1"]
+    for j, dev in enumerate(bad):
+        out = tmp_path / f"out{j}"
+        r = _cli(["run", dev, "video.num_frames=3", f"results_dir={out}"], tmp_path)
+        _refused(r, "device")
+        assert not out.exists(), list(out.rglob("*"))  # not even an empty .tmp
+
+
+def test_a_gpu_name_short_of_the_catalogs_gets_the_names_it_is_part_of(tmp_path):
+    for gpu, names in (("H100", "'H100 80GB' or 'H100 NVL'"), ("4090", "'RTX 4090'")):
+        r = _cli(["recommend", f"gpu={gpu}", *W], tmp_path)
+        _refused(r, "gpu")
+        assert f"did you mean {names}?" in r.stderr, r.stderr

@@ -163,6 +163,42 @@ def test_trust_region_says_how_far_outside():
     assert "2.0x the largest calibrated" in p.trust["statement"]
 
 
+def test_trust_region_checks_size_and_objects_together_per_model():
+    """Each axis inside on its own is not enough: tiny ran at 1024 px and large ran, but never
+    large at 1024 px, nor tiny at 1024 px with 3 objects."""
+    region = {
+        "image_size": {"min": 256, "max": 1024},
+        "num_objects": {"min": 1, "max": 3},
+        "model": ["sam2.1_large", "sam2.1_tiny"],
+        "joint": [["sam2.1_large", 256, 1], ["sam2.1_large", 384, 1], ["sam2.1_tiny", 256, 3],
+                  ["sam2.1_tiny", 512, 3], ["sam2.1_tiny", 1024, 2]],
+    }
+
+    def trust(model, size, objects):
+        return trust_region(Workload(model, size, 24, objects, 1), Candidate(), {"region": region})
+
+    for inside in (("sam2.1_tiny", 1024, 2), ("sam2.1_tiny", 480, 3), ("sam2.1_large", 320, 1)):
+        assert trust(*inside)["inside"], inside
+    t = trust("sam2.1_large", 1024, 3)
+    assert not t["inside"]
+    assert ("sam2.1_large at 1024 px x 3 objects: never calibrated together (the largest "
+            "calibrated with sam2.1_large: 384 px x 1 object)") in t["statement"]
+    t = trust("sam2.1_tiny", 1024, 3)
+    assert not t["inside"] and "512 px x 3 objects, 1024 px x 2 objects" in t["statement"]
+    # sam2_tiny is tiny's architecture twin: checked against tiny's runs
+    assert not trust("sam2_tiny", 1024, 3)["inside"] and trust("sam2_tiny", 1024, 2)["inside"]
+
+
+def test_the_shipped_trust_region_says_large_at_1024_px_was_never_calibrated():
+    """The designed calibration runs sam2.1_large at 256 and 384 px only (design.py; the H200
+    and CPU sets alike): the default workload's model and size were never run together."""
+    model = MemoryModel.load()
+    for kind in ("cpu", "cuda"):
+        t = trust_region(Workload("sam2.1_large", 1024, 24, 1, 1), Candidate(),
+                         model.calibration[kind])
+        assert not t["inside"] and "never calibrated together" in t["statement"], kind
+
+
 @pytest.mark.parametrize("every", [0, 30])
 def test_max_frames_within_budget_is_the_largest_that_fits(every):
     m = _model()

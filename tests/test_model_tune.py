@@ -460,3 +460,22 @@ def test_lossless_answers_are_ranked_by_predicted_end_to_end_time():
     # a device kind the speed model has no calibration for: the sourced priors rank
     w = Workload("sam2.1_tiny", 512, 60, 1)
     assert end_to_end_s(Candidate(), w, "mps") is None
+
+
+def test_predict_names_what_does_not_fit():
+    """A stream run fits any GPU; with a 1 GiB host budget it is the host that does not fit,
+    and the answer says so (it once said only "does NOT fit" beside the GPU's budget)."""
+
+    def verdict(*args):
+        p = subprocess.run(sam2tune_cmd() + ["predict", "format=json", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    d = verdict("knobs.strategy=stream", "gpu=H200", "host_budget=1GiB")
+    assert d["device_peak_bytes"] < d["usable_budget_bytes"] and not d["fits"]
+    (why,) = d["does_not_fit"]
+    assert why.startswith("host peak ") and why.endswith("> host_budget 1.00 GiB")
+    d = verdict("budget=1GiB", "host_budget=512GiB")
+    assert [w.split(" ")[0] for w in d["does_not_fit"]] == ["accelerator"]
+    assert verdict("gpu=H200", "host_budget=512GiB")["does_not_fit"] == []

@@ -137,11 +137,13 @@ def test_a_real_checkpoint_is_loaded_and_hashed(small, tmp_path):
     b = build_predictor(
         ModelConfig(image_size=S, weights_seed=3), KnobsConfig(), torch.device("cpu"), tmp_path
     )
-    ckpt = tmp_path / "sam2.1_hiera_tiny.pt"
+    (tmp_path / "mine").mkdir()  # the user's own folder: sam2tune writes nothing into it
+    ckpt = tmp_path / "mine" / "sam2.1_hiera_tiny.pt"
     torch.save({"model": b.predictor.state_dict()}, ckpt)
     r = run_isolated(small(f"model.checkpoint={ckpt}")).row
     assert r["status"] == "ok"
     assert r["weights"] == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert [p.name for p in ckpt.parent.iterdir()] == [ckpt.name]
 
 
 @pytest.mark.slow

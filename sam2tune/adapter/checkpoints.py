@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam2tune.errors import InputError
-from sam2tune.paths import atomic_write, atomic_write_json
+from sam2tune.paths import atomic_write, atomic_write_json, cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,8 @@ def load_state_dict(module: torch.nn.Module, path: Path, model_name: str) -> str
             f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
             f"{(list(missing) + list(unexpected))[0]})"
         )
-    return "sha256:" + sha256_file(path, path.parent)
+    # the hash's memo lives in sam2tune's cache, never beside the user's checkpoint
+    return "sha256:" + sha256_file(path, cache_dir())
 
 
 def download(model: ModelConfig, cache_root: Path, timeout_s: float = 30.0) -> Path:

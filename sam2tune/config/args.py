@@ -47,6 +47,24 @@ def repeated_key(args: list[str]) -> str | None:
     return None
 
 
+def _check_key(key: str, command: str, cls: type) -> None:
+    """Refuse an unknown key, nested ones included (``workload.num_object``), with the closest
+    known key of the same level."""
+    owner, prefix = cls, ""
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(owner)}
+        if part not in fields:
+            close = difflib.get_close_matches(part, sorted(fields), n=1)
+            hint = (f"did you mean {prefix}{close[0]}?" if close
+                    else f"`sam2tune {command} --help`")
+            raise InputError(f"{command}: {key}: unknown argument ({hint})")
+        value = fields[part].default_factory  # type: ignore[misc]
+        nested = value() if value is not dataclasses.MISSING else None
+        if not dataclasses.is_dataclass(nested):
+            return  # a plain value: OmegaConf checks its type
+        owner, prefix = type(nested), f"{prefix}{part}."
+
+
 def parse(args: list[str], command: str, cls: type[T]) -> T:
     """Typed arguments of ``command`` from ``key=value`` pairs: unknown keys, bad types and a
     repeated key refused in one line naming the key; then the class's own ``validate()``."""
@@ -57,13 +75,8 @@ def parse(args: list[str], command: str, cls: type[T]) -> T:
     for a in args:
         if "=" not in a:
             raise InputError(f"{command}: {a}: expected key=value (sam2tune {command} --help)")
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for a in args:
-        key = a.split("=", 1)[0]
-        if key.split(".")[0] not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {close[0]}?" if close else f"`sam2tune {command} --help`"
-            raise InputError(f"{command}: {key}: unknown argument ({hint})")
+        _check_key(a.split("=", 1)[0], command, cls)
     dup = repeated_key(args)
     if dup is not None:
         raise InputError(f"{command}: {dup}: given more than once")

@@ -270,6 +270,11 @@ def region_of(rows: list[CalibrationRow]) -> dict[str, Any]:
             region[name] = sorted(set(vals), key=str)
         else:
             region[name] = {"min": min(vals), "max": max(vals)}
+    # the fitted terms' joint axes: a model's largest size and most objects may never have
+    # run together (tiny at 1024 px, large at 384 px only: large at 1024 px is no axis's edge)
+    region["joint"] = sorted(
+        {(a["model"], a["image_size"], a["num_objects"]) for a in axes}, key=str
+    )
     return region
 
 

@@ -66,6 +66,9 @@ def trust_region(
             exact.append(f"{note} ({EXACT_AXES[name]})")
         elif note:
             notes.append(note)
+    joint = _joint_note(w, c, axes, region.get("joint"), read)
+    if joint:
+        notes.append(joint)
     inside = not notes
     head = (
         "inside the calibrated region for every fitted term"
@@ -75,6 +78,26 @@ def trust_region(
     if exact:
         head += "; not a concern: " + "; ".join(exact)
     return {"inside": inside, "axes": axes, "statement": head, "exact_extrapolations": exact}
+
+
+def _joint_note(
+    w: Workload, c: Candidate, axes: dict[str, Any], joint: Any, read: Any
+) -> str | None:
+    """A note when no calibrated run of the workload's model (or its architecture twin) had at
+    least its image size and object count together, each axis being inside on its own."""
+    if not joint or any(axes.get(a, {}).get("status") != "inside"
+                        for a in ("model", "image_size", "num_objects")):
+        return None  # no joint record, or an axis already outside on its own
+    v = workload_axes(w, c, read)
+    model = axes["model"].get("via") or v["model"]
+    mine = [(int(s), int(k)) for m, s, k in joint if m == model]
+    if not mine or any(s >= v["image_size"] and k >= v["num_objects"] for s, k in mine):
+        return None
+    front = sorted({(s, k) for s, k in mine
+                    if not any(s2 >= s and k2 >= k and (s2, k2) != (s, k) for s2, k2 in mine)})
+    seen = ", ".join(f"{s} px x {k} object{'s' if k > 1 else ''}" for s, k in front)
+    return (f"{v['model']} at {v['image_size']} px x {v['num_objects']} objects: never "
+            f"calibrated together (the largest calibrated with {model}: {seen})")
 
 
 def _axis(name: str, v: Any, cal: Any) -> tuple[dict[str, Any], str | None]:

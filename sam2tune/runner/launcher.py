@@ -155,10 +155,38 @@ class _Prepared:
     weights: str
     video: Any
     prompts: list[Any]
+    created: bool = False  #: results_dir did not exist before this run
+
+
+def _check_device(device: str) -> None:
+    """``device=cuda[:i]`` needs that CUDA device here: refused before anything is written."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(f"device: {device} requested but no CUDA device is available")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise InputError(
+            f"device: {device}: no such CUDA device ({torch.cuda.device_count()} here)"
+        )
+
+
+def _discard(pre: _Prepared, tmp_dir: Path) -> None:
+    """Remove what a run that never started wrote: its folder, an empty ``.tmp``, and the
+    results folder itself when this run created it and it is still empty."""
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    for d in (tmp_dir.parent, pre.results) if pre.created else (tmp_dir.parent,):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def _prepare(cfg: RunConfig) -> _Prepared:
     predictor_target(cfg.knobs)  # validates knob combinations
+    _check_device(cfg.device)
     if cfg.probe.memory_snapshot and not cfg.device.startswith("cuda"):
         import torch
 
@@ -175,11 +203,12 @@ def _prepare(cfg: RunConfig) -> _Prepared:
     except OSError as e:
         raise InputError(f"cache_dir: cannot write to {str(cache_root)!r} ({e})") from None
     ckpt = resolve_checkpoint(cfg.model, cache_root)
-    weights = "random-init" if ckpt is None else "sha256:" + sha256_file(ckpt, ckpt.parent)
+    weights = "random-init" if ckpt is None else "sha256:" + sha256_file(ckpt, cache_root)
     video = resolve_video(cfg.video, cache_root)
     prompts = make_prompts(video, cfg.scenario, video.num_frames)
+    created = not results.exists()
     check_writable_dir(results, "results_dir")
-    return _Prepared(cfg, results, cache_root, weights, video, prompts)
+    return _Prepared(cfg, results, cache_root, weights, video, prompts, created)
 
 
 def _time_limit(cfg: RunConfig) -> tuple[float, str]:
@@ -368,13 +397,13 @@ def run_isolated(cfg: RunConfig) -> RunOutcome:
         claim(tmp_dir)
         ex = _launch(pre, tmp_dir, run_id)
     except OSError as e:  # a full disk, a results dir made read-only: nothing half-written
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _discard(pre, tmp_dir)
         raise InputError(
             f"results_dir: cannot write to {str(pre.results)!r} ({e.strerror or e})"
         ) from None
     wall_s = time.perf_counter() - t0
     if ex.msg is not None and ex.msg["kind"] == "input_error":
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _discard(pre, tmp_dir)
         raise InputError(ex.msg["message"])
     ended = _outcome(pre, ex)
     measures, body = ended.measures, ended.body

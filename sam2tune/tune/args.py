@@ -78,6 +78,10 @@ class ModelArgs:
         """One-line errors for values the type alone does not rule out."""
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
+        if Path(self.results_dir).expanduser().exists() and not Path(
+            self.results_dir
+        ).expanduser().is_dir():
+            raise InputError(f"results_dir: {self.results_dir}: is a file, not a folder of runs")
         impls_of(self.impl)
         why = impl_refusal(self.impl, KnobsConfig(), model_preset(self.workload.model))
         if self.impl == "transformers" and why is not None:

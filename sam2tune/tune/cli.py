@@ -165,7 +165,7 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
     print(f"trust: {p['trust']['statement']}")
     print(f"speed: {p['speed']['text']} [predicted: {p['speed']['provenance']}]")
     if "usable_rule" in p:
-        verdict = "fits" if p["fits"] else "does NOT fit"
+        verdict = "fits" if p["fits"] else "does NOT fit: " + "; ".join(p["does_not_fit"])
         print(f"budget: {p['usable_rule']}: {verdict} [predicted]")
     fits = p.get("max_frames_within_budget_by_strategy")
     if fits:
@@ -190,6 +190,31 @@ def _speed_of(w: Any, c: Any, kind: str, gpu: str | None) -> dict[str, Any]:
     return {**(sp.to_dict() if sp else {}), "text": text, "provenance": rests}
 
 
+#: run keys that describe the workload, and what says the same in recommend's grammar
+_WORKLOAD_OF_RUN = {
+    "model": "workload.model", "model.name": "workload.model",
+    "model.image_size": "workload.image_size", "video.num_frames": "workload.num_frames",
+    "video.num_objects": "workload.num_objects", "video.height": "workload.video_height",
+    "video.width": "workload.video_width",
+}
+
+
+def _refuse_two_workloads(overrides: list[str]) -> None:
+    """With ``workload.*`` the workload is that one: a run key describing a workload as well
+    (``video.num_objects=5``) would be silently ignored, so it is refused, naming the
+    ``workload.*`` key that says it."""
+    for ov in overrides:
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key in _WORKLOAD_OF_RUN or key.split(".")[0] in ("model", "video", "scenario"):
+            same = _WORKLOAD_OF_RUN.get(key)
+            say = (f"say {same}=... instead" if same
+                   else "describe the workload with run keys only, or with workload.* only")
+            raise InputError(
+                f"predict: {key}: a run key describing the workload, given with workload.* "
+                f"(which describes it here, so this one would be ignored): {say}"
+            )
+
+
 def predict_cmd(args: list[str]) -> None:
     """``sam2tune predict <run overrides | workload.*=...> [format=json] [model_file=...]
     [device_kind=cuda|cpu] [budget=24GiB | gpu=NAME] [host_budget=64GiB]``."""
@@ -198,6 +223,8 @@ def predict_cmd(args: list[str]) -> None:
 
     wargs = [a for a in args if a.startswith("workload.")]  # recommend's workload grammar
     pa, overrides = split_args([a for a in args if a not in wargs], "predict", PredictArgs)
+    if wargs:
+        _refuse_two_workloads(overrides)
     if pa.format not in ("text", "json"):
         raise InputError(f"format: must be text or json, got {pa.format!r}")
     if pa.device_kind not in ("cuda", "cpu"):
@@ -236,9 +263,14 @@ def predict_cmd(args: list[str]) -> None:
         usable, rule = usable_memory(budgets["budget"], model, ta.device_kind)
         budgets = dict(budgets, budget=usable)  # frames within the usable memory
         p["usable_budget_bytes"], p["usable_rule"] = usable, rule
-        p["fits"] = p["device_peak_bytes"] <= usable and (
-            "host_budget" not in budgets or p["host_peak_bytes"] <= budgets["host_budget"]
-        )
+        over = []  # what does not fit, named (the device, the host or both)
+        if p["device_peak_bytes"] > usable:
+            over.append(f"accelerator peak {fmt_bytes(p['device_peak_bytes'])} > usable "
+                        f"{fmt_bytes(usable)}")
+        if "host_budget" in budgets and p["host_peak_bytes"] > budgets["host_budget"]:
+            over.append(f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget "
+                        f"{fmt_bytes(budgets['host_budget'])}")
+        p["fits"], p["does_not_fit"] = not over, over
         p["host_budget_bytes"] = budgets.get("host_budget")
         own, by_strategy = _frames_within(
             w.with_frames if wargs else (lambda n: workload_of(cfg, n)), c, model,
