@@ -23,6 +23,9 @@ SETS = [  # calibration, held-out, object-batch runs (calibration/ + validation/
     ("results/cpu-calibration", "results/cpu-validation", "results/object-batch/speed"),
     ("results/gpu-nvidia-h200/calibration", "results/gpu-nvidia-h200/validation", None),
 ]
+#: per calibration set, the supplements measured elsewhere (placed by their anchor runs): the
+#: CPU calibration has no steady step above 512 px, experiments/bench_speed_large.py measures them
+SUPPLEMENTS = {"results/cpu-calibration": "results/cpu-speed-large/*"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
                 for i, (c, v) in enumerate(args.set)]
     for cal, val, batch in sets:
         batch = None if batch in (None, "-") else batch
-        model, ev = fit_and_evaluate(cal, val, batch_dir=batch)
+        sups = sorted(str(d) for d in Path().glob(SUPPLEMENTS.get(cal, "-"))
+                      if (d / "calibration").is_dir())
+        model, ev = fit_and_evaluate(cal, val, batch_dir=batch, supplements=sups)
+        for s in model.calibration.get("cpu", {}).get("supplements", []) if sups else []:
+            print(f"[cpu] supplement {s.get('dir')}: placed at x{s['scale']:.3f} by "
+                  f"{s.get('anchors')} anchor observations")
         for kind, k in model.coeffs.items():
             info = model.calibration[kind]
             shipped.coeffs[kind], shipped.calibration[kind] = k, info

@@ -149,7 +149,8 @@ def local_scale(
     slope = (sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / var
              if var > 1e-6 else 0.0)
     used = max(0.0, min(MAX_EXPONENT, slope))
-    return {"scale": math.exp(my), "exponent": used, "fitted": slope, "clamped": used != slope,
+    clamped = abs(used - slope) > 1e-9  # a rounding error's -1e-16 is no cut
+    return {"scale": math.exp(my), "exponent": used, "fitted": slope, "clamped": clamped,
             "t_ref": math.exp(mx), "runs": rows}
 
 

@@ -6,14 +6,17 @@ at a time), memory attention over the memory frames read, the mask decoder and t
 encoder — the same modules for every model size, costing with S and the memory tokens read —
 plus the host's work (decoding, mask copies). So
 
-    step(k objects) = h + e * P * s2 + k * (o + q * s2 + a * s2 * m / 8)
+    step(k objects) = h + e * P * s2 + k * (o + q * s2 + a * s2 * m / 8 + a2 * s2**2 * (m + 1) / 8)
 
 with ``P`` the model's parameters (1e8), ``s2 = (S / 1024)**2`` and ``m`` the memory frames
-attention reads. bfloat16 scales the whole step by a fitted factor; the legacy batched predictor
-runs the per-object part for all objects at once, scaled by its own fitted factor, and
-``object_batch`` (objects in ``n`` batched calls a step) scales it by :func:`batch_factor`, whose
-two terms are fitted on object-batch runs where a device kind has them (else the legacy
-factor interpolated in the calls, said so in the provenance). Loading
+attention reads: ``a`` the attention's work linear in the tokens read, ``a2`` its quadratic part
+(every query token of the current frame against every key token of it and of the ``m`` memory
+frames: s2 x s2 (m + 1)), which the CPU's runs above 512 px need (without it 768-1024 px steps
+were predicted 12-39 % fast). bfloat16 scales the whole step by a fitted factor; the legacy
+batched predictor runs the per-object part for all objects at once, scaled by its own fitted
+factor, and ``object_batch`` (objects in ``n`` batched calls a step) scales it by
+:func:`batch_factor`, whose two terms are fitted on object-batch runs where a device kind has
+them (else the legacy factor interpolated in the calls, said so in the provenance). Loading
 (``init_state``) costs ``i0 + i1 * frames * video megapixels`` for the strategies that load the
 video (stock, release), ``i0`` for stream, whose decoding (the same ``i1`` per frame and
 megapixel) runs during propagation: inline before each step with ``stream_prefetch=0``, else on
@@ -51,7 +54,7 @@ __all__ = [
 
 DEFAULT_SPEED_MODEL_PATH = data_dir("conf") / "speed_model.json"
 #: the step's linear coefficients (seconds per unit feature), in :func:`step_features` order
-COEFFS = ("h", "e", "o", "q", "a")
+COEFFS = ("h", "e", "o", "q", "a", "a2")
 
 
 @cache
@@ -64,7 +67,8 @@ def _params_1e8(model: str) -> float:
 def step_features(model: str, S: int, k: int, mem_frames: int) -> list[float]:
     """The step's features for ``k`` objects (coefficients :data:`COEFFS`)."""
     s2 = (S / 1024) ** 2
-    return [1.0, _params_1e8(model) * s2, float(k), k * s2, k * s2 * mem_frames / 8]
+    return [1.0, _params_1e8(model) * s2, float(k), k * s2, k * s2 * mem_frames / 8,
+            k * s2 * s2 * (mem_frames + 1) / 8]
 
 
 @dataclass
@@ -132,7 +136,8 @@ def _step(
 ) -> float:
     x = step_features(model, S, objects, mem)
     base = k["h"] * x[0] + k["e"] * x[1]
-    per_obj = sum(k[n] * v for n, v in zip(COEFFS[2:], x[2:], strict=True))
+    # a model file fitted before a2 existed has none: 0, the shape it was fitted with
+    per_obj = sum(k.get(n, 0.0) * v for n, v in zip(COEFFS[2:], x[2:], strict=True))
     if c.predictor == "legacy_batched":
         per_obj *= k.get("legacy", 1.0)
     elif calls is not None:  # object_batch: batched calls of SAM 2's own step
