@@ -479,3 +479,15 @@ def test_predict_names_what_does_not_fit():
     d = verdict("budget=1GiB", "host_budget=512GiB")
     assert [w.split(" ")[0] for w in d["does_not_fit"]] == ["accelerator"]
     assert verdict("gpu=H200", "host_budget=512GiB")["does_not_fit"] == []
+
+
+def test_a_gpu_planned_on_a_machine_without_cuda_says_its_baseline_lacks_the_context():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: its cuda baseline includes the context")
+    model = MemoryModel.load()
+    p = predict(Workload("sam2.1_tiny", 256, 8, 1, 1), Candidate(), model, "cuda")
+    src = p.host_sources["baseline"]
+    assert "no CUDA" in src and "CUDA context's host side is not in it" in src
+    assert "calibration machine: 676.9 MiB" in src  # conf/memory_model.json's H200 baseline

@@ -18,6 +18,7 @@ from sam2tune.memory_model.reads import STREAM_WINDOW, _arch, _es, _sizes, memor
 from sam2tune.memory_model.trust import trust_region
 from sam2tune.memory_model.workload import Candidate, Workload
 from sam2tune.metrics import MaskDir  # its write queue is part of stream's host memory
+from sam2tune.units import fmt_bytes
 
 if TYPE_CHECKING:
     from sam2tune.adapter.arch import Arch
@@ -231,7 +232,15 @@ def _host_side(
             model, device_kind, hb.get("local"), peak, resident, alloc_src
         )
     host = _host_terms(w, c, kh, S, res, act_peak, device_peak, device_kind, peak, resident)
-    return host, _host_sources(host, given, alloc_src)
+    src = _host_sources(host, given, alloc_src)
+    if not given and "no CUDA here" in str(hb.get("figure", "")):  # a GPU planned from a CPU
+        cal = model.calibration.get(device_kind, {}).get("host_baseline_bytes")
+        src["baseline"] = (
+            "measured on this machine, which has no CUDA: the CUDA context's host side is not "
+            "in it" + (f" (a CUDA run's baseline on the calibration machine: {fmt_bytes(cal)})"
+                       if cal else "")
+        )
+    return host, src
 
 
 #: predict's ``host_terms`` choices, and the environment variable ``auto`` reads
