@@ -96,7 +96,8 @@ def _joint_note(
     front = sorted({(s, k) for s, k in mine
                     if not any(s2 >= s and k2 >= k and (s2, k2) != (s, k) for s2, k2 in mine)})
     seen = ", ".join(f"{s} px x {k} object{'s' if k > 1 else ''}" for s, k in front)
-    return (f"{v['model']} at {v['image_size']} px x {v['num_objects']} objects: never "
+    n = v["num_objects"]
+    return (f"{v['model']} at {v['image_size']} px x {n} object{'s' if n > 1 else ''}: never "
             f"calibrated together (the largest calibrated with {model}: {seen})")
 
 
