@@ -185,6 +185,12 @@ def test_trust_region_checks_size_and_objects_together_per_model():
             "calibrated with sam2.1_large: 384 px x 1 object)") in t["statement"]
     t = trust("sam2.1_tiny", 1024, 3)
     assert not t["inside"] and "512 px x 3 objects, 1024 px x 2 objects" in t["statement"]
+    # beyond an axis's range both notes: 5 objects is above 3, and tiny at 1024 px with 3 (the
+    # edge) never ran either
+    t = trust("sam2.1_large", 1024, 5)
+    assert "num_objects 5: 1.7x the largest calibrated (3)" in t["statement"]
+    assert "sam2.1_large at 1024 px x 5 objects: never calibrated together" in t["statement"]
+    assert "never calibrated together" not in trust("sam2.1_tiny", 512, 5)["statement"]
     # sam2_tiny is tiny's architecture twin: checked against tiny's runs
     assert not trust("sam2_tiny", 1024, 3)["inside"] and trust("sam2_tiny", 1024, 2)["inside"]
 

@@ -235,6 +235,7 @@ def test_predict_and_recommend_carry_fps_and_end_to_end_with_provenance(tmp_path
         assert d["speed"]["fps"] > 0 and d["speed"]["end_to_end_s"] > d["speed"]["init_s"] > 0
         assert "NVIDIA H200" in d["speed"]["provenance"]
         assert ("never calibrated" in d["speed_provenance"]) is not calibrated
+        assert d["speed"]["provenance"] == d["speed_provenance"]  # one provenance, JSON too
     p = subprocess.run(
         sam2tune_cmd() + ["predict", *wl, "format=json"],
         capture_output=True,
@@ -243,6 +244,29 @@ def test_predict_and_recommend_carry_fps_and_end_to_end_with_provenance(tmp_path
     )
     sp = json.loads(p.stdout)["speed"]
     assert sp["fps"] > 0 and "held-out error" in sp["provenance"]
+
+
+def test_the_printed_speed_is_the_ranked_one_knobs_and_implementation_included():
+    """The figure an answer prints carries the knobs the model does not cover as the ranking
+    does (offload_state on a GPU: its sourced ratio; on the CPU nothing moves), and for
+    transformers says it is sam2's figure (no transformers runs in the speed model)."""
+    from sam2tune.speed_model.local import speed_answer
+    from sam2tune.tune.space import SPEED_PRIOR, answer_speed, end_to_end_s
+
+    m = load_speed_model()
+    w = Workload("sam2.1_tiny", 512, 300, 2, 1, None, 155851016)
+    off = Candidate(offload_state_to_cpu=True)
+    plain = speed_answer(w, off, "cuda", model=m)[0]
+    sp, _, rests = answer_speed(w, off, "cuda", model=m)
+    ratio = SPEED_PRIOR["offload_state"][0]
+    assert sp.fps == pytest.approx(plain.fps * ratio)
+    assert sp.end_to_end_s == pytest.approx(end_to_end_s(off, w, "cuda"))  # what ranks it
+    assert "offload_state 0.89x" in rests and sp.provenance == rests
+    cpu = answer_speed(w, off, "cpu", model=m)
+    assert cpu[0].fps == pytest.approx(speed_answer(w, off, "cpu", model=m)[0].fps)
+    assert "nothing is moved" in cpu[2]
+    hf = answer_speed(w, Candidate(impl="transformers"), "cuda", model=m)[2]
+    assert "the speed model has no transformers runs" in hf
 
 
 def test_the_encoder_timer_counts_each_step_and_puts_the_method_back():

@@ -85,13 +85,16 @@ def _joint_note(
 ) -> str | None:
     """A note when no calibrated run of the workload's model (or its architecture twin) had at
     least its image size and object count together, each axis being inside on its own."""
-    if not joint or any(axes.get(a, {}).get("status") != "inside"
-                        for a in ("model", "image_size", "num_objects")):
-        return None  # no joint record, or an axis already outside on its own
+    if not joint or axes.get("model", {}).get("status") != "inside":
+        return None  # no joint record, or a model never calibrated (said on its own)
     v = workload_axes(w, c, read)
     model = axes["model"].get("via") or v["model"]
     mine = [(int(s), int(k)) for m, s, k in joint if m == model]
-    if not mine or any(s >= v["image_size"] and k >= v["num_objects"] for s, k in mine):
+    # an axis beyond its range is said on its own; jointly it counts at the range's edge (9
+    # objects at 1024 px with large is still large at 1024 px, never calibrated)
+    size, objects = (min(v[a], axes[a]["calibrated"][1]) if a in axes else v[a]
+                     for a in ("image_size", "num_objects"))
+    if not mine or any(s >= size and k >= objects for s, k in mine):
         return None
     front = sorted({(s, k) for s, k in mine
                     if not any(s2 >= s and k2 >= k and (s2, k2) != (s, k) for s2, k2 in mine)})

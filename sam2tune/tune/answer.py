@@ -18,8 +18,8 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import resolve_budget, usable_memory
 from sam2tune.memory_model.memory import Candidate, Workload
-from sam2tune.speed_model.local import speed_answer
 from sam2tune.speed_model.model import SpeedPrediction
+from sam2tune.tune.space import answer_speed
 from sam2tune.units import fmt_bytes
 
 __all__ = ["Recommendation", "NothingFits", "answer", "recommend", "prompt_schedule"]
@@ -193,7 +193,7 @@ def answer(ta: Any) -> Recommendation:
 
 
 def _speed(w: Workload, c: Candidate, kind: str, gpu: str | None) -> dict[str, Any]:
-    sp, text, rests = speed_answer(w, c, kind, gpu)
+    sp, text, rests = answer_speed(w, c, kind, gpu)
     return {"speed": sp, "speed_text": text, "speed_provenance": rests}
 
 

@@ -14,7 +14,6 @@ from sam2tune.config.args import parse, split_args
 from sam2tune.config.store import check_repeated_keys, compose_run
 from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
-from sam2tune.speed_model.local import speed_answer
 from sam2tune.tune.answer import prompt_schedule
 from sam2tune.tune.args import (
     CalibrateArgs,
@@ -29,6 +28,7 @@ from sam2tune.tune.args import (
     recorded_runs,
     workload,
 )
+from sam2tune.tune.space import answer_speed
 from sam2tune.tune.storage import check_storage, check_study_name
 from sam2tune.tune.text import describe_choice, print_errors, ranked_table
 from sam2tune.units import GiB, fmt_bytes
@@ -186,7 +186,7 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
 
 def _speed_of(w: Any, c: Any, kind: str, gpu: str | None) -> dict[str, Any]:
     """The speed model's figures for ``predict``: fps, end-to-end time, their provenance."""
-    sp, text, rests = speed_answer(w, c, kind, gpu)
+    sp, text, rests = answer_speed(w, c, kind, gpu)
     return {**(sp.to_dict() if sp else {}), "text": text, "provenance": rests}
 
 

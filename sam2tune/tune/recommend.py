@@ -12,8 +12,9 @@ from typing import Any
 from sam2tune.errors import InputError
 from sam2tune.gpus import catalog, resolve_budget, usable_memory
 from sam2tune.memory_model.memory import MemoryModel, Workload
-from sam2tune.speed_model.model import SpeedModel, load_speed_model, predict_speed
+from sam2tune.speed_model.model import SpeedModel, load_speed_model
 from sam2tune.tune.snippet import snippet
+from sam2tune.tune.space import answer_speed
 from sam2tune.tune.tuner import Choice, choose, screen
 from sam2tune.units import GiB, fmt_bytes
 
@@ -135,7 +136,8 @@ def lookup_table(
             best = choose([c for c in fit if c.candidate.impl in impls])
             row = _empty_row(gpu, total, budget, length, n, k, s, pe, model_name, cal)
             hf = choose([c for c in fit if c.candidate.impl == "transformers"])
-            row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name, device_kind))
+            row.update(_answer_cells(w, budget, best, hf, preset.checkpoint_name, device_kind,
+                                     gpu))
             rows.append(row)
     return rows
 
@@ -192,7 +194,7 @@ def _within(choices: list[Choice], budget: int, host_budget: int) -> list[Choice
 
 def _answer_cells(
     w: Workload, budget: int, best: Choice | None, hf: Choice | None, checkpoint_name: str,
-    kind: str,
+    kind: str, gpu: str | None = None,
 ) -> dict[str, Any]:
     """A lookup cell's answer (overrides, predicted figures, snippet) and transformers' best."""
     row: dict[str, Any] = {}
@@ -214,7 +216,7 @@ def _answer_cells(
             snippet=snippet(w, best.candidate, checkpoint_name),
             candidate=asdict(best.candidate),
         )
-        sp = predict_speed(w, best.candidate, _speed_model(), kind)
+        sp = answer_speed(w, best.candidate, kind, gpu, _speed_model())[0]
         if sp is not None:
             row.update(predicted_fps=sp.fps, predicted_end_to_end_s=sp.end_to_end_s,
                        speed_provenance=sp.provenance)

@@ -277,6 +277,9 @@ def _knob_ratios(
     for key in keys:
         if not on[key]:
             continue
+        if device_kind == "cpu" and key in ("offload_video", "offload_state"):
+            srcs.append(f"{key} 1.00x (on the CPU the device is the host: nothing is moved)")
+            continue
         m = measured_speed().get(device_kind, {}).get(key)
         if m:
             ratio, src = m["ratio"], f"measured: {m['source']}; {m['record']}"
@@ -318,6 +321,18 @@ def end_to_end_s(c: Candidate, w: Workload, device_kind: str) -> float | None:
     if p is None or p.end_to_end_s <= 0:
         return None
     return p.end_to_end_s / _knob_ratios(c, device_kind, _NOT_IN_SPEED_MODEL)[0]
+
+
+def answer_speed(
+    w: Workload, c: Candidate, device_kind: str, gpu: str | None = None, model: Any = None
+) -> tuple[Any, str, str]:
+    """The speed figure an answer prints (prediction, text, provenance): the speed model's
+    (``model``: the shipped one, on the CPU scaled to this machine), with the knobs it does not
+    model applied as the ratios the ranking uses (:func:`end_to_end_s`)."""
+    from sam2tune.speed_model.local import speed_answer
+
+    return speed_answer(w, c, device_kind, gpu, model,
+                        knobs=_knob_ratios(c, device_kind, _NOT_IN_SPEED_MODEL))
 
 
 def _modelled_speed(c: Candidate, w: Workload, device_kind: str) -> tuple[float, str] | None:

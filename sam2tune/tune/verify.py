@@ -160,9 +160,9 @@ def verify(rec: Any, frames: int, checkpoint: str | None = None, quiet: bool = F
 def _predicted_speed(w: Any, c: Any, kind: str) -> dict[str, Any]:
     """The speed model's figures for the verified workload (None where it has no calibration
     for ``kind``), with what they rest on."""
-    from sam2tune.speed_model.local import speed_answer
+    from sam2tune.tune.space import answer_speed
 
-    sp, _, rests = speed_answer(w, c, kind)
+    sp, _, rests = answer_speed(w, c, kind)
     return {
         "predicted_fps": sp.fps if sp else None,
         "predicted_end_to_end_s": sp.end_to_end_s if sp else None,
