@@ -156,9 +156,31 @@ def rank_key(c: Choice) -> tuple[float, int, int, float, int]:
     )
 
 
+def _knobs_changed(c: Candidate) -> int:
+    """How many knobs ``c`` sets away from SAM 2's defaults (its image size and impl aside)."""
+    return sum(getattr(c, f.name) != f.default for f in dataclasses.fields(c)
+               if f.name not in ("image_size", "impl"))
+
+
 def ranked(choices: list[Choice]) -> list[Choice]:
-    """The feasible choices, best first (:func:`rank_key`)."""
-    return sorted((c for c in choices if c.feasible), key=rank_key)
+    """The feasible choices, best first: highest quality; among those, every choice within
+    :data:`SPEED_TIE` of the fastest ranks alike, and of them the least escalated first, then
+    the fewest knobs changed, then the fastest, then the least predicted accelerator memory (a choice 2.6 % faster than a less
+    escalated one does not win; bins of :func:`speed_class` would split such a pair at a bin's
+    edge); then the next tier the same way."""
+    rest = sorted((c for c in choices if c.feasible), key=lambda c: (-round(c.quality, 6),
+                                                                     -c.speed))
+    out: list[Choice] = []
+    while rest:
+        top = rest[0]
+        tied = [c for c in rest if round(c.quality, 6) == round(top.quality, 6)
+                and c.speed * (1 + SPEED_TIE) >= top.speed]
+        tied.sort(key=lambda c: (c.escalation, _knobs_changed(c.candidate), -round(c.speed, 4),
+                                 int(c.prediction.device_peak_bytes)))
+        out += tied
+        ids = {id(c) for c in tied}
+        rest = [c for c in rest if id(c) not in ids]
+    return out
 
 
 def choose(choices: list[Choice]) -> Choice | None:
