@@ -155,6 +155,9 @@ def _prompt(i: int, d: Mapping[str, Any], video: tuple[int, int, int]) -> Any:
                        f"{[x0, y0, x1, y1]}")
         if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
             raise _err(f"prompts[{i}].box: {[x0, y0, x1, y1]} lies outside the {w} x {h} frame")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:  # e.g. a 1080p box on a 270p video
+            raise _err(f"prompts[{i}].box: {[x0, y0, x1, y1]} reaches beyond the {w} x {h} frame "
+                       f"(corners must lie in 0..{w} x 0..{h}: the video's own pixels)")
         return Prompt(frame, obj, "box", box=[x0, y0, x1, y1], points=pts, labels=lbl)
     if pts is None:
         raise _err(f"prompts[{i}]: give points + labels, a box, or a mask")
@@ -228,9 +231,17 @@ def build_predictor(
 
 def _device(device: Any) -> torch.device:
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise _err(f"device: {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda":  # refused here in one line, not deep in torch's lazy CUDA init
+        if not torch.cuda.is_available():
+            raise _err(f"device: {device!r}: this machine has no CUDA device "
+                       "(torch.cuda.is_available() is False); use \"cpu\"")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise _err(f"device: {device!r}: no such CUDA device "
+                       f"({torch.cuda.device_count()} here)")
+    return dev
 
 
 def _build_settings(

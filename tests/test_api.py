@@ -86,6 +86,8 @@ def test_every_strategy_yields_sam2s_own_logits(predictor, frames):
         ([dict(frame_idx=0, obj_id=1, box="1,1,9,9")], "prompts[0].box: numbers, got a string"),
         ([dict(frame_idx=0, obj_id=1, box=[9, 1, 1, 9])], "prompts[0].box: [x0, y0, x1, y1] with x0 < x1"),
         ([dict(frame_idx=0, obj_id=1, box=[200, 1, 300, 9])], "prompts[0].box: [200.0, 1.0, 300.0, 9.0] lies outside the 128 x 96 frame"),
+        ([dict(frame_idx=0, obj_id=1, box=[60, 8, 500, 40])], "prompts[0].box: [60.0, 8.0, 500.0, 40.0] reaches beyond the 128 x 96 frame"),
+        ([dict(frame_idx=0, obj_id=1, box=[-20, -20, 50, 50])], "reaches beyond the 128 x 96 frame"),
         ([dict(frame_idx=0, obj_id=1, points=[[1, 2, 3]], labels=[1])], "prompts[0].points: N x 2 numbers, got shape (1, 3)"),
         ([dict(frame_idx=0, obj_id=1, points=[], labels=[])], "prompts[0].points: N x 2 numbers"),
         ([dict(frame_idx=0, obj_id=1, points=[[1, 2]], labels=[7])], "prompts[0].labels: 1 (positive) or 0"),
@@ -116,6 +118,8 @@ def test_unknown_strategy_is_refused(predictor, frames):
         (dict(dtype="float16"), "dtype: one of float32, bfloat16, got 'float16'"),
         (dict(dtype="bfloat16"), "dtype: Meta's sam2 is built in float32"),
         (dict(device="gpu0"), "device: 'gpu0' is not a torch device"),
+        *([] if torch.cuda.is_available() else
+          [(dict(device="cuda"), "device: 'cuda': this machine has no CUDA device")]),
         (dict(model="sam3_huge"), "model: unknown model 'sam3_huge'"),
         (dict(max_cond_frames_in_attn=1), "knobs.max_cond_frames_in_attn: must be -1 (all) or >= 2"),
         (dict(impl="transformers", predictor="legacy_batched"), "predictor: transformers'"),

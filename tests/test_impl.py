@@ -323,3 +323,23 @@ def test_only_the_transformers_adapter_imports_transformers():
         if re.search(r"^\s*(from|import) transformers\b", p.read_text(), re.M)
     )
     assert users == ["adapter/hf.py"]
+
+
+def test_the_weights_term_is_what_transformers_builds_in_each_dtype():
+    """transformers with dtype=bfloat16 casts the model (its weights 2 bytes each); Meta's sam2
+    autocasts and keeps float32 weights: the memory model's weights term is the built model's
+    parameter and buffer bytes (the oracle: the torch modules themselves)."""
+    import sam2tune
+    from sam2tune.memory_model.memory import Candidate, MemoryModel, Workload, predict
+
+    model = MemoryModel.load()
+    w = Workload("sam2.1_tiny", 256, 8, 1, 1,
+                 weights_bytes=model_preset("sam2.1_tiny").weights_bytes)
+    for impl, dtype in (("transformers", "bfloat16"), ("transformers", "float32")):
+        pred = sam2tune.build_predictor("sam2.1_tiny", None, "cpu", image_size=256, impl=impl,
+                                        dtype=dtype)
+        mod = pred if isinstance(pred, torch.nn.Module) else pred.model
+        built = sum(t.numel() * t.element_size()
+                    for t in [*mod.parameters(), *mod.buffers()])
+        term = predict(w, Candidate(impl=impl, dtype=dtype), model, "cpu").terms["weights"]
+        assert abs(term - built) / built < 0.02, (impl, dtype, term, built)

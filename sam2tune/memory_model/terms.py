@@ -129,7 +129,9 @@ def _device_terms(
     feat = min(c.vision_features_cache, w.num_frames) * z["hf_features"] if hf else 0
     feat_host = feat if c.offload_state_to_cpu else 0
     terms = {
-        "weights": int(w.weights_bytes),
+        # transformers with dtype=bfloat16 casts the model itself (its weights 2 bytes each);
+        # Meta's sam2 autocasts, its weights stay float32
+        "weights": int(w.weights_bytes) // (2 if hf and c.dtype == "bfloat16" else 1),
         "frames": int(res.frames_dev),
         "state": int(res.state_dev),
         "cached_features": feat - feat_host if hf else int(k["c_feat"] * S * S),

@@ -186,7 +186,7 @@ def answer(ta: Any) -> Recommendation:
         answer_source=source,
         model_file=str(path),
         calibrated_on=model.kind(ta.device_kind)[1],
-        snippet=snippet(w, best.candidate, preset.checkpoint_name),
+        snippet=snippet(w, best.candidate, preset.checkpoint_name, ta.device_kind),
         terms={k: int(v) for k, v in p.terms.items()},
         **_speed(w, best.candidate, ta.device_kind, ta.gpu),
     )

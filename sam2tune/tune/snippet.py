@@ -161,8 +161,9 @@ def _notes(w: Workload, c: Candidate) -> list[str]:
     return [line for text in out for line in _comment(text)]
 
 
-def snippet(w: Workload, c: Candidate, checkpoint_name: str) -> str:
-    """The answer as a script: the four edit lines, then code that runs unchanged."""
+def snippet(w: Workload, c: Candidate, checkpoint_name: str, device_kind: str = "cuda") -> str:
+    """The answer as a script: the four edit lines, then code that runs unchanged (``device``
+    set to the device kind the answer was predicted for)."""
     loop = _call(
         "for frame_idx, obj_ids, mask_logits in sam2tune.propagate", _run_args(c), "        "
     )
@@ -170,13 +171,13 @@ def snippet(w: Workload, c: Candidate, checkpoint_name: str) -> str:
     lines = [
         *_comment(f"sam2tune answer: {' '.join(c.overrides(w))}"),
         "# Edit the four lines below; everything after them runs unchanged.",
-        f'checkpoint = "checkpoints/{checkpoint_name}"  # Meta\'s checkpoint '
-        f"(sam2tune download {w.model})",
+        f"checkpoint = None  # your Meta checkpoint file ({checkpoint_name}), or None: the "
+        f"one `sam2tune download {w.model}` caches",
         'video_path = "video_frames/"  # a folder of <index>.jpg frames, or an .mp4 file',
         "prompts = [  # one per object (SAM 2's names; video pixels): points+labels | box | mask",
         *example_prompts(w),
         "]",
-        'device = "cuda"  # or "cpu"',
+        'device = "cuda"  # or "cpu"' if device_kind == "cuda" else 'device = "cpu"  # or "cuda"',
         "",
         "import sam2tune",
         "",
