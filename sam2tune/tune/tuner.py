@@ -165,9 +165,9 @@ def _knobs_changed(c: Candidate) -> int:
 def ranked(choices: list[Choice]) -> list[Choice]:
     """The feasible choices, best first: highest quality; among those, every choice within
     :data:`SPEED_TIE` of the fastest ranks alike, and of them the least escalated first, then
-    the fewest knobs changed, then the fastest, then the least predicted accelerator memory (a choice 2.6 % faster than a less
-    escalated one does not win; bins of :func:`speed_class` would split such a pair at a bin's
-    edge); then the next tier the same way."""
+    the fewest knobs changed, then the fastest, then the least predicted accelerator memory (a
+    choice 2.6 % faster than a simpler one does not win; bins of :func:`speed_class` would split
+    such a pair at a bin's edge); then the next tier the same way."""
     rest = sorted((c for c in choices if c.feasible), key=lambda c: (-round(c.quality, 6),
                                                                      -c.speed))
     out: list[Choice] = []
