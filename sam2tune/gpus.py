@@ -85,14 +85,33 @@ def detect_gpu() -> tuple[str, int]:
         ) from None
 
 
+#: what nvidia-smi and torch.cuda.get_device_name put before the catalog's names
+_VENDOR_WORDS = ("nvidia", "geforce", "tesla", "quadro")
+
+
+def _words(name: str) -> list[str]:
+    """A GPU name's words, lower case, vendor words dropped, dashes as spaces."""
+    return [x for x in name.lower().replace("-", " ").split() if x not in _VENDOR_WORDS]
+
+
+def canonical_gpu(gpu: str) -> str | None:
+    """The catalog's name for ``gpu`` given as the catalog, nvidia-smi or torch spell it
+    ("NVIDIA GeForce RTX 4090", "Tesla T4", "rtx 4090"), or None when it is not one."""
+    mine = _words(str(gpu))
+    same = [g.name for g in catalog_entries() if _words(g.name) == mine]
+    return same[0] if same else None
+
+
 def _suggest(gpu: str) -> str:
     """The catalog names ``gpu`` is part of (``H100``: H100 80GB, H100 NVL), else the closest,
     else the whole catalog."""
     import difflib
 
     names = [x.name for x in catalog_entries()]
-    words = gpu.strip().lower().split()
-    part = [n for n in names if words and all(w in n.lower().split() for w in words)]
+    words = _words(gpu)
+    # "H100": H100 80GB and H100 NVL; "A100-SXM4-80GB" (torch's name): A100 80GB
+    part = [n for n in names if words and (all(w in _words(n) for w in words)
+                                           or all(w in words for w in _words(n)))]
     close = part or difflib.get_close_matches(gpu, names, n=3, cutoff=0.6)
     if close:
         return "did you mean " + " or ".join(repr(n) for n in close) + "?"
@@ -117,8 +136,8 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
             raise InputError("budget: give a size such as 24GiB")
         return b, f"budget {fmt_bytes(b)}"
     if gpu is not None:
-        by = {g.name.lower(): g for g in catalog_entries()}
-        g = by.get(str(gpu).strip().lower())
+        by = {g.name: g for g in catalog_entries()}
+        g = by.get(canonical_gpu(str(gpu)) or "")
         if g is None:
             raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml "
                              f"({_suggest(str(gpu))})")

@@ -115,6 +115,20 @@ KEYS = [
     (["predict", "workload.model=sam2.1_tiny", "model=sam2.1_large"], "model",
      "say workload.model=... instead"),
     (["predict", "workload.num_frames=90", "video=mp4"], "video", "would be ignored"),
+    # a run key in recommend's grammar gets the workload.* key that says it
+    (["recommend", "budget=24GiB", "model=sam2.1_tiny"], "model", "did you mean workload.model?"),
+    (["recommend", "budget=24GiB", "video.num_frames=900"], "video.num_frames",
+     "did you mean workload.num_frames?"),
+    (["predict", "frmat=json"], "frmat", "did you mean format?"),
+    # an empty value (`budget=$BUDGET`, the variable unset) is not "not given"
+    (["predict", "budget="], "budget", "empty value"),
+    (["recommend", "gpu=", *W], "gpu", "empty value"),
+    (["run", "results_dir=", "video.num_frames=3"], "results_dir", "empty path"),
+    # a lookup table named but not there
+    (["recommend", "gpu=RTX 4090", "lookup=/nonexistent/gpu_lookup.json", *W], "lookup",
+     "no such file"),
+    (["recommend", "gpu=H100", *W], "gpu", "did you mean 'H100 80GB' or 'H100 NVL'?"),
+    (["recommend", "gpu=NVIDIA A100-SXM4-80GB", *W], "gpu", "did you mean 'A100 80GB'?"),
 ]
 
 
@@ -130,7 +144,7 @@ def test_unknown_and_conflicting_keys_are_refused_naming_the_key(tmp_path):
         r = _cli(args, tmp_path)
         _refused(r, key)
         assert what in r.stderr, (args, r.stderr)
-    assert not (tmp_path / "lk").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.txt"]  # nothing written in the cwd
 
 
 def test_numbers_at_their_edges_are_refused_naming_the_field(tmp_path):
@@ -398,3 +412,8 @@ def test_a_gpu_name_short_of_the_catalogs_gets_the_names_it_is_part_of(tmp_path)
         r = _cli(["recommend", f"gpu={gpu}", *W], tmp_path)
         _refused(r, "gpu")
         assert f"did you mean {names}?" in r.stderr, r.stderr
+    # as nvidia-smi and torch.cuda.get_device_name spell them: the catalog's GPU
+    for gpu, name in (("NVIDIA GeForce RTX 4090", "RTX 4090"), ("Tesla T4", "T4")):
+        r = _cli(["recommend", f"gpu={gpu}", *W], tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert f"sam2tune recommendation for {name} (" in r.stdout

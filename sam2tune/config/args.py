@@ -54,8 +54,10 @@ def _check_key(key: str, command: str, cls: type) -> None:
     for part in key.split("."):
         fields = {f.name: f for f in dataclasses.fields(owner)}
         if part not in fields:
-            close = difflib.get_close_matches(part, sorted(fields), n=1)
-            hint = (f"did you mean {prefix}{close[0]}?" if close
+            said = getattr(cls, "KEY_HINTS", {}).get(key)  # a run key this command spells so
+            close = [said] if said else [
+                prefix + c for c in difflib.get_close_matches(part, sorted(fields), n=1)]
+            hint = (f"did you mean {close[0]}?" if close
                     else f"`sam2tune {command} --help`")
             raise InputError(f"{command}: {key}: unknown argument ({hint})")
         value = fields[part].default_factory  # type: ignore[misc]
@@ -77,6 +79,9 @@ def parse(args: list[str], command: str, cls: type[T]) -> T:
             raise InputError(f"{command}: {a}: expected key=value (sam2tune {command} --help)")
     for a in args:
         _check_key(a.split("=", 1)[0], command, cls)
+        if not a.split("=", 1)[1].strip():  # `budget=$BUDGET` with the variable unset
+            raise InputError(f"{command}: {a.split('=', 1)[0]}: empty value (leave the "
+                             "argument out for its default)")
     dup = repeated_key(args)
     if dup is not None:
         raise InputError(f"{command}: {dup}: given more than once")

@@ -388,6 +388,8 @@ class RunConfig:
         check_finite(self)
         if self.device not in DEVICES:
             _fail("device", f"unknown device {self.device!r} (choose from {DEVICES})")
+        if not str(self.results_dir or "").strip():  # `results_dir=$DIR` with DIR unset
+            _fail("results_dir", "empty path (the runs would land in the current folder)")
         why = impl_refusal(self.impl.name, self.knobs, self.model)
         if why is not None:
             raise ValueError(why)

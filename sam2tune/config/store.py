@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from hydra.core.config_store import ConfigStore
 
@@ -112,9 +113,12 @@ def check_repeated_keys(overrides: list[str]) -> None:
         seen.add(key)
 
 
-def check_override_keys(overrides: list[str]) -> None:
+def check_override_keys(
+    overrides: list[str], also: Sequence[str] = (), command: str = "run"
+) -> None:
     """Refuse an unknown key in one line with the closest valid key, with or without ``+``
-    (Hydra would print a page without ``+``, and silently add the typo with it).
+    (Hydra would print a page without ``+``, and silently add the typo with it). ``also``: the
+    command's own argument names, suggested too (``predict frmat=json``: format).
 
     Raises:
         InputError: the unknown key and the closest valid one.
@@ -130,6 +134,7 @@ def check_override_keys(overrides: list[str]) -> None:
         key = ov.split("=", 1)[0].lstrip("+~")
         if key in known or key.startswith("hydra") or "/" in key:
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else " (see `sam2tune run --help`)"
+        close = difflib.get_close_matches(key, sorted({*known, *also}), n=1, cutoff=0.6)
+        hint = (f" (did you mean {close[0]}?)" if close
+                else f" (see `sam2tune {command} --help`)")
         raise InputError(f"{key}: unknown setting{hint}")

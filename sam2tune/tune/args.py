@@ -8,7 +8,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 
@@ -52,9 +52,21 @@ WORKLOAD_HELP = {
 }
 
 
+#: run keys that describe the workload, and what says the same in recommend's grammar
+WORKLOAD_OF_RUN = {
+    "model": "workload.model", "model.name": "workload.model",
+    "model.image_size": "workload.image_size", "video.num_frames": "workload.num_frames",
+    "video.num_objects": "workload.num_objects", "video.height": "workload.video_height",
+    "video.width": "workload.video_width",
+}
+
+
 @dataclass
 class ModelArgs:
     """What every model-backed answer needs: the budgets, the workload, the model file."""
+
+    #: a run key given here is suggested in this grammar (``model=`` -> ``workload.model``)
+    KEY_HINTS: ClassVar[dict[str, str]] = WORKLOAD_OF_RUN
 
     budget: str | None = arg(None, "accelerator budget, e.g. 24GiB (GPU memory)")
     gpu: str | None = arg(None, 'a catalog GPU instead of budget, e.g. "RTX 4090"')
@@ -78,6 +90,7 @@ class ModelArgs:
         """One-line errors for values the type alone does not rule out."""
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
+        self.gpu = _catalog_spelling(self.gpu)
         if Path(self.results_dir).expanduser().exists() and not Path(
             self.results_dir
         ).expanduser().is_dir():
@@ -129,6 +142,12 @@ class RecommendArgs(ModelArgs):
             raise InputError(f"format: must be text or json, got {self.format!r}")
         if self.verify < 0:
             raise InputError(f"verify: frames must be >= 0, got {self.verify}")
+        if self.lookup is not None and not Path(self.lookup).expanduser().is_file():
+            what = "is a folder" if Path(self.lookup).expanduser().is_dir() else "no such file"
+            raise InputError(f"lookup: {self.lookup}: {what} (sam2tune lookup writes "
+                             "<out>/gpu_lookup.json)")
+        if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
+            raise InputError(f"checkpoint: {self.checkpoint}: no such file")
 
 
 @dataclass
@@ -148,6 +167,19 @@ class PredictArgs:
     budget: str | None = arg(None, "with a budget: max_frames_within_budget, e.g. 24GiB")
     gpu: str | None = arg(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (as recommend)')
     host_budget: str | None = arg(None, "host RAM budget for max_frames_within_budget")
+
+
+    def validate(self) -> None:
+        """The GPU as the catalog spells it (``NVIDIA GeForce RTX 4090``: RTX 4090)."""
+        self.gpu = _catalog_spelling(self.gpu)
+
+
+def _catalog_spelling(gpu: str | None) -> str | None:
+    """``gpu`` as the catalog names it when it is one (nvidia-smi's and torch's spellings
+    included); otherwise as given, for :func:`sam2tune.gpus.resolve_budget` to refuse."""
+    from sam2tune.gpus import canonical_gpu
+
+    return None if gpu is None else canonical_gpu(gpu) or gpu
 
 
 @dataclass

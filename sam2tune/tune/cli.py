@@ -16,6 +16,7 @@ from sam2tune.errors import InputError
 from sam2tune.paths import check_results_dir
 from sam2tune.tune.answer import prompt_schedule
 from sam2tune.tune.args import (
+    WORKLOAD_OF_RUN,
     CalibrateArgs,
     FitArgs,
     LookupArgs,
@@ -190,23 +191,14 @@ def _speed_of(w: Any, c: Any, kind: str, gpu: str | None) -> dict[str, Any]:
     return {**(sp.to_dict() if sp else {}), "text": text, "provenance": rests}
 
 
-#: run keys that describe the workload, and what says the same in recommend's grammar
-_WORKLOAD_OF_RUN = {
-    "model": "workload.model", "model.name": "workload.model",
-    "model.image_size": "workload.image_size", "video.num_frames": "workload.num_frames",
-    "video.num_objects": "workload.num_objects", "video.height": "workload.video_height",
-    "video.width": "workload.video_width",
-}
-
-
 def _refuse_two_workloads(overrides: list[str]) -> None:
     """With ``workload.*`` the workload is that one: a run key describing a workload as well
     (``video.num_objects=5``) would be silently ignored, so it is refused, naming the
     ``workload.*`` key that says it."""
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
-        if key in _WORKLOAD_OF_RUN or key.split(".")[0] in ("model", "video", "scenario"):
-            same = _WORKLOAD_OF_RUN.get(key)
+        if key in WORKLOAD_OF_RUN or key.split(".")[0] in ("model", "video", "scenario"):
+            same = WORKLOAD_OF_RUN.get(key)
             say = (f"say {same}=... instead" if same
                    else "describe the workload with run keys only, or with workload.* only")
             raise InputError(
@@ -225,6 +217,12 @@ def predict_cmd(args: list[str]) -> None:
     pa, overrides = split_args([a for a in args if a not in wargs], "predict", PredictArgs)
     if wargs:
         _refuse_two_workloads(overrides)
+    from sam2tune.config.store import check_override_keys
+    from sam2tune.memory_model.workload import Workload
+
+    check_override_keys(overrides, command="predict", also=[
+        *(f.name for f in dataclasses.fields(PredictArgs)),
+        *(f"workload.{f.name}" for f in dataclasses.fields(Workload))])
     if pa.format not in ("text", "json"):
         raise InputError(f"format: must be text or json, got {pa.format!r}")
     if pa.device_kind not in ("cuda", "cpu"):
