@@ -128,6 +128,9 @@ KEYS = [
     (["recommend", "gpu=RTX 4090", "lookup=/nonexistent/gpu_lookup.json", *W], "lookup",
      "no such file"),
     (["recommend", "gpu=H100", *W], "gpu", "did you mean 'H100 80GB' or 'H100 NVL'?"),
+    # the lookup is a fixed grid: an argument picking one cell is refused, not ignored
+    (["lookup", "gpu=H100"], "gpu", "the table has every catalog GPU"),
+    (["lookup", "workload.num_objects=3"], "workload.num_objects", "the table's grid sets it"),
     (["recommend", "gpu=NVIDIA A100-SXM4-80GB", *W], "gpu", "did you mean 'A100 80GB'?"),
 ]
 

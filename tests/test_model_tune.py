@@ -479,6 +479,8 @@ def test_predict_names_what_does_not_fit():
     d = verdict("budget=1GiB", "host_budget=512GiB")
     assert [w.split(" ")[0] for w in d["does_not_fit"]] == ["accelerator"]
     assert verdict("gpu=H200", "host_budget=512GiB")["does_not_fit"] == []
+    d = verdict("host_budget=1GiB")  # no accelerator budget: the host is still judged
+    assert not d["fits"] and d["does_not_fit"][0].startswith("host peak ")
 
 
 def test_a_gpu_planned_on_a_machine_without_cuda_says_its_baseline_lacks_the_context():

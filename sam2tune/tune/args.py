@@ -155,6 +155,22 @@ class LookupArgs(ModelArgs):
     """``sam2tune lookup``: the per-GPU lookup table."""
 
     out: str | None = arg(None, "output folder (default results_dir/lookup)")
+    host_budget: str | None = arg(None, "host RAM budget, e.g. 64GiB (default: 64GiB)")
+
+    def validate(self) -> None:
+        """The table is a fixed grid of GPUs x lengths x objects x sizes x prompting: an
+        argument that would pick one cell is refused, not ignored."""
+        super().validate()
+        for name in ("budget", "gpu"):
+            if getattr(self, name) is not None:
+                raise InputError(f"lookup: {name}: the table has every catalog GPU "
+                                 "(`sam2tune recommend` answers for one)")
+        grid = Workload(model=self.workload.model, image_size=1024, num_frames=3600)
+        for f in dataclasses.fields(Workload):
+            if f.name != "model" and getattr(self.workload, f.name) != getattr(grid, f.name):
+                raise InputError(f"lookup: workload.{f.name}: the table's grid sets it "
+                                 "(only workload.model is the table's; `sam2tune recommend` "
+                                 "answers for one workload)")
 
 
 @dataclass

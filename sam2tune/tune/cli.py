@@ -165,9 +165,11 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
     )
     print(f"trust: {p['trust']['statement']}")
     print(f"speed: {p['speed']['text']} [predicted: {p['speed']['provenance']}]")
-    if "usable_rule" in p:
+    if "fits" in p:
         verdict = "fits" if p["fits"] else "does NOT fit: " + "; ".join(p["does_not_fit"])
-        print(f"budget: {p['usable_rule']}: {verdict} [predicted]")
+        rule = p.get("usable_rule") or (f"host {fmt_bytes(p['host_budget_bytes'])} (no "
+                                        "accelerator budget given: the host alone)")
+        print(f"budget: {rule}: {verdict} [predicted]")
     fits = p.get("max_frames_within_budget_by_strategy")
     if fits:
         hb = budgets.get("host_budget")
@@ -254,6 +256,11 @@ def predict_cmd(args: list[str]) -> None:
         "workload.* assumes every object on frame 0 unless workload.first_frames says otherwise)"
         if cfg.video.kind == "synthetic" and w.num_objects > 1 and not wargs else ""
     )
+    if budgets.get("host_budget") and not budgets.get("budget"):  # the host alone judged
+        hb = budgets["host_budget"]
+        p["host_budget_bytes"], p["fits"] = hb, p["host_peak_bytes"] <= hb
+        p["does_not_fit"] = [] if p["fits"] else [
+            f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget {fmt_bytes(hb)}"]
     if budgets.get("budget"):
         from sam2tune.gpus import usable_memory
 
@@ -480,4 +487,5 @@ def lookup_cmd(args: list[str]) -> None:
         f"{len(rows)} cells ({fits} with a configuration that fits), host RAM {hdesc}, "
         f"model file {path}"
     )
-    print(f"lookup: {csv}\n        {md}")
+    print(f"lookup: {csv}\n        {md}\n        {csv.with_suffix('.json')}\n"
+          f"        {csv.parent / 'index.html'}")
