@@ -74,6 +74,8 @@ def _whole_bytes(name: str, n: float, shown: str, unit: bool) -> int:
         )
     if n < 1:
         raise ValueError(f"{name}: size must be positive (at least 1 byte), got {shown}")
+    if n > 2**60:
+        raise ValueError(f"{name}: at most 1 EiB (2^60 bytes), got {shown}")
     if not unit and n < MiB:  # every size read here is a memory budget: 32 is a lost unit
         raise ValueError(
             f"{name}: a size without a unit is bytes, and {shown} bytes is less than 1 MiB: "

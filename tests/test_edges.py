@@ -101,6 +101,10 @@ NUMBERS = [
     (["predict", "host_budget=32"], "host_budget", "did you mean 32GiB?"),
     (["recommend", "budget=24"], "budget", "did you mean 24GiB?"),
     (["run", "limits.host_memory_budget=8"], "limits.host_memory_budget", "less than 1 MiB"),
+    # absurdly large: no figure answers them
+    (["predict", "workload.num_frames=100000000000000000000000"], "workload.num_frames",
+     "at most 10,000,000"),
+    (["predict", "budget=1000000000000000000000000TiB"], "budget", "at most 1 EiB"),
 ]
 
 KEYS = [

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from sam2tune.config.schema import KnobsConfig
 
 
+#: the largest workload a prediction is made for (10 million frames: 46 h at 60 fps)
+_LARGEST = {"num_frames": 10_000_000, "num_objects": 10_000, "image_size": 8192,
+            "video_height": 16384, "video_width": 16384}
+
+
 @dataclass
 class Workload:
     """What the user has: model, resolution, video length, objects, prompted frames."""
@@ -41,6 +46,9 @@ class Workload:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"workload.{name}: must be a positive integer, got {v!r}")
+        for name, top in _LARGEST.items():  # beyond these a figure is no answer to anything
+            if getattr(self, name) > top:
+                raise ValueError(f"workload.{name}: at most {top:,}, got {getattr(self, name):,}")
         if self.image_size % 16:
             raise ValueError(
                 f"workload.image_size: must be a multiple of 16, got {self.image_size}"

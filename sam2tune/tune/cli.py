@@ -34,6 +34,9 @@ from sam2tune.tune.storage import check_storage, check_study_name
 from sam2tune.tune.text import describe_choice, print_errors, ranked_table
 from sam2tune.units import GiB, fmt_bytes
 
+#: the longest video ``max_frames_within_budget`` tries (its default limit)
+MAX_FRAMES_SEARCHED = 10_000_000
+
 __all__ = ["predict_cmd", "fit_cmd", "tune_cmd", "recommend_cmd", "lookup_cmd"]
 
 
@@ -177,7 +180,9 @@ def _print_prediction(p: dict[str, Any], w: Any, c: Any, kind: str, budgets, pat
         within += f" and host {fmt_bytes(hb)}" if hb else ""
         print(f"frames that fit within {within} [predicted]:")
         for name, n in fits.items():
-            limit = "no limit (the peak does not grow with frames)" if n is None else n
+            limit = ("no limit (the peak does not grow with frames)" if n is None
+                     else f"{n:,} or more (the search stops there)" if n >= MAX_FRAMES_SEARCHED
+                     else n)
             print(f"  {name:14s} {limit}")
     cal = p["calibrated_on"]
     print(
