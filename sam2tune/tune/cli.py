@@ -472,6 +472,7 @@ def lookup_cmd(args: list[str]) -> None:
     from sam2tune.tune.recommend import lookup_table, write_lookup
 
     ta = parse(args, "lookup", LookupArgs)
+    check_results_dir(ta.out or Path(ta.results_dir) / "lookup", "out")  # before the minute
     hb, hdesc = host_budget(ta) if ta.host_budget else (64 * GiB, "64 GiB (default)")
     _, preset = workload(ta)
     model, path = load_model(ta)

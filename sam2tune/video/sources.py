@@ -100,7 +100,8 @@ def count_frames(video_path: str | Path) -> int:
 
 def _check_annotations(ann: Path, stems: list[str], h: int, w: int) -> None:
     if not ann.is_dir():
-        raise InputError(f"video.annotations: no such directory: {str(ann)!r}")
+        what = "a file, not a folder of masks" if ann.exists() else "no such directory"
+        raise InputError(f"video.annotations: {what}: {str(ann)!r}")
     found = 0
     for stem in stems:
         p = ann / f"{stem}.png"
@@ -128,7 +129,9 @@ def _check_annotations(ann: Path, stems: list[str], h: int, w: int) -> None:
 def _jpeg_dir(cfg: VideoConfig, cache: Path) -> VideoData:
     folder = Path(cfg.path or "").expanduser()
     if not folder.is_dir():
-        raise InputError(f"video.path: no such directory: {str(folder)!r}")
+        what = ("a file, not a folder of frames (an .mp4 goes with video=mp4)" if folder.exists()
+                else "no such directory")
+        raise InputError(f"video.path: {what}: {str(folder)!r}")
     frames = jpeg_frames(folder)
     if not frames:
         raise InputError(f"video.path: no JPEG frames (<index>.jpg) in {str(folder)!r}")
