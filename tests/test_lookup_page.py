@@ -58,3 +58,36 @@ def test_lookup_page_answers_as_sam2tune_recommend(tmp_path):
     assert field("host_peak") == host
     assert field("trust") == re.search(r"  trust: (.*)", rec.stdout).group(1).strip()
     assert "sam2tune" in field("snippet") or "build_sam2_video_predictor" in field("snippet")
+
+
+@pytest.mark.slow
+def test_the_committed_lookup_is_what_the_shipped_models_answer_now(monkeypatch):
+    """results/lookup (what the README tells users to open) is regenerated whenever the memory
+    or speed model, the trust note or the ranking changes: one GPU's rows computed now, with
+    the shipped models, equal the committed rows of that GPU field by field (a stale table said
+    "inside the calibrated region" where recommend no longer did, and other fps)."""
+    import json
+    from pathlib import Path
+
+    from sam2tune.config.presets import model_preset
+    from sam2tune.memory_model.memory import MemoryModel
+    from sam2tune.gpus import catalog
+    from sam2tune.tune import recommend as rec
+    from sam2tune.tune.args import recorded_runs
+    from sam2tune.tune.space import impls_of
+
+    committed = json.loads(Path("results/lookup/gpu_lookup.json").read_text())
+    gpu = "RTX 4090"
+    monkeypatch.setattr(rec, "catalog", lambda: {gpu: catalog()[gpu]})
+    preset = model_preset("sam2.1_large")
+    rows = rec.lookup_table(MemoryModel.load(), preset.name, preset.weights_bytes,
+                            committed["host_budget_bytes"], "cuda", recorded_runs("results"),
+                            impls_of("any"))
+    old = [r for r in committed["rows"] if r["gpu"] == gpu]
+    assert len(rows) == len(old) > 0
+    for new, was in zip(rows, old, strict=True):
+        for key in ("config", "trust", "speed_provenance", "predicted_device_peak_bytes",
+                    "snippet"):
+            assert new[key] == was[key], (key, new["video"], new["num_objects"], new[key])
+        for key in ("predicted_fps", "predicted_end_to_end_s"):
+            assert new[key] == pytest.approx(was[key], rel=1e-9), key

@@ -156,10 +156,20 @@ def rank_key(c: Choice) -> tuple[float, int, int, float, int]:
     )
 
 
+#: (name, default) of the Candidate fields that are knobs (image size and impl aside)
+_KNOBS = [(f.name, f.default) for f in dataclasses.fields(Candidate)
+          if f.name not in ("image_size", "impl")]
+
+
 def _knobs_changed(c: Candidate) -> int:
-    """How many knobs ``c`` sets away from SAM 2's defaults (its image size and impl aside)."""
-    return sum(getattr(c, f.name) != f.default for f in dataclasses.fields(c)
-               if f.name not in ("image_size", "impl"))
+    """How many knobs ``c`` sets away from SAM 2's defaults."""
+    return sum(getattr(c, name) != default for name, default in _KNOBS)
+
+
+def _tie_key(c: Choice) -> tuple[int, int, float, int]:
+    """The order within a speed tie: least escalated, fewest knobs, fastest, least memory."""
+    return (c.escalation, _knobs_changed(c.candidate), -round(c.speed, 4),
+            int(c.prediction.device_peak_bytes))
 
 
 def ranked(choices: list[Choice]) -> list[Choice]:
@@ -171,22 +181,26 @@ def ranked(choices: list[Choice]) -> list[Choice]:
     rest = sorted((c for c in choices if c.feasible), key=lambda c: (-round(c.quality, 6),
                                                                      -c.speed))
     out: list[Choice] = []
-    while rest:
-        top = rest[0]
-        tied = [c for c in rest if round(c.quality, 6) == round(top.quality, 6)
-                and c.speed * (1 + SPEED_TIE) >= top.speed]
-        tied.sort(key=lambda c: (c.escalation, _knobs_changed(c.candidate), -round(c.speed, 4),
-                                 int(c.prediction.device_peak_bytes)))
-        out += tied
-        ids = {id(c) for c in tied}
-        rest = [c for c in rest if id(c) not in ids]
+    i = 0
+    while i < len(rest):  # sorted by speed within a quality: each tier is a run of the list
+        top, j = rest[i], i + 1
+        while (j < len(rest) and round(rest[j].quality, 6) == round(top.quality, 6)
+               and rest[j].speed * (1 + SPEED_TIE) >= top.speed):
+            j += 1
+        out += sorted(rest[i:j], key=_tie_key)
+        i = j
     return out
 
 
 def choose(choices: list[Choice]) -> Choice | None:
-    """The best feasible choice, or None."""
-    best = ranked(choices)
-    return best[0] if best else None
+    """The best feasible choice (:func:`ranked`'s first, found in one pass), or None."""
+    feasible = [c for c in choices if c.feasible]
+    if not feasible:
+        return None
+    q = max(round(c.quality, 6) for c in feasible)
+    top = [c for c in feasible if round(c.quality, 6) == q]
+    fastest = max(c.speed for c in top)
+    return min((c for c in top if c.speed * (1 + SPEED_TIE) >= fastest), key=_tie_key)
 
 
 def default_study_name(spec: TuneSpec) -> str:
