@@ -70,8 +70,8 @@ def test_the_committed_lookup_is_what_the_shipped_models_answer_now(monkeypatch)
     from pathlib import Path
 
     from sam2tune.config.presets import model_preset
-    from sam2tune.memory_model.memory import MemoryModel
     from sam2tune.gpus import catalog
+    from sam2tune.memory_model.memory import MemoryModel
     from sam2tune.tune import recommend as rec
     from sam2tune.tune.args import recorded_runs
     from sam2tune.tune.space import impls_of
