@@ -214,6 +214,39 @@ def _refuse_two_workloads(overrides: list[str]) -> None:
             )
 
 
+def _judge_budgets(
+    p: dict[str, Any], budgets: dict[str, int], model: Any, kind: str, make: Any, c: Any
+) -> dict[str, int]:
+    """``predict``'s verdict against its budgets, into ``p``: fits or what does not (host,
+    accelerator), the usable memory and the frames that fit per strategy (``make(n)``: the
+    workload at ``n`` frames). Returns the budgets with the usable accelerator memory."""
+    if budgets.get("host_budget") and not budgets.get("budget"):  # the host alone judged
+        hb = budgets["host_budget"]
+        p["host_budget_bytes"], p["fits"] = hb, p["host_peak_bytes"] <= hb
+        p["does_not_fit"] = [] if p["fits"] else [
+            f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget {fmt_bytes(hb)}"]
+    if budgets.get("budget"):
+        from sam2tune.gpus import usable_memory
+
+        p["budget_bytes"] = budgets["budget"]
+        usable, rule = usable_memory(budgets["budget"], model, kind)
+        budgets = dict(budgets, budget=usable)  # frames within the usable memory
+        p["usable_budget_bytes"], p["usable_rule"] = usable, rule
+        over = []  # what does not fit, named (the device, the host or both)
+        if p["device_peak_bytes"] > usable:
+            over.append(f"accelerator peak {fmt_bytes(p['device_peak_bytes'])} > usable "
+                        f"{fmt_bytes(usable)}")
+        if "host_budget" in budgets and p["host_peak_bytes"] > budgets["host_budget"]:
+            over.append(f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget "
+                        f"{fmt_bytes(budgets['host_budget'])}")
+        p["fits"], p["does_not_fit"] = not over, over
+        p["host_budget_bytes"] = budgets.get("host_budget")
+        own, by_strategy = _frames_within(make, c, model, kind, budgets)
+        p["max_frames_within_budget"] = own
+        p["max_frames_within_budget_by_strategy"] = by_strategy
+    return budgets
+
+
 def predict_cmd(args: list[str]) -> None:
     """``sam2tune predict <run overrides | workload.*=...> [format=json] [model_file=...]
     [device_kind=cuda|cpu] [budget=24GiB | gpu=NAME] [host_budget=64GiB]``."""
@@ -261,33 +294,10 @@ def predict_cmd(args: list[str]) -> None:
         "workload.* assumes every object on frame 0 unless workload.first_frames says otherwise)"
         if cfg.video.kind == "synthetic" and w.num_objects > 1 and not wargs else ""
     )
-    if budgets.get("host_budget") and not budgets.get("budget"):  # the host alone judged
-        hb = budgets["host_budget"]
-        p["host_budget_bytes"], p["fits"] = hb, p["host_peak_bytes"] <= hb
-        p["does_not_fit"] = [] if p["fits"] else [
-            f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget {fmt_bytes(hb)}"]
-    if budgets.get("budget"):
-        from sam2tune.gpus import usable_memory
-
-        p["budget_bytes"] = budgets["budget"]
-        usable, rule = usable_memory(budgets["budget"], model, ta.device_kind)
-        budgets = dict(budgets, budget=usable)  # frames within the usable memory
-        p["usable_budget_bytes"], p["usable_rule"] = usable, rule
-        over = []  # what does not fit, named (the device, the host or both)
-        if p["device_peak_bytes"] > usable:
-            over.append(f"accelerator peak {fmt_bytes(p['device_peak_bytes'])} > usable "
-                        f"{fmt_bytes(usable)}")
-        if "host_budget" in budgets and p["host_peak_bytes"] > budgets["host_budget"]:
-            over.append(f"host peak {fmt_bytes(p['host_peak_bytes'])} > host_budget "
-                        f"{fmt_bytes(budgets['host_budget'])}")
-        p["fits"], p["does_not_fit"] = not over, over
-        p["host_budget_bytes"] = budgets.get("host_budget")
-        own, by_strategy = _frames_within(
-            w.with_frames if wargs else (lambda n: workload_of(cfg, n)), c, model,
-            ta.device_kind, budgets,
-        )
-        p["max_frames_within_budget"] = own
-        p["max_frames_within_budget_by_strategy"] = by_strategy
+    budgets = _judge_budgets(
+        p, budgets, model, ta.device_kind,
+        w.with_frames if wargs else (lambda n: workload_of(cfg, n)), c,
+    )
     if pa.format == "json":
         print(json.dumps(p, indent=1, default=str))
         return
