@@ -175,7 +175,8 @@ class LookupArgs(ModelArgs):
 
 @dataclass
 class PredictArgs:
-    """``sam2tune predict``: besides these, any ``sam2tune run`` override describes the run."""
+    """``sam2tune predict``: besides these, any ``sam2tune run`` override describes the run,
+    or recommend's ``workload.*`` fields do (``sam2tune recommend --help``), not both."""
 
     format: str = arg("text", "text | json")
     model_file: str | None = arg(None, "memory model JSON (default: conf/memory_model.json)")
