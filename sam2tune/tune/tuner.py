@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -36,7 +35,6 @@ __all__ = [
     "run_tuner",
     "choose",
     "ranked",
-    "rank_key",
     "screen",
     "evaluate",
     "open_study",
@@ -138,24 +136,6 @@ def screen(
 SPEED_TIE = 0.05
 
 
-def speed_class(speed: float) -> int:
-    """``speed`` (relative to stock, > 0) in steps of :data:`SPEED_TIE` (1.0 -> 0)."""
-    return round(math.log(max(speed, 1e-9)) / math.log1p(SPEED_TIE))
-
-
-def rank_key(c: Choice) -> tuple[float, int, int, float, int]:
-    """The one ranking: highest quality, then the shortest predicted end-to-end time (speeds
-    within :data:`SPEED_TIE` alike), then least escalation, then fastest, then least
-    predicted accelerator memory."""
-    return (
-        -round(c.quality, 6),
-        -speed_class(c.speed),
-        c.escalation,
-        -round(c.speed, 4),
-        int(c.prediction.device_peak_bytes),
-    )
-
-
 #: (name, default) of the Candidate fields that are knobs (image size and impl aside)
 _KNOBS = [(f.name, f.default) for f in dataclasses.fields(Candidate)
           if f.name not in ("image_size", "impl")]
@@ -176,8 +156,8 @@ def ranked(choices: list[Choice]) -> list[Choice]:
     """The feasible choices, best first: highest quality; among those, every choice within
     :data:`SPEED_TIE` of the fastest ranks alike, and of them the least escalated first, then
     the fewest knobs changed, then the fastest, then the least predicted accelerator memory (a
-    choice 2.6 % faster than a simpler one does not win; bins of :func:`speed_class` would split
-    such a pair at a bin's edge); then the next tier the same way."""
+    choice 2.6 % faster than a simpler one does not win; fixed bins of speed would split such a
+    pair at a bin's edge); then the next tier the same way."""
     rest = sorted((c for c in choices if c.feasible), key=lambda c: (-round(c.quality, 6),
                                                                      -c.speed))
     out: list[Choice] = []
