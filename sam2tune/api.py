@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam2tune.config.schema import DTYPES, IMPLS, MAX_PREFETCH, PREDICTORS, STRATEGIES
+from sam2tune.config.schema import (
+    DTYPES,
+    IMPLS,
+    MAX_PREFETCH,
+    PREDICTORS,
+    STRATEGIES,
+    cuda_refusal,
+)
 
 __all__ = ["build_predictor", "propagate", "STRATEGIES", "PREDICTORS", "IMPLS"]
 
@@ -234,13 +241,9 @@ def _device(device: Any) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise _err(f"device: {device!r} is not a torch device ({e})") from None
-    if dev.type == "cuda":  # refused here in one line, not deep in torch's lazy CUDA init
-        if not torch.cuda.is_available():
-            raise _err(f"device: {device!r}: this machine has no CUDA device "
-                       "(torch.cuda.is_available() is False); use \"cpu\"")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise _err(f"device: {device!r}: no such CUDA device "
-                       f"({torch.cuda.device_count()} here)")
+    why = cuda_refusal(str(dev))  # in one line, not deep in torch's lazy CUDA init
+    if why is not None:
+        raise _err(f"device: {device!r}: {why}")
     return dev
 
 

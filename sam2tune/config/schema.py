@@ -40,6 +40,21 @@ DEVICES = ("auto", "cpu", "cuda")
 IMPLS = ("sam2", "transformers")
 
 
+def cuda_refusal(device: str) -> str | None:
+    """Why ``device`` (``cuda`` / ``cuda:i``) cannot run on this machine, or None (also for
+    any other device): the one check of ``run``, ``propagate`` and ``build_predictor``."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return 'this machine has no CUDA device (torch.cuda.is_available() is False); use "cpu"'
+    index = str(device).partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        return f"no such CUDA device ({torch.cuda.device_count()} here)"
+    return None
+
+
 #: strategy=stream: the most frames decoded ahead (each is held like a window frame)
 MAX_PREFETCH = 64
 #: a synthetic video's most frames (10 minutes at 30 fps): it is rendered before the run

@@ -25,7 +25,7 @@ from typing import Any
 from sam2tune.adapter.build import predictor_target
 from sam2tune.adapter.checkpoints import resolve_checkpoint, sha256_file
 from sam2tune.config.process import run_process_env
-from sam2tune.config.schema import RunConfig, config_hash
+from sam2tune.config.schema import RunConfig, config_hash, cuda_refusal
 from sam2tune.errors import InputError
 from sam2tune.paths import (
     atomic_write_json,
@@ -158,21 +158,6 @@ class _Prepared:
     created: bool = False  #: results_dir did not exist before this run
 
 
-def _check_device(device: str) -> None:
-    """``device=cuda[:i]`` needs that CUDA device here: refused before anything is written."""
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise InputError(f"device: {device} requested but no CUDA device is available")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise InputError(
-            f"device: {device}: no such CUDA device ({torch.cuda.device_count()} here)"
-        )
-
-
 def _discard(pre: _Prepared, tmp_dir: Path) -> None:
     """Remove what a run that never started wrote: its folder, an empty ``.tmp``, and the
     results folder itself when this run created it and it is still empty."""
@@ -186,7 +171,9 @@ def _discard(pre: _Prepared, tmp_dir: Path) -> None:
 
 def _prepare(cfg: RunConfig) -> _Prepared:
     predictor_target(cfg.knobs)  # validates knob combinations
-    _check_device(cfg.device)
+    why = cuda_refusal(cfg.device)  # before anything is written
+    if why is not None:
+        raise InputError(f"device: {cfg.device}: {why}")
     if cfg.probe.memory_snapshot and not cfg.device.startswith("cuda"):
         import torch
 

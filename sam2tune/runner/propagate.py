@@ -22,7 +22,7 @@ from sam2tune.adapter.encoder import EncoderTimer, encoder_entry
 from sam2tune.adapter.hf import HFPredictor, HFSession
 from sam2tune.adapter.segments import SegmentedSession
 from sam2tune.adapter.session import FrameStep, PromptStep, Session, VideoSession
-from sam2tune.config.schema import KnobsConfig
+from sam2tune.config.schema import KnobsConfig, cuda_refusal
 from sam2tune.errors import InputError
 from sam2tune.metrics import MaskDir, MaskSet
 from sam2tune.probes import TensorTracker, rss_bytes
@@ -46,8 +46,9 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` / ``cpu`` / ``cuda[:i]`` as a torch device (one-line error without CUDA)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda requested but no CUDA device is available")
+    why = cuda_refusal(name)
+    if why is not None:
+        raise InputError(f"device: {name}: {why}")
     return torch.device(name)
 
 
