@@ -94,12 +94,17 @@ def _words(name: str) -> list[str]:
     return [x for x in name.lower().replace("-", " ").split() if x not in _VENDOR_WORDS]
 
 
-def canonical_gpu(gpu: str) -> str | None:
-    """The catalog's name for ``gpu`` given as the catalog, nvidia-smi or torch spell it
+def _entry(gpu: str) -> Gpu | None:
+    """The catalog's entry for ``gpu`` given as the catalog, nvidia-smi or torch spell it
     ("NVIDIA GeForce RTX 4090", "Tesla T4", "rtx 4090"), or None when it is not one."""
     mine = _words(str(gpu))
-    same = [g.name for g in catalog_entries() if _words(g.name) == mine]
-    return same[0] if same else None
+    return next((g for g in catalog_entries() if _words(g.name) == mine), None)
+
+
+def canonical_gpu(gpu: str) -> str | None:
+    """The catalog's name for ``gpu`` (:func:`_entry`), or None when it is not one."""
+    g = _entry(gpu)
+    return g.name if g else None
 
 
 def _suggest(gpu: str) -> str:
@@ -136,8 +141,7 @@ def resolve_budget(budget: str | None, gpu: str | None) -> tuple[int, str]:
             raise InputError("budget: give a size such as 24GiB")
         return b, f"budget {fmt_bytes(b)}"
     if gpu is not None:
-        by = {g.name: g for g in catalog_entries()}
-        g = by.get(canonical_gpu(str(gpu)) or "")
+        g = _entry(gpu)
         if g is None:
             raise InputError(f"gpu: {gpu!r} is not in the catalog conf/gpus.yaml "
                              f"({_suggest(str(gpu))})")

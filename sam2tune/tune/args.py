@@ -91,9 +91,8 @@ class ModelArgs:
         if self.device_kind not in ("cuda", "cpu"):
             raise InputError(f"device_kind: must be cuda or cpu, got {self.device_kind!r}")
         self.gpu = _catalog_spelling(self.gpu)
-        if Path(self.results_dir).expanduser().exists() and not Path(
-            self.results_dir
-        ).expanduser().is_dir():
+        runs = Path(self.results_dir).expanduser()
+        if runs.exists() and not runs.is_dir():
             raise InputError(f"results_dir: {self.results_dir}: is a file, not a folder of runs")
         impls_of(self.impl)
         why = impl_refusal(self.impl, KnobsConfig(), model_preset(self.workload.model))
@@ -184,7 +183,6 @@ class PredictArgs:
     budget: str | None = arg(None, "with a budget: max_frames_within_budget, e.g. 24GiB")
     gpu: str | None = arg(None, 'a catalog GPU instead of budget, e.g. "RTX 4090" (as recommend)')
     host_budget: str | None = arg(None, "host RAM budget for max_frames_within_budget")
-
 
     def validate(self) -> None:
         """The GPU as the catalog spells it (``NVIDIA GeForce RTX 4090``: RTX 4090)."""
