@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         sups = sorted(str(d) for d in Path().glob(SUPPLEMENTS.get(cal, "-"))
                       if (d / "calibration").is_dir())
         model, ev = fit_and_evaluate(cal, val, batch_dir=batch, supplements=sups)
-        for s in model.calibration.get("cpu", {}).get("supplements", []) if sups else []:
-            print(f"[cpu] supplement {s.get('dir')}: placed at x{s['scale']:.3f} by "
-                  f"{s.get('anchors')} anchor observations")
         for kind, k in model.coeffs.items():
             info = model.calibration[kind]
+            for s in info.get("supplements", []):  # every device kind's, not the CPU's only
+                print(f"[{kind}] supplement {s['dir']}: placed at x{s['scale']:.3f} by "
+                      f"{s['anchors']} anchor observations")
             shipped.coeffs[kind], shipped.calibration[kind] = k, info
             print(f"[{kind}] fitted on {info['runs']} runs ({', '.join(info['devices'])}, {cal}): "
                   + ", ".join(f"{n}={v:.4g}" for n, v in k.items()))
